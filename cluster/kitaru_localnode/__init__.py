@@ -1,0 +1,1 @@
+"""Local Kubernetes for development and CI: upstream control plane plus a process-based node."""
