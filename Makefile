@@ -24,6 +24,11 @@ cluster-down: ## stop everything cluster-up started
 
 crds: ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(PYTHON) -m kitaru.core.crdgen crds
+	cp crds/kitaru.dev_flow*.yaml charts/kitaru-operator/crds/
+	cp crds/kitaru.dev_admission.yaml charts/kitaru-operator/files/admission.yaml
+
+check-crds: ## fail when crds/ drifts from the models
+	$(PYTHON) -m kitaru.core.crdgen --check crds
 
 lint: ## ruff, formatting, mypy and the import contracts of the pure core
 	ruff check .

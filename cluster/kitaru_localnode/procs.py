@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -58,6 +59,20 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def with_cmdline(text: str) -> list[int]:
+    """Live processes whose command line contains `text`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
 def stop_groups(pidfiles: Iterable[Path], grace: float = 10.0) -> list[int]:
     """SIGTERM the process group of every recorded pid, SIGKILL what is left after `grace`.
 
@@ -77,10 +92,8 @@ def stop_groups(pidfiles: Iterable[Path], grace: float = 10.0) -> list[int]:
         groups.append(pid)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         for pgid in groups:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             groups = [g for g in groups if group_members(g)]

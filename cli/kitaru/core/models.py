@@ -184,13 +184,16 @@ class Stack(Model):
     runner_image: str | None = Field(
         None, description="Default runner image used when the snapshot names no image."
     )
-    service_account_name: str | None = Field(
-        None, description="ServiceAccount the run's pod uses."
-    )
+    service_account_name: str | None = Field(None, description="ServiceAccount the run's pod uses.")
     resources: Resources | None = Field(None, description="Requests and limits of the run.")
-    env: list[EnvVar] = Field(default_factory=list, description="Environment of the run.")
+    # Bounded so the API server can estimate the cost of the CEL rule on each item.
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=256, description="Environment of the run."
+    )
     env_from: list[EnvFrom] = Field(
-        default_factory=list, description="ConfigMaps and Secrets imported as environment."
+        default_factory=list,
+        max_length=64,
+        description="ConfigMaps and Secrets imported as environment.",
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Default deadline of one invocation, in seconds."
@@ -235,7 +238,11 @@ class FlowDeploymentSpec(Model):
         description="JSON Schema of the flow's inputs (deploy-time values as defaults).",
         json_schema_extra={PRESERVE: True},
     )
-    stack: Stack = Field(default_factory=Stack, description="Execution context of every run.")
+    stack: Stack = Field(
+        # model_validate: mypy without the pydantic plugin cannot see Stack's defaults.
+        default_factory=lambda: Stack.model_validate({}),
+        description="Execution context of every run.",
+    )
 
 
 class TagRef(Model):
@@ -253,7 +260,9 @@ class FlowDeploymentStatus(Model):
         default_factory=list, description="Tags routed to this version (derived from FlowRoutes)."
     )
     tag_summary: str = Field("", description="Tags as one comma-separated string, for printing.")
-    snapshot_name: str | None = Field(None, description="Kitaru snapshot name kitaru::<flow>::v<N>.")
+    snapshot_name: str | None = Field(
+        None, description="Kitaru snapshot name kitaru::<flow>::v<N>."
+    )
     observed_generation: int | None = Field(None, description="Generation last reconciled.")
 
 
@@ -282,54 +291,6 @@ class FlowRouteSpec(Model):
         "Public flow name (a lowercase Python identifier); immutable.", immutable=True
     )
     tag: str = _tag_field("Tag name; immutable.", immutable=True)
-    exclusive: bool = Field(description="True if the tag routes only to this version.")
-
-
-class FlowDeploymentStatus(Model):
-    """Observed state of a deployment version, written by the operator."""
-
-    conditions: list[Condition] = Field(default_factory=list, description="Ready.")
-    tags: list[TagRef] = Field(
-        default_factory=list, description="Tags routed to this version (derived from FlowRoutes)."
-    )
-    tag_summary: str = Field("", description="Tags as one comma-separated string, for printing.")
-    snapshot_name: str | None = Field(None, description="Kitaru snapshot name kitaru::<flow>::v<N>.")
-    observed_generation: int | None = Field(None, description="Generation last reconciled.")
-
-
-# --- FlowRoute ----------------------------------------------------------------
-
-
-class FlowRouteSpec(Model):
-    """A tag of a flow and the version(s) it routes to."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            CEL: [
-                {
-                    "rule": f"self.tag != '{DEFAULT_TAG}' || self.exclusive",
-                    "message": f"the '{DEFAULT_TAG}' tag is always exclusive",
-                },
-                {
-                    "rule": "!self.exclusive || size(self.versions) == 1",
-                    "message": "an exclusive tag routes to exactly one version",
-                },
-            ]
-        }
-    )
-
-    flow: str = Field(
-        pattern=FLOW_PATTERN,
-        max_length=FLOW_MAX_LENGTH,
-        description="Public flow name (a lowercase Python identifier); immutable.",
-        json_schema_extra={CEL: [{"rule": "self == oldSelf", "message": "flow is immutable"}]},
-    )
-    tag: str = Field(
-        pattern=TAG_PATTERN,
-        max_length=TAG_MAX_LENGTH,
-        description="Tag name; immutable.",
-        json_schema_extra={CEL: [{"rule": "self == oldSelf", "message": "tag is immutable"}]},
-    )
     exclusive: bool = Field(
         False, description="Exclusive tags route to one version; shared tags to a set."
     )
@@ -349,7 +310,8 @@ class FlowRouteStatus(Model):
     """Observed state of a route, written by the operator."""
 
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready; False with VersionNotFound when a version is gone."
+        default_factory=list,
+        description="Ready; False with VersionNotFound when a version is gone.",
     )
     mode: RouteMode | None = Field(None, description="exclusive or shared, for printing.")
     resolved_version: int | None = Field(
@@ -394,7 +356,8 @@ class FlowInvocationSpec(Model):
     inputs: dict[str, Any] = Field(
         default_factory=dict,
         description="Inputs of this run; they override the deploy-time inputs key by key.",
-        json_schema_extra={PRESERVE: True},
+        # An explicit default so the immutability rule can compare it on every update.
+        json_schema_extra={PRESERVE: True, "default": {}},
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Deadline of this run; overrides the stack default."

@@ -1,0 +1,142 @@
+"""Route resolution: which version an invocation of (flow, tag | version) runs.
+
+Pure and O(1): the caller supplies a `RouteLookup` backed by an in-memory index
+(kopf indexes in the operator), never a LIST per invocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kitaru.core.models import FlowRouteSpec, SelectorKind
+from kitaru.core.names import DEFAULT_TAG
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """The routing-relevant part of a FlowRoute."""
+
+    flow: str
+    tag: str
+    exclusive: bool
+    versions: frozenset[int]
+
+    @classmethod
+    def from_spec(cls, spec: FlowRouteSpec) -> RouteView:
+        return cls(spec.flow, spec.tag, spec.exclusive, frozenset(spec.versions))
+
+    def to_spec(self) -> FlowRouteSpec:
+        return FlowRouteSpec(
+            flow=self.flow, tag=self.tag, exclusive=self.exclusive, versions=sorted(self.versions)
+        )
+
+
+class RouteLookup(Protocol):
+    def has_deployments(self, flow: str) -> bool: ...
+    def has_version(self, flow: str, version: int) -> bool: ...
+    def route(self, flow: str, tag: str) -> RouteView | None: ...
+
+
+class ResolutionError(Exception):
+    """An invocation that cannot be resolved; `reason` is CamelCase, `message` says what to do."""
+
+    reason = "ResolutionFailed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NoDeployments(ResolutionError):
+    reason = "NoDeployments"
+
+
+class NoDefaultRoute(ResolutionError):
+    reason = "NoDefaultRoute"
+
+
+class TagNotFound(ResolutionError):
+    reason = "TagNotFound"
+
+
+class VersionNotFound(ResolutionError):
+    reason = "VersionNotFound"
+
+
+class AmbiguousTag(ResolutionError):
+    reason = "AmbiguousTag"
+
+
+class ConflictingSelectors(ResolutionError, ValueError):
+    reason = "ConflictingSelectors"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What was asked for and the version it resolved to.
+
+    `tag` is the tag asked for, `default` for the implicit route, None for a version.
+    """
+
+    selector: SelectorKind
+    tag: str | None
+    version: int
+
+
+def format_versions(versions: Iterable[int]) -> str:
+    return ", ".join(str(v) for v in sorted(versions))
+
+
+def resolve(
+    lookup: RouteLookup, flow: str, tag: str | None = None, version: int | None = None
+) -> Resolution:
+    """Resolve an invocation: version ⇒ that version, tag ⇒ its one version, neither ⇒ default."""
+    if tag is not None and version is not None:
+        raise ConflictingSelectors(
+            f"invoke flow '{flow}' with either a tag ({tag}) or a version ({version}), not both"
+        )
+    if not lookup.has_deployments(flow):
+        raise NoDeployments(
+            f"flow '{flow}' has no deployments yet; deploy it first with: "
+            f"kitaru deploy path/to/file.py:{flow}"
+        )
+    if version is not None:
+        if not lookup.has_version(flow, version):
+            raise VersionNotFound(
+                f"flow '{flow}' has no version {version}; list its versions with: "
+                f"kitaru flow deployments list {flow}"
+            )
+        return Resolution(SelectorKind.VERSION, None, version)
+
+    name = DEFAULT_TAG if tag is None else tag
+    route = lookup.route(flow, name)
+    if route is None or not route.versions:
+        if name == DEFAULT_TAG:
+            raise NoDefaultRoute(
+                f"flow '{flow}' has deployments but none is routed as '{DEFAULT_TAG}'; "
+                f"invoke with --tag or --version, or move {DEFAULT_TAG} with: "
+                f"kitaru flow tag {flow} {DEFAULT_TAG} --version N --exclusive"
+            )
+        raise TagNotFound(
+            f"flow '{flow}' has no tag '{name}'; list its tags with: kitaru flow show {flow}, "
+            f"or add it with: kitaru flow tag {flow} {name} --version N"
+        )
+    if len(route.versions) > 1:
+        raise AmbiguousTag(
+            f"tag '{name}' of flow '{flow}' routes to versions {format_versions(route.versions)}; "
+            "invoke one of them with --version, or make the tag exclusive"
+        )
+    (resolved,) = route.versions
+    if not lookup.has_version(flow, resolved):
+        raise VersionNotFound(
+            f"tag '{name}' of flow '{flow}' routes to version {resolved}, which no longer "
+            f"exists; move the tag with: kitaru flow tag {flow} {name} --version N"
+            + (" --exclusive" if route.exclusive else "")
+        )
+    selector = SelectorKind.DEFAULT if tag is None else SelectorKind.TAG
+    return Resolution(selector, name, resolved)

@@ -1,0 +1,98 @@
+"""Status derivation: whole status objects computed from spec and observed state.
+
+The operator writes the result once per pass through the status subresource;
+with unchanged inputs the output is identical, so nothing flaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from datetime import datetime
+
+from kitaru.core.conditions import set_condition
+from kitaru.core.models import (
+    FlowDeploymentSpec,
+    FlowDeploymentStatus,
+    FlowRouteSpec,
+    FlowRouteStatus,
+    RouteMode,
+)
+from kitaru.core.names import snapshot_name
+from kitaru.core.routing import RouteView, format_versions
+from kitaru.core.tagging import tags_for_version
+
+READY = "Ready"
+
+
+def runner_image(spec: FlowDeploymentSpec) -> str | None:
+    """The image a run of this version uses: the snapshot's, else the stack's runner image."""
+    return spec.snapshot.image or spec.stack.runner_image or None
+
+
+def derive_deployment_status(
+    spec: FlowDeploymentSpec,
+    routes: Iterable[RouteView],
+    previous: FlowDeploymentStatus | None,
+    generation: int | None,
+    now: datetime | str,
+) -> FlowDeploymentStatus:
+    """Status of a FlowDeployment: Ready when runnable, and the tags routed to it."""
+    tags = tags_for_version((r for r in routes if r.flow == spec.flow), spec.version)
+    name = snapshot_name(spec.flow, spec.version)
+    image = runner_image(spec)
+    if image:
+        ready, reason, message = True, "Runnable", f"{name} runs image {image}"
+    else:
+        ready, reason, message = (
+            False,
+            "NotRunnable",
+            "no runnable snapshot: set spec.snapshot.image (kitaru deploy --image IMAGE) "
+            "or spec.stack.runnerImage",
+        )
+    conditions = set_condition(
+        previous.conditions if previous else [], READY, ready, reason, message, now, generation
+    )
+    return FlowDeploymentStatus(
+        conditions=conditions,
+        tags=tags,
+        tag_summary=",".join(ref.tag for ref in tags),
+        snapshot_name=name,
+        observed_generation=generation,
+    )
+
+
+def derive_route_status(
+    spec: FlowRouteSpec,
+    existing_versions: Set[int],
+    previous: FlowRouteStatus | None,
+    generation: int | None,
+    now: datetime | str,
+) -> FlowRouteStatus:
+    """Status of a FlowRoute: Ready, or VersionNotFound naming the missing versions."""
+    routed = set(spec.versions)
+    missing = routed - existing_versions
+    route = f"tag '{spec.tag}' of flow '{spec.flow}'"
+    if missing:
+        ready, reason = False, "VersionNotFound"
+        message = (
+            f"{route} routes to missing version(s) {format_versions(missing)}; move it with: "
+            f"kitaru flow tag {spec.flow} {spec.tag} --version N"
+            + (" --exclusive" if spec.exclusive else "")
+        )
+    elif len(routed) == 1:
+        ready, reason, message = True, "Resolved", f"{route} routes to version {spec.versions[0]}"
+    else:
+        ready, reason = True, "Shared"
+        message = (
+            f"{route} routes to versions {format_versions(routed)}; "
+            "invoke one of them with --version"
+        )
+    conditions = set_condition(
+        previous.conditions if previous else [], READY, ready, reason, message, now, generation
+    )
+    return FlowRouteStatus(
+        conditions=conditions,
+        mode=RouteMode.EXCLUSIVE if spec.exclusive else RouteMode.SHARED,
+        resolved_version=spec.versions[0] if len(routed) == 1 and not missing else None,
+        observed_generation=generation,
+    )

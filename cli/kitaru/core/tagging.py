@@ -1,0 +1,63 @@
+"""Tag semantics: add, move and remove a tag on a route (pure; the client does the CAS)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kitaru.core.models import TagRef
+from kitaru.core.names import DEFAULT_TAG, validate_flow, validate_tag
+from kitaru.core.routing import RouteView, format_versions
+
+
+class TagError(ValueError):
+    """A tag command that the rules forbid; the message says what to do instead."""
+
+
+def apply_tag(
+    current: RouteView | None, flow: str, tag: str, version: int, exclusive: bool
+) -> RouteView:
+    """The route after `kitaru flow tag FLOW TAG --version N [--exclusive]`.
+
+    Exclusive moves the tag to `version`; shared adds `version` to the set. The mode
+    follows the latest command, except that `default` is always exclusive.
+    """
+    validate_flow(flow)
+    validate_tag(tag)
+    if version < 1:
+        raise TagError(f"invalid version {version}: versions start at 1")
+    if current is not None and (current.flow, current.tag) != (flow, tag):
+        raise ValueError(f"route {current.flow}.{current.tag} is not {flow}.{tag}")
+    exclusive = exclusive or tag == DEFAULT_TAG
+    if exclusive or current is None:
+        versions = frozenset({version})
+    else:
+        versions = current.versions | {version}
+    return RouteView(flow, tag, exclusive, versions)
+
+
+def remove_tag(current: RouteView, version: int) -> RouteView | None:
+    """The route after `kitaru flow untag`; None means the route should be deleted."""
+    if current.tag == DEFAULT_TAG:
+        raise TagError(
+            f"the '{DEFAULT_TAG}' tag of flow '{current.flow}' cannot be removed, only moved: "
+            f"kitaru flow tag {current.flow} {DEFAULT_TAG} --version N --exclusive"
+        )
+    if version not in current.versions:
+        raise TagError(
+            f"tag '{current.tag}' of flow '{current.flow}' does not route to version {version} "
+            f"(it routes to {format_versions(current.versions)})"
+        )
+    remaining = current.versions - {version}
+    if not remaining:
+        return None
+    return RouteView(current.flow, current.tag, current.exclusive, remaining)
+
+
+def tags_for_version(routes: Iterable[RouteView], version: int) -> list[TagRef]:
+    """The tags routed to `version`, `default` first, then by name."""
+    refs = [
+        TagRef(tag=route.tag, exclusive=route.exclusive)
+        for route in routes
+        if version in route.versions
+    ]
+    return sorted(refs, key=lambda ref: (ref.tag != DEFAULT_TAG, ref.tag))

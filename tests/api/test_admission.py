@@ -1,0 +1,149 @@
+"""Cross-object rules at admission, exercised with plain kubectl on the real API server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import kubernetes
+import pytest
+from conftest import create, deployment, route
+from support import kubectl, wait_for
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+FLOW = "research_agent"
+
+
+def delete(kind: str, name: str, namespace: str):
+    return kubectl("delete", kind, name, "--wait=false", namespace=namespace, check=False)
+
+
+def patch(kind: str, name: str, body: dict, namespace: str) -> None:
+    kubectl("patch", kind, name, "--type=merge", "-p", json.dumps(body), namespace=namespace)
+
+
+def deleted_after_retries(kind: str, name: str, namespace: str) -> bool:
+    """Admission params come from an informer, so a rule may lag a route change briefly."""
+    return delete(kind, name, namespace).returncode == 0
+
+
+def test_version_holding_an_exclusive_tag_cannot_be_deleted(namespace: str) -> None:
+    for version in (1, 2, 3):
+        create(deployment(FLOW, version), namespace)
+    create(deployment("other_flow", 2), namespace)
+    create(route(FLOW, "default", 1), namespace)
+    create(route(FLOW, "stable", 2), namespace)
+    create(route(FLOW, "bench", 1, 2, 3, exclusive=False), namespace)
+    create(route("other_flow", "default", 2), namespace)
+    create(route("other_flow", "prod", 3), namespace)  # version 3 of another flow
+
+    proc = delete("fdep", "research-agent-v2", namespace)
+    assert proc.returncode != 0
+    assert (
+        "version 2 of flow research_agent holds the exclusive tag stable; move the tag to "
+        "another version first: kitaru flow tag research_agent stable --version N --exclusive"
+    ) in proc.stderr
+    assert (
+        kubectl("get", "fdep", "research-agent-v2", namespace=namespace, check=False).returncode
+        == 0
+    )
+
+    # shared tags and other flows' exclusive tags do not hold a version
+    assert delete("fdep", "research-agent-v3", namespace).returncode == 0
+
+    patch("froute", "research-agent.stable", {"spec": {"versions": [1]}}, namespace)
+    wait_for(
+        lambda: deleted_after_retries("fdep", "research-agent-v2", namespace),
+        timeout=30,
+        message="version 2 deletable after stable moved",
+    )
+
+    proc = delete("fdep", "research-agent-v1", namespace)
+    assert proc.returncode != 0
+    assert "version 1 of flow research_agent holds the exclusive tag" in proc.stderr
+
+
+def test_default_route_can_only_be_moved(namespace: str) -> None:
+    create(deployment(FLOW, 1), namespace)
+    create(deployment(FLOW, 2), namespace)
+    create(route(FLOW, "default", 1), namespace)
+    create(route(FLOW, "canary", 2), namespace)
+
+    proc = delete("froute", "research-agent.default", namespace)
+    assert proc.returncode != 0
+    assert (
+        "the default route of flow research_agent cannot be deleted, only moved: "
+        "kitaru flow tag research_agent default --version N --exclusive"
+    ) in proc.stderr
+
+    # the default version is protected until default moves
+    assert delete("fdep", "research-agent-v1", namespace).returncode != 0
+    patch("froute", "research-agent.default", {"spec": {"versions": [2]}}, namespace)
+    wait_for(
+        lambda: deleted_after_retries("fdep", "research-agent-v1", namespace),
+        timeout=30,
+        message="version 1 deletable after default moved",
+    )
+
+    # other routes go freely; default goes only when the whole flow is deleted on purpose
+    assert delete("froute", "research-agent.canary", namespace).returncode == 0
+    annotate = {"metadata": {"annotations": {"kitaru.dev/deleting-flow": "false"}}}
+    patch("froute", "research-agent.default", annotate, namespace)
+    assert delete("froute", "research-agent.default", namespace).returncode != 0
+    kubectl(
+        "annotate",
+        "froute",
+        "research-agent.default",
+        "kitaru.dev/deleting-flow=true",
+        "--overwrite",
+        namespace=namespace,
+    )
+    assert delete("froute", "research-agent.default", namespace).returncode == 0
+
+
+def test_version_numbers_are_never_reused(namespace: str) -> None:
+    create(deployment(FLOW, 1), namespace)
+    create(deployment("other_flow", 1), namespace)
+    create(route(FLOW, "default", 1, annotations={"kitaru.dev/highest-version": "3"}), namespace)
+    create(route("other_flow", "default", 1), namespace)
+
+    for version in (2, 3):
+        proc = create(deployment(FLOW, version), namespace, check=False)
+        assert proc.returncode != 0
+        assert (
+            f"version {version} of flow research_agent was used before (highest so far: 3) "
+            "and version numbers are never reused; create version 4 instead"
+        ) in proc.stderr
+        assert (
+            kubectl(
+                "get", "fdep", f"research-agent-v{version}", namespace=namespace, check=False
+            ).returncode
+            != 0
+        )
+
+    create(deployment(FLOW, 4), namespace)
+    create(deployment("other_flow", 2), namespace)  # another flow has its own sequence
+
+
+def test_namespace_deletion_always_completes(k8s: kubernetes.client.ApiClient) -> None:
+    name = f"t-ns-delete-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    for version in (1, 2):
+        create(deployment(FLOW, version), name)
+    create(route(FLOW, "default", 1, annotations={"kitaru.dev/highest-version": "2"}), name)
+    create(route(FLOW, "stable", 2), name)
+    create(route(FLOW, "bench", 1, 2, exclusive=False), name)
+    assert delete("fdep", "research-agent-v1", name).returncode != 0  # rules are in force
+
+    kubectl("delete", "namespace", name, "--wait=false")
+    core = kubernetes.client.CoreV1Api(k8s)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(name)
+        except kubernetes.client.ApiException as err:
+            return err.status == 404
+        return False
+
+    wait_for(gone, timeout=90, message=f"namespace {name} deleted")

@@ -1,0 +1,115 @@
+"""Session-wide fixtures: the local cluster, an admin API client, a namespace per test
+and the operator under `kopf.testing.KopfRunner`.
+
+Tests under tests/api, tests/e2e and tests/cluster are marked `cluster`. If the cluster
+cannot be started they are skipped, except with CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import kubernetes
+import pytest
+from support import CLUSTER_DIR, KUBECONFIG, REPO, wait_for
+
+CLUSTER_TIERS = {"api", "e2e", "cluster"}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    api_url: str
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            tier = item.path.relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if tier in CLUSTER_TIERS:
+            item.add_marker(pytest.mark.cluster)
+
+
+def _cluster_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kitaru_localnode.cluster", *args, f"--dir={CLUSTER_DIR}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The local cluster, started when it is not up."""
+    if _cluster_cmd("status").returncode != 0:
+        proc = _cluster_cmd("up")
+        if proc.returncode != 0:
+            why = f"the local cluster could not be started:\n{proc.stdout}{proc.stderr}"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(why, pytrace=False)
+            pytest.skip(why)
+    cfg = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=cfg)
+    return Cluster(kubeconfig=KUBECONFIG, api_url=cfg.host)
+
+
+@pytest.fixture(autouse=True)
+def _needs_cluster(request: pytest.FixtureRequest) -> None:
+    """Tests marked `cluster` get the cluster (or its skip/failure) even if they do not
+    ask for it."""
+    if request.node.get_closest_marker("cluster"):
+        request.getfixturevalue("cluster")
+
+
+@pytest.fixture(scope="session")
+def k8s(cluster: Cluster) -> kubernetes.client.ApiClient:
+    """An API client with the admin kubeconfig."""
+    return kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, k8s: kubernetes.client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test (with its `default` ServiceAccount ready), deleted
+    afterwards without waiting for the deletion to finish."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
+    core = kubernetes.client.CoreV1Api(k8s)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={"kitaru.dev/test": "true"})
+        )
+    )
+    wait_for(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=30,
+        message=f"ServiceAccount {name}/default",
+    )
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def kopf_runner(
+    namespace: str, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[object]:
+    """The operator, run in-process for one namespace; its crash fails the test."""
+    from kopf.testing import KopfRunner
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "kitaru_operator.handlers"]
+    with KopfRunner(args) as runner:
+        yield runner
+    if runner.exception is not None:
+        raise runner.exception
+    assert runner.exit_code == 0, runner.output

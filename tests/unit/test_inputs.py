@@ -1,0 +1,275 @@
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import pytest
+from kitaru.core import inputs as inputs_module
+from kitaru.core.inputs import (
+    InvalidInputs,
+    inputs_hash,
+    merge_inputs,
+    schema_from_signature,
+    validate_inputs,
+)
+from pydantic import BaseModel
+
+
+@pytest.mark.parametrize(
+    ("deploy", "invoke", "expected"),
+    [
+        ({}, {}, {}),
+        ({"topic": "a"}, {}, {"topic": "a"}),
+        ({}, {"topic": "b"}, {"topic": "b"}),
+        ({"topic": "a", "n": 1}, {"topic": "b"}, {"topic": "b", "n": 1}),
+        ({"cfg": {"x": 1, "y": 2}}, {"cfg": {"x": 3}}, {"cfg": {"x": 3}}),  # key by key, not deep
+        ({"topic": "a"}, {"topic": None}, {"topic": None}),
+    ],
+)
+def test_merge_inputs(deploy: dict, invoke: dict, expected: dict) -> None:
+    assert merge_inputs(deploy, invoke) == expected
+
+
+def test_merge_does_not_mutate() -> None:
+    deploy = {"a": 1}
+    merge_inputs(deploy, {"a": 2})
+    assert deploy == {"a": 1}
+
+
+def test_inputs_hash_is_canonical() -> None:
+    assert inputs_hash({"a": 1, "b": [1, 2]}) == inputs_hash({"b": [1, 2], "a": 1})
+    assert inputs_hash({"a": 1}) != inputs_hash({"a": "1"})
+    assert len(inputs_hash({})) == 64
+    assert inputs_hash({"t": "é"}) == inputs_hash({"t": "\u00e9"})
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "topic": {"type": "string"},
+        "n": {"type": "integer", "minimum": 1},
+        "mode": {"enum": ["fast", "slow"]},
+        "cfg": {
+            "type": "object",
+            "properties": {"depth": {"type": "integer"}},
+            "required": ["depth"],
+            "additionalProperties": False,
+        },
+        "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+    },
+    "required": ["topic"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"topic": "x"},
+        {"topic": "x", "n": 3, "mode": "fast", "cfg": {"depth": 2}, "maybe": None},
+        {"topic": "x", "maybe": 4},
+    ],
+)
+def test_valid_inputs(value: dict) -> None:
+    validate_inputs(value, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragments"),
+    [
+        ({}, ["missing required input 'topic'"]),
+        ({"topic": 1}, ["input 'topic': 1 is not of type 'string'"]),
+        ({"topic": "x", "n": 0}, ["input 'n': 0 is less than the minimum of 1"]),
+        ({"topic": "x", "mode": "medium"}, ["input 'mode': 'medium' is not one of"]),
+        (
+            {"topic": "x", "extra": 1, "more": 2},
+            ["unknown input 'extra', 'more' (expected: cfg, maybe, mode, n, topic)"],
+        ),
+        ({"topic": "x", "cfg": {}}, ["missing required input of input 'cfg' 'depth'"]),
+        ({"topic": "x", "cfg": {"depth": 1, "z": 0}}, ["unknown input in input 'cfg' 'z'"]),
+        ({"topic": "x", "cfg": {"depth": "deep"}}, ["input 'cfg.depth'"]),
+        ({"topic": "x", "maybe": "s"}, ["input 'maybe': 's' is not of type"]),
+        ({"n": "x"}, ["missing required input 'topic'", "input 'n': 'x' is not of type"]),
+    ],
+)
+def test_invalid_inputs(value: dict, fragments: list[str]) -> None:
+    with pytest.raises(InvalidInputs) as caught:
+        validate_inputs(value, SCHEMA)
+    for fragment in fragments:
+        assert fragment in caught.value.message
+    assert str(caught.value) == caught.value.message
+
+
+def test_empty_schema_accepts_anything() -> None:
+    validate_inputs({"anything": [1, {"x": None}]}, {})
+
+
+def test_invalid_schema_is_reported() -> None:
+    with pytest.raises(InvalidInputs, match="input schema is invalid"):
+        validate_inputs({}, {"type": "nonsense"})
+
+
+def test_validator_is_cached_per_schema() -> None:
+    inputs_module._validator.cache_clear()
+    for _ in range(50):
+        validate_inputs({"topic": "x"}, dict(SCHEMA))
+    info = inputs_module._validator.cache_info()
+    assert (info.misses, info.hits) == (1, 49)
+
+
+# --- schema from signature ---------------------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Options(BaseModel):
+    depth: int
+    label: str = "x"
+
+
+def research_agent(topic: str, n: int = 3, ratio: float = 0.5, verbose: bool = False) -> str:
+    return topic
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        (str, {"type": "string"}),
+        (int, {"type": "integer"}),
+        (float, {"type": "number"}),
+        (bool, {"type": "boolean"}),
+        (Any, {}),
+        (list[str], {"type": "array", "items": {"type": "string"}}),
+        (list, {"type": "array"}),
+        (set[int], {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}),
+        (tuple[int, ...], {"type": "array", "items": {"type": "integer"}}),
+        (
+            tuple[int, str],
+            {
+                "type": "array",
+                "prefixItems": [{"type": "integer"}, {"type": "string"}],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+        ),
+        (dict[str, int], {"type": "object", "additionalProperties": {"type": "integer"}}),
+        (dict, {"type": "object"}),
+        (str | None, {"anyOf": [{"type": "string"}, {"type": "null"}]}),
+        (int | str, {"anyOf": [{"type": "integer"}, {"type": "string"}]}),
+        (Literal["a", "b"], {"enum": ["a", "b"]}),
+        (Color, {"enum": ["red", "blue"]}),
+        (Annotated[int, "meta"], {"type": "integer"}),
+        (
+            list[dict[str, float]],
+            {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": {"type": "number"}},
+            },
+        ),
+        (object, {}),
+    ],
+)
+def test_type_schemas(annotation: Any, expected: dict) -> None:
+    def flow(x):
+        return None
+
+    flow.__annotations__ = {"x": annotation}
+    assert schema_from_signature(flow, {})["properties"]["x"] == expected
+
+
+def test_schema_from_signature() -> None:
+    schema = schema_from_signature(research_agent, {"topic": "durable agents"})
+    assert schema == {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "topic": {"type": "string", "default": "durable agents"},
+            "n": {"type": "integer", "default": 3},
+            "ratio": {"type": "number", "default": 0.5},
+            "verbose": {"type": "boolean", "default": False},
+        },
+        "additionalProperties": False,
+    }
+
+
+def test_parameters_without_default_or_deploy_value_are_required() -> None:
+    schema = schema_from_signature(research_agent, {})
+    assert schema["required"] == ["topic"]
+    assert "default" not in schema["properties"]["topic"]
+
+
+def test_deploy_value_overrides_python_default() -> None:
+    schema = schema_from_signature(research_agent, {"n": 10})
+    assert schema["properties"]["n"]["default"] == 10
+
+
+def test_unknown_deploy_inputs_are_rejected() -> None:
+    with pytest.raises(InvalidInputs, match=r"unknown input 'topik'.*expected: topic, n, ratio"):
+        schema_from_signature(research_agent, {"topik": "x"})
+
+
+def test_kwargs_flows_accept_extra_inputs() -> None:
+    def flow(topic: str, **extra: Any) -> None:
+        return None
+
+    schema = schema_from_signature(flow, {"other": 1})
+    assert schema["additionalProperties"] is True
+    assert "extra" not in schema["properties"]
+    validate_inputs({"topic": "x", "anything": 1}, schema)
+
+
+def test_non_json_defaults_are_left_out() -> None:
+    sentinel = object()
+
+    def flow(x: Any = sentinel, y: list[int] | None = None) -> None:
+        return None
+
+    props = schema_from_signature(flow, {})["properties"]
+    assert "default" not in props["x"]
+    assert props["y"]["default"] is None
+
+
+def test_unresolvable_hints_accept_anything() -> None:
+    def flow(x: Undefined, n: int = 1) -> None:  # type: ignore[name-defined]  # noqa: F821
+        return None
+
+    props = schema_from_signature(flow, {})["properties"]
+    assert props["x"] == {}
+    assert props["n"] == {"type": "integer", "default": 1}
+
+
+def test_pydantic_models_become_object_schemas() -> None:
+    def flow(opts: Options, more: list[Options] | None = None) -> None:
+        return None
+
+    schema = schema_from_signature(flow, {})
+    assert schema["properties"]["opts"]["type"] == "object"
+    assert schema["properties"]["opts"]["required"] == ["depth"]
+    validate_inputs({"opts": {"depth": 1}, "more": [{"depth": 2}]}, schema)
+    with pytest.raises(InvalidInputs, match="opts"):
+        validate_inputs({"opts": {"depth": "deep"}}, schema)
+
+
+class Outer(BaseModel):
+    inner: Options
+
+
+def test_nested_pydantic_models_keep_their_refs() -> None:
+    def flow(o: Outer) -> None:
+        return None
+
+    schema = schema_from_signature(flow, {})
+    assert "Options" in schema["$defs"]
+    validate_inputs({"o": {"inner": {"depth": 1}}}, schema)
+    with pytest.raises(InvalidInputs, match=r"o\.inner"):
+        validate_inputs({"o": {"inner": {}}}, schema)
+
+
+def test_generated_schema_validates_merged_inputs() -> None:
+    schema = schema_from_signature(research_agent, {"topic": "durable agents"})
+    validate_inputs(merge_inputs({"topic": "durable agents"}, {"n": 5}), schema)
+    with pytest.raises(InvalidInputs, match="input 'n'"):
+        validate_inputs(merge_inputs({"topic": "a"}, {"n": "five"}), schema)
