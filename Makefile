@@ -51,4 +51,6 @@ demo: install cluster-up ## the product story on the local cluster
 	$(PYTHON) -m kitaru.demo
 
 bench: ## benchmarks (figures as ratios to a baseline measured in the same run)
-	$(PYTHON) bench/run_all.py
+	$(PYTHON) bench/bench_resolve.py
+	$(PYTHON) bench/bench_cli_start.py
+	$(PYTHON) bench/bench_dispatch.py

@@ -1,0 +1,399 @@
+"""Invocation status, derived whole from what is observable.
+
+The operator observes the invocation, its Job and the Job's pods, and this module
+turns them into a `FlowInvocationStatus`. Nothing here remembers anything the
+objects do not show, so a restarted operator derives the same status again.
+A finished status (Completed, Failed, Cancelled) is frozen: later observations
+never change it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kitaru.core.conditions import rfc3339, set_condition
+from kitaru.core.models import (
+    Condition,
+    ConditionStatus,
+    FlowInvocationSpec,
+    FlowInvocationStatus,
+    Phase,
+    ResolvedChain,
+)
+
+RESOLVED = "Resolved"
+SUCCEEDED = "Succeeded"
+
+# Container waiting reasons that mean the image will never start on its own. Transient
+# ones the kubelet retries (ErrImagePull, CreateContainerConfigError) are not here.
+NOT_RUNNABLE_WAITING_REASONS = frozenset(
+    {"ImageNotMapped", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+# Runner error types that are outcomes of their own rather than the flow raising.
+RUNNER_REASONS = frozenset(
+    {
+        "ResultTooLarge",
+        "ResultNotSerializable",
+        "SourceMismatch",
+        "InvalidInputs",
+        "EntrypointNotFound",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an invocation cannot run at all (resolution error, invalid inputs, ...)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    name: str
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+    complete: bool = False
+    failed_reason: str | None = None
+    failed_message: str | None = None
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    name: str
+    created: str
+    phase: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    termination_message: str | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+
+
+@dataclass(frozen=True)
+class RunnerOutcome:
+    ok: bool
+    result: Any = None
+    type: str | None = None
+    message: str | None = None
+
+
+def summarize_job(job: Mapping[str, Any]) -> JobSummary:
+    status = job.get("status") or {}
+    complete = False
+    failed_reason = failed_message = None
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            complete = True
+        elif condition.get("type") == "Failed":
+            failed_reason = condition.get("reason") or "Failed"
+            failed_message = condition.get("message") or ""
+    return JobSummary(
+        name=job["metadata"]["name"],
+        active=status.get("active") or 0,
+        succeeded=status.get("succeeded") or 0,
+        failed=status.get("failed") or 0,
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+        complete=complete,
+        failed_reason=failed_reason,
+        failed_message=failed_message,
+    )
+
+
+def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    state = (statuses[0].get("state") or {}) if statuses else {}
+    terminated = state.get("terminated") or {}
+    waiting = state.get("waiting") or {}
+    return PodSummary(
+        name=pod["metadata"]["name"],
+        created=pod["metadata"].get("creationTimestamp") or "",
+        phase=status.get("phase") or "Pending",
+        started_at=(state.get("running") or {}).get("startedAt") or terminated.get("startedAt"),
+        finished_at=terminated.get("finishedAt"),
+        exit_code=terminated.get("exitCode"),
+        termination_message=terminated.get("message"),
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+    )
+
+
+def parse_termination_message(message: str | None) -> RunnerOutcome | None:
+    """The runner's JSON outcome, or None when the pod left no parseable one."""
+    if not message:
+        return None
+    try:
+        payload = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("ok"), bool):
+        return None
+    if payload["ok"]:
+        return RunnerOutcome(ok=True, result=payload.get("result"))
+    return RunnerOutcome(
+        ok=False, type=str(payload.get("type") or "Error"), message=str(payload.get("message", ""))
+    )
+
+
+def _latest(pods: Iterable[PodSummary], phase: str) -> PodSummary | None:
+    matching = [p for p in pods if p.phase == phase]
+    return max(matching, key=lambda p: (p.created, p.name)) if matching else None
+
+
+def _runner_failure(pods: Sequence[PodSummary]) -> RunnerOutcome | None:
+    pod = _latest(pods, "Failed")
+    outcome = parse_termination_message(pod.termination_message) if pod else None
+    return outcome if outcome and not outcome.ok else None
+
+
+def _not_runnable(pods: Sequence[PodSummary]) -> PodSummary | None:
+    return next((p for p in pods if p.waiting_reason in NOT_RUNNABLE_WAITING_REASONS), None)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    phase: Phase
+    succeeded: ConditionStatus
+    reason: str
+    message: str
+    result: Any = None
+
+
+def _verdict(
+    spec: FlowInvocationSpec,
+    previous: FlowInvocationStatus,
+    job: JobSummary | None,
+    pods: Sequence[PodSummary],
+) -> _Verdict:
+    if job is not None and job.complete:
+        pod = _latest(pods, "Succeeded")
+        outcome = parse_termination_message(pod.termination_message) if pod else None
+        if outcome and outcome.ok:
+            return _Verdict(Phase.COMPLETED, ConditionStatus.TRUE, "Completed", "", outcome.result)
+        return _Verdict(
+            Phase.COMPLETED, ConditionStatus.TRUE, "Completed", "the run left no result"
+        )
+    if job is not None and job.failed_reason:
+        runner = _runner_failure(pods)
+        if job.failed_reason == "DeadlineExceeded":
+            return _Verdict(
+                Phase.FAILED,
+                ConditionStatus.FALSE,
+                "DeadlineExceeded",
+                job.failed_message or "the run exceeded its deadline",
+            )
+        if runner:
+            reason = runner.type if runner.type in RUNNER_REASONS else "FlowFailed"
+            return _Verdict(
+                Phase.FAILED, ConditionStatus.FALSE, str(reason), f"{runner.type}: {runner.message}"
+            )
+        return _Verdict(
+            Phase.FAILED, ConditionStatus.FALSE, job.failed_reason, job.failed_message or ""
+        )
+    if spec.cancel_requested:
+        return _Verdict(Phase.CANCELLED, ConditionStatus.FALSE, "Cancelled", "cancelled on request")
+    if job is None and previous.job_name:
+        return _Verdict(
+            Phase.FAILED,
+            ConditionStatus.FALSE,
+            "JobDeleted",
+            f"job {previous.job_name} was deleted before the run finished",
+        )
+    stuck = _not_runnable(pods)
+    if stuck:
+        return _Verdict(
+            Phase.FAILED,
+            ConditionStatus.FALSE,
+            "ImageNotRunnable",
+            f"{stuck.waiting_reason}: {stuck.waiting_message or 'the image cannot run'}",
+        )
+    if any(p.phase == "Running" for p in pods):
+        return _Verdict(Phase.RUNNING, ConditionStatus.UNKNOWN, "Running", "")
+    return _Verdict(Phase.PENDING, ConditionStatus.UNKNOWN, "Pending", "")
+
+
+def _status(
+    conditions: list[Condition],
+    phase: Phase | None,
+    generation: int | None,
+    *,
+    resolved: ResolvedChain | None = None,
+    job_name: str | None = None,
+    attempts: int = 0,
+    start_time: str | None = None,
+    completion_time: str | None = None,
+    result: Any = None,
+    reason: str | None = None,
+    message: str | None = None,
+) -> FlowInvocationStatus:
+    return FlowInvocationStatus(
+        conditions=conditions,
+        phase=phase,
+        resolved=resolved,
+        job_name=job_name,
+        attempts=attempts,
+        start_time=start_time,
+        completion_time=completion_time,
+        result=result,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+    )
+
+
+def _as_str(now: datetime | str) -> str:
+    return now if isinstance(now, str) else rfc3339(now)
+
+
+def derive_invocation_status(
+    spec: FlowInvocationSpec,
+    previous_status: FlowInvocationStatus | None,
+    resolution_or_error: ResolvedChain | Failure | None,
+    job_summary: JobSummary | None,
+    pod_summaries: Sequence[PodSummary],
+    now: datetime | str,
+    generation: int | None = None,
+) -> FlowInvocationStatus:
+    """The whole status of an invocation (see the module docstring).
+
+    `resolution_or_error` is None only while nothing was resolved yet; with a
+    cancel request that ends the invocation Cancelled without a run.
+    """
+    previous = previous_status or _status([], None, None)
+    if previous.phase is not None and previous.phase.finished:
+        return previous
+    timestamp = _as_str(now)
+
+    if resolution_or_error is None:
+        phase, status, reason = (
+            (Phase.CANCELLED, ConditionStatus.FALSE, "Cancelled")
+            if spec.cancel_requested
+            else (Phase.PENDING, ConditionStatus.UNKNOWN, "Pending")
+        )
+        message = "cancelled before it ran" if spec.cancel_requested else ""
+        conditions = set_condition(
+            previous.conditions, SUCCEEDED, status, reason, message, timestamp, generation
+        )
+        return _status(
+            conditions,
+            phase,
+            generation,
+            completion_time=timestamp if phase.finished else None,
+            reason=reason if phase.finished else None,
+            message=message or None,
+        )
+
+    if isinstance(resolution_or_error, Failure):
+        failure = resolution_or_error
+        conditions = set_condition(
+            previous.conditions,
+            RESOLVED,
+            ConditionStatus.FALSE,
+            failure.reason,
+            failure.message,
+            timestamp,
+            generation,
+        )
+        conditions = set_condition(
+            conditions,
+            SUCCEEDED,
+            ConditionStatus.FALSE,
+            failure.reason,
+            failure.message,
+            timestamp,
+            generation,
+        )
+        return _status(
+            conditions,
+            Phase.FAILED,
+            generation,
+            completion_time=timestamp,
+            reason=failure.reason,
+            message=failure.message,
+        )
+
+    chain = resolution_or_error
+    selector = chain.tag if chain.tag else f"version {chain.version}"
+    conditions = set_condition(
+        previous.conditions,
+        RESOLVED,
+        ConditionStatus.TRUE,
+        "Resolved",
+        f"{selector} -> {chain.deployment} ({chain.image})",
+        timestamp,
+        generation,
+    )
+    verdict = _verdict(spec, previous, job_summary, pod_summaries)
+    conditions = set_condition(
+        conditions,
+        SUCCEEDED,
+        verdict.succeeded,
+        verdict.reason,
+        verdict.message,
+        timestamp,
+        generation,
+    )
+
+    job_counts = (
+        job_summary.active + job_summary.succeeded + job_summary.failed if job_summary else 0
+    )
+    attempts = max(len(pod_summaries), job_counts, previous.attempts)
+    start_time = previous.start_time or (job_summary.start_time if job_summary else None)
+    if start_time is None:
+        started = sorted(p.started_at for p in pod_summaries if p.started_at)
+        start_time = started[0] if started else None
+    completion_time = None
+    if verdict.phase.finished:
+        completion_time = (
+            job_summary.completion_time if job_summary and job_summary.complete else None
+        ) or timestamp
+
+    return FlowInvocationStatus(
+        conditions=conditions,
+        phase=verdict.phase,
+        resolved=chain,
+        job_name=job_summary.name if job_summary else previous.job_name,
+        attempts=attempts,
+        start_time=start_time,
+        completion_time=completion_time,
+        result=verdict.result,
+        reason=verdict.reason if verdict.phase.finished else None,
+        message=verdict.message or None,
+        observed_generation=generation,
+    )
+
+
+def needs_job_deleted(status: FlowInvocationStatus, job: JobSummary | None) -> bool:
+    """A finished invocation whose Job still runs pods (cancelled, image not runnable)."""
+    return bool(
+        job is not None
+        and status.phase is not None
+        and status.phase.finished
+        and not job.complete
+        and not job.failed_reason
+    )
+
+
+def ttl_remaining(
+    status: FlowInvocationStatus, ttl_seconds: int | None, now: datetime
+) -> float | None:
+    """Seconds until a finished invocation is due for deletion (<= 0: now); None: never."""
+    if ttl_seconds is None or status.phase is None or not status.phase.finished:
+        return None
+    if not status.completion_time:
+        return None
+    finished = datetime.fromisoformat(status.completion_time.replace("Z", "+00:00"))
+    return ttl_seconds - (now - finished).total_seconds()

@@ -1,0 +1,1 @@
+"""kitaru-k8s operator: kopf handlers over the pure core in `kitaru.core`."""

@@ -1,0 +1,201 @@
+"""The few API calls the operator makes, with the sync `kubernetes` client.
+
+Responses are read as raw JSON (`_preload_content=False`): the operator works
+with dicts and pydantic models, and skipping the client's model deserialisation
+keeps a dispatch cheap. Outcomes that mean "already done" (409 on create, 404 on
+delete) are return values, not exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, cast
+
+from kitaru.core.names import API_VERSION, GROUP
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+Body = dict[str, Any]
+
+
+def _load_configuration(pool_size: int) -> client.Configuration:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        # The client reads $KUBECONFIG at import time; read it now (tests set it late).
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
+    return configuration
+
+
+class Kube:
+    """Thin, thread-safe wrappers over the API calls the reconcilers need."""
+
+    def __init__(self, pool_size: int = 32, timeout: float = 30.0) -> None:
+        self.api = client.ApiClient(_load_configuration(pool_size))
+        self.custom = client.CustomObjectsApi(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.timeout = timeout
+
+    def _json(self, response: Any) -> Body:
+        return json.loads(response.data)
+
+    # --- Jobs and pods ---------------------------------------------------------
+
+    def create_job(self, namespace: str, body: Body) -> Body | None:
+        """The created Job, or None if one of that name exists (409)."""
+        try:
+            return self._json(
+                self.batch.create_namespaced_job(
+                    namespace,
+                    cast(client.V1Job, body),
+                    _preload_content=False,
+                    _request_timeout=self.timeout,
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def get_job(self, namespace: str, name: str) -> Body | None:
+        try:
+            return self._json(
+                self.batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; absent is fine."""
+        try:
+            self.batch.delete_namespaced_job(
+                name,
+                namespace,
+                propagation_policy="Background",
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
+        response = self.core.list_namespaced_pod(
+            namespace,
+            label_selector=label_selector,
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+        return list(self._json(response).get("items") or [])
+
+    # --- kitaru custom resources ----------------------------------------------
+
+    def replace_status(self, plural: str, body: Body) -> bool:
+        """PUT the status subresource with the body's resourceVersion; False on conflict."""
+        meta = body["metadata"]
+        try:
+            self.custom.replace_namespaced_custom_object_status(
+                GROUP,
+                API_VERSION,
+                meta["namespace"],
+                plural,
+                meta["name"],
+                body,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def get(self, plural: str, namespace: str, name: str) -> Body | None:
+        try:
+            return self._json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP,
+                    API_VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=self.timeout,
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create(self, plural: str, namespace: str, body: Body) -> bool:
+        """True if created, False if it already existed (409)."""
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                body,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def replace(self, plural: str, body: Body) -> bool:
+        """Compare-and-swap by the body's resourceVersion; False on conflict or absence."""
+        meta = body["metadata"]
+        try:
+            self.custom.replace_namespaced_custom_object(
+                GROUP,
+                API_VERSION,
+                meta["namespace"],
+                plural,
+                meta["name"],
+                body,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def delete(
+        self, plural: str, namespace: str, name: str, resource_version: str | None = None
+    ) -> bool:
+        """Delete (with a resourceVersion precondition if given); False on conflict."""
+        options: Body = {}
+        if resource_version:
+            options["preconditions"] = {"resourceVersion": resource_version}
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                name,
+                body=cast(client.V1DeleteOptions, options),
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            if exc.status == 409:
+                return False
+            raise
+        return True

@@ -1,0 +1,195 @@
+"""The level-based reconcile of a flow's FlowDeployments and FlowRoutes.
+
+Deployments and routes of one flow depend on each other (a deployment's tags come
+from the routes, a route's readiness from the deployments), so one pass per flow
+reconciles both kinds from the indexes:
+
+- bootstrap the `default` route (lowest version) when the flow has versions and
+  no default route — a create with a deterministic name, 409 means done;
+- raise the high-water-mark annotation on the default route (compare-and-swap);
+- drop deleted versions from shared routes (delete a shared route left empty);
+- write every status that changed (deployments: tags, Ready; routes: Ready,
+  resolvedVersion) via the status subresource with resourceVersion.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kitaru.core.models import (
+    FlowDeploymentSpec,
+    FlowDeploymentStatus,
+    FlowRouteSpec,
+    FlowRouteStatus,
+)
+from kitaru.core.names import (
+    ANNOTATION_DELETING_FLOW,
+    ANNOTATION_HIGHEST_VERSION,
+    DEFAULT_TAG,
+    DEPLOYMENTS,
+    GROUP_VERSION,
+    LABEL_FLOW,
+    LABEL_TAG,
+    ROUTES,
+    deployment_name,
+    route_name,
+)
+from kitaru.core.status import derive_deployment_status, derive_route_status
+
+from kitaru_operator import metrics
+from kitaru_operator.indexes import route_view
+from kitaru_operator.runtime import Runtime, post_event
+
+logger = logging.getLogger("kitaru_operator")
+Body = dict[str, Any]
+CAS_ATTEMPTS = 5
+
+
+def high_water_mark(route: Body | None) -> int:
+    if route is None:
+        return 0
+    raw = (route["metadata"].get("annotations") or {}).get(ANNOTATION_HIGHEST_VERSION, "0")
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def _bootstrap_default(rt: Runtime, namespace: str, flow: str, versions: list[int]) -> None:
+    name = route_name(flow, DEFAULT_TAG)
+    body = {
+        "apiVersion": GROUP_VERSION,
+        "kind": "FlowRoute",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_FLOW: flow, LABEL_TAG: DEFAULT_TAG},
+            "annotations": {ANNOTATION_HIGHEST_VERSION: str(max(versions))},
+        },
+        "spec": {"flow": flow, "tag": DEFAULT_TAG, "exclusive": True, "versions": [min(versions)]},
+    }
+    if rt.kube.create(ROUTES, namespace, body):
+        logger.info("created default route %s/%s -> v%d", namespace, name, min(versions))
+        post_event(body, "DefaultRouteCreated", f"{DEFAULT_TAG} routes to version {min(versions)}")
+
+
+def _raise_high_water_mark(rt: Runtime, route: Body, highest: int) -> None:
+    """Compare-and-swap the annotation up to `highest`; re-read on conflict."""
+    current: Body | None = route
+    for _ in range(CAS_ATTEMPTS):
+        if current is None or high_water_mark(current) >= highest:
+            return
+        meta = current["metadata"]
+        annotations = {**(meta.get("annotations") or {}), ANNOTATION_HIGHEST_VERSION: str(highest)}
+        updated = {**current, "metadata": {**meta, "annotations": annotations}}
+        if rt.kube.replace(ROUTES, updated):
+            logger.info(
+                "raised high-water mark of %s/%s to %d", meta["namespace"], meta["name"], highest
+            )
+            return
+        current = rt.kube.get(ROUTES, meta["namespace"], meta["name"])
+
+
+def _prune_deleted_versions(rt: Runtime, route: Body, existing: set[int], highest: int) -> None:
+    """Drop versions that existed once (<= the high-water mark) and are gone from a shared
+    route. Each candidate is confirmed with a GET: the deployment index may lag a
+    version created a moment ago. A version above the mark is a route to a version
+    that never existed, reported as VersionNotFound instead."""
+    spec = route["spec"]
+    if spec.get("exclusive"):
+        return
+    meta = route["metadata"]
+    namespace, flow = meta["namespace"], spec["flow"]
+    candidates = [v for v in spec.get("versions") or [] if v not in existing and v <= highest]
+    gone = {
+        v
+        for v in candidates
+        if rt.kube.get(DEPLOYMENTS, namespace, deployment_name(flow, v)) is None
+    }
+    if not gone:
+        return
+    remaining = sorted(set(spec["versions"]) - gone)
+    dropped = ", ".join(str(v) for v in sorted(gone))
+    if not remaining:
+        if rt.kube.delete(ROUTES, namespace, meta["name"], meta.get("resourceVersion")):
+            logger.info(
+                "deleted shared route %s/%s: its versions %s are gone",
+                namespace,
+                meta["name"],
+                dropped,
+            )
+        return
+    updated = {**route, "spec": {**spec, "versions": remaining}}
+    if rt.kube.replace(ROUTES, updated):
+        post_event(route, "VersionsRemoved", f"deleted version(s) {dropped} removed from the route")
+
+
+def _write_statuses(rt: Runtime, deployments: list[Body], routes: list[Body]) -> None:
+    now = datetime.now(UTC)
+    views = [route_view(r) for r in routes]
+    existing = {int(d["spec"]["version"]) for d in deployments}
+    for body in deployments:
+        raw = body.get("status")
+        previous = FlowDeploymentStatus.model_validate(raw) if raw else None
+        status = derive_deployment_status(
+            FlowDeploymentSpec.model_validate(body["spec"]),
+            views,
+            previous,
+            body["metadata"].get("generation"),
+            now,
+        )
+        wire = status.wire()
+        tags_changed = previous is None or previous.tag_summary != status.tag_summary
+        written = wire != raw and rt.kube.replace_status(DEPLOYMENTS, {**body, "status": wire})
+        if written and tags_changed:
+            post_event(body, "TagsChanged", f"tags: {status.tag_summary or '(none)'}")
+    for body in routes:
+        raw = body.get("status")
+        previous_route = FlowRouteStatus.model_validate(raw) if raw else None
+        route_status = derive_route_status(
+            FlowRouteSpec.model_validate(body["spec"]),
+            existing,
+            previous_route,
+            body["metadata"].get("generation"),
+            now,
+        )
+        wire = route_status.wire()
+        if wire != raw and rt.kube.replace_status(ROUTES, {**body, "status": wire}):
+            ready = route_status.conditions[-1] if route_status.conditions else None
+            if ready is not None and (
+                previous_route is None or previous_route.conditions != route_status.conditions
+            ):
+                post_event(body, ready.reason, ready.message, warning=ready.status != "True")
+
+
+def reconcile_flow(rt: Runtime, namespace: str, flow: str) -> None:
+    with rt.locks((namespace, "flow", flow)), metrics.RECONCILE_SECONDS.labels("Flow").time():
+        deployments = [
+            d
+            for d in rt.indexes.deployments(namespace, flow)
+            if not d["metadata"].get("deletionTimestamp")
+        ]
+        routes = rt.indexes.routes(namespace, flow)
+        versions = sorted(int(d["spec"]["version"]) for d in deployments)
+        default = rt.indexes.route(namespace, flow, DEFAULT_TAG)
+        if versions and default is None and not rt.flow_being_deleted(namespace, flow):
+            _bootstrap_default(rt, namespace, flow, versions)
+        elif default is not None and versions and max(versions) > high_water_mark(default):
+            _raise_high_water_mark(rt, default, max(versions))
+        highest = max(high_water_mark(default), *versions, 0)
+        for route in routes:
+            _prune_deleted_versions(rt, route, set(versions), highest)
+        _write_statuses(rt, deployments, routes)
+
+
+def note_route_deleted(rt: Runtime, body: Body) -> None:
+    """Remember a deliberate whole-flow delete, so the default route is not bootstrapped again."""
+    annotations = body["metadata"].get("annotations") or {}
+    if (
+        body["spec"].get("tag") == DEFAULT_TAG
+        and annotations.get(ANNOTATION_DELETING_FLOW) == "true"
+    ):
+        rt.deleting_flows[(body["metadata"]["namespace"], body["spec"]["flow"])] = time.monotonic()

@@ -1,0 +1,57 @@
+"""What every reconcile needs: the API, the indexes, per-key locks, event posting."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from kitaru_operator.indexes import Indexes
+from kitaru_operator.kube import Kube
+
+logger = logging.getLogger("kitaru_operator")
+
+
+class StripedLocks:
+    """A fixed set of locks picked by key hash: bounded memory, no cleanup.
+
+    Serialises reconciles of the same object (or flow) triggered from different
+    watch streams (e.g. an invocation and its Job) without a lock per object.
+    """
+
+    def __init__(self, stripes: int = 256) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    def __call__(self, key: Hashable) -> threading.Lock:
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
+        return self._locks[int.from_bytes(digest, "big") % len(self._locks)]
+
+
+@dataclass
+class Runtime:
+    kube: Kube
+    indexes: Indexes
+    locks: StripedLocks = field(default_factory=StripedLocks)
+    # Jobs this process created that the Job index has not delivered yet.
+    recent_jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (namespace, flow) -> monotonic time its deliberate deletion was seen.
+    deleting_flows: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def flow_being_deleted(self, namespace: str, flow: str, grace: float = 30.0) -> bool:
+        seen = self.deleting_flows.get((namespace, flow))
+        return seen is not None and time.monotonic() - seen < grace
+
+
+def post_event(body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+    """A Kubernetes Event on the object (posted asynchronously by kopf) and a log line."""
+    name = f"{body['kind']}/{body['metadata']['namespace']}/{body['metadata']['name']}"
+    logger.info("%s %s: %s", name, reason, message)
+    with contextlib.suppress(LookupError):  # no kopf event queue here (e.g. unit tests)
+        (kopf.warn if warning else kopf.info)(cast(kopf.Body, body), reason=reason, message=message)

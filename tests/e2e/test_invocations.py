@@ -1,0 +1,372 @@
+"""Invocations end to end: Jobs really run the flows in tests/e2e/flows through the
+local node, shipped as a source ConfigMap and checked against its sha256."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kitaru.core.inputs import schema_from_signature
+from kitaru.core.jobs import source_key, source_sha256
+from support import KUBECONFIG, wait_for
+
+sys.path.insert(0, str(Path(__file__).parent))
+from flows import research
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+GROUP, VERSION = "kitaru.dev", "v1alpha1"
+IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
+FLOW_FILES = ("flows/__init__.py", "flows/research.py")
+FINISHED = ("Completed", "Failed", "Cancelled")
+
+
+@pytest.fixture(scope="session")
+def crds_installed(cluster: object) -> None:
+    """The CRD tier's fixture lives in tests/api; here `kubectl apply` is enough."""
+    from support import REPO, kubectl
+
+    kubectl("apply", "-f", str(REPO / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/flowdeployments.kitaru.dev",
+        "crd/flowroutes.kitaru.dev",
+        "crd/flowinvocations.kitaru.dev",
+    )
+
+
+class Kitaru:
+    """Just enough of a client for these tests (the real one is kitaru.client)."""
+
+    def __init__(self, k8s: kubernetes.client.ApiClient, namespace: str) -> None:
+        self.ns = namespace
+        self.custom = kubernetes.client.CustomObjectsApi(k8s)
+        self.core = kubernetes.client.CoreV1Api(k8s)
+        self.batch = kubernetes.client.BatchV1Api(k8s)
+        self.source: dict[str, Any] | None = None
+
+    def ship_flows(self) -> dict[str, Any]:
+        root = Path(__file__).parent
+        files = {path: (root / path).read_bytes() for path in FLOW_FILES}
+        self.core.create_namespaced_config_map(
+            self.ns,
+            {
+                "metadata": {"name": "flows-source"},
+                "immutable": True,
+                "data": {source_key(p): data.decode() for p, data in files.items()},
+            },
+        )
+        self.source = {
+            "configMap": "flows-source",
+            "sha256": source_sha256(files),
+            "files": sorted(files),
+        }
+        return self.source
+
+    def deploy(
+        self,
+        flow: str,
+        version: int,
+        function: str,
+        inputs: dict[str, Any] | None = None,
+        **stack: Any,
+    ) -> None:
+        inputs = inputs or {}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FlowDeployment",
+            "metadata": {"name": f"{flow.replace('_', '-')}-v{version}"},
+            "spec": {
+                "flow": flow,
+                "version": version,
+                "inputs": inputs,
+                "inputSchema": schema_from_signature(getattr(research, function), inputs),
+                "snapshot": {
+                    "image": IMAGE,
+                    "entrypoint": f"flows.research:{function}",
+                    "source": self.source,
+                },
+                "stack": stack,
+            },
+        }
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "flowdeployments", body
+        )
+
+    def route(self, flow: str, tag: str, *versions: int, exclusive: bool = True) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FlowRoute",
+            "metadata": {"name": f"{flow.replace('_', '-')}.{tag}"},
+            "spec": {"flow": flow, "tag": tag, "exclusive": exclusive, "versions": list(versions)},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "flowroutes", body)
+
+    def wait_default(self, flow: str) -> None:
+        name = f"{flow.replace('_', '-')}.default"
+        wait_for(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, "flowroutes", name
+            ),
+            30,
+        )
+
+    def invoke(self, flow: str, name: str | None = None, **spec: Any) -> str:
+        meta = {"name": name} if name else {"generateName": f"{flow.replace('_', '-')}-"}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FlowInvocation",
+            "metadata": meta,
+            "spec": {"flow": flow, **spec},
+        }
+        created = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "flowinvocations", body
+        )
+        return str(created["metadata"]["name"])
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "flowinvocations", name
+        )
+        return dict(obj.get("status") or {})
+
+    def wait(
+        self, name: str, timeout: float = 90, phases: tuple[str, ...] = FINISHED
+    ) -> dict[str, Any]:
+        return wait_for(
+            lambda: (s := self.status(name)).get("phase") in phases and s,
+            timeout,
+            message=f"invocation {name} in {phases}",
+        )
+
+    def jobs(self) -> list[Any]:
+        return list(self.batch.list_namespaced_job(self.ns).items)
+
+    def job_exists(self, name: str) -> bool:
+        return any(job.metadata.name == name for job in self.jobs())
+
+
+@pytest.fixture
+def kitaru(k8s: kubernetes.client.ApiClient, namespace: str) -> Kitaru:
+    client = Kitaru(k8s, namespace)
+    client.ship_flows()
+    return client
+
+
+def reason(status: dict[str, Any]) -> str:
+    return str(status.get("reason"))
+
+
+def test_inputs_defaults_override_and_validation(kopf_runner: Any, kitaru: Kitaru) -> None:
+    kitaru.deploy("research_agent", 1, "research_agent", {"topic": "durable execution"})
+    kitaru.wait_default("research_agent")
+
+    default = kitaru.wait(kitaru.invoke("research_agent"))
+    assert default["phase"] == "Completed", default
+    assert default["result"] == {
+        "summary": "durable execution researched to depth 1",
+        "topic": "durable execution",
+        "depth": 1,
+    }
+    chain = default["resolved"]
+    assert (chain["selector"], chain["tag"], chain["version"]) == ("default", "default", 1)
+    assert chain["deployment"] == "research-agent-v1" and chain["image"] == IMAGE
+    assert chain["sourceSha256"] == kitaru.source["sha256"] and len(chain["inputsHash"]) == 64
+
+    override = kitaru.wait(kitaru.invoke("research_agent", inputs={"topic": "serverless routing"}))
+    assert override["result"]["topic"] == "serverless routing"
+
+    name = kitaru.invoke("research_agent", inputs={"depth": "x"})
+    invalid = kitaru.wait(name, timeout=15)
+    assert (invalid["phase"], reason(invalid)) == ("Failed", "InvalidInputs")
+    assert "depth" in invalid["message"]
+    assert not kitaru.job_exists(name)
+
+
+def test_selectors_and_resolution_errors(kopf_runner: Any, kitaru: Kitaru) -> None:
+    kitaru.deploy("research_agent", 1, "research_agent", {"topic": "one"})
+    kitaru.wait_default("research_agent")
+    kitaru.deploy("research_agent", 2, "research_agent", {"topic": "two"})
+    kitaru.route("research_agent", "canary", 2)
+    kitaru.route("research_agent", "benchmark", 1, 2, exclusive=False)
+
+    def version_of(**selector: Any) -> int:
+        status = kitaru.wait(kitaru.invoke("research_agent", **selector))
+        assert status["phase"] == "Completed", status
+        return int(status["resolved"]["version"])
+
+    assert version_of() == 1
+    assert version_of(tag="canary") == 2
+    assert version_of(version=1) == 1
+
+    failures = {
+        "AmbiguousTag": ("research_agent", {"tag": "benchmark"}, "1, 2"),
+        "TagNotFound": ("research_agent", {"tag": "nope"}, "nope"),
+        "VersionNotFound": ("research_agent", {"version": 9}, "9"),
+        "NoDeployments": ("unknown_flow", {}, "unknown_flow"),
+    }
+    for expected, (flow, selector, needle) in failures.items():
+        name = kitaru.invoke(flow, **selector)
+        status = kitaru.wait(name, timeout=15)
+        assert (status["phase"], reason(status)) == ("Failed", expected), status
+        assert needle in status["message"]
+        assert not kitaru.job_exists(name)
+
+    # No default route: a deliberate whole-flow delete removes it (and the operator
+    # does not bootstrap it again meanwhile).
+    kitaru.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        kitaru.ns,
+        "flowroutes",
+        "research-agent.default",
+        {"metadata": {"annotations": {"kitaru.dev/deleting-flow": "true"}}},
+    )
+    kitaru.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, kitaru.ns, "flowroutes", "research-agent.default"
+    )
+    status = wait_for(
+        lambda: (
+            (s := kitaru.wait(kitaru.invoke("research_agent"), timeout=15)).get("reason")
+            == "NoDefaultRoute"
+            and s
+        ),
+        15,
+    )
+    assert "--tag or --version" in status["message"]
+
+
+def test_failure_deadline_and_retries(kopf_runner: Any, kitaru: Kitaru, tmp_path: Path) -> None:
+    kitaru.deploy("raiser", 1, "raiser")
+    kitaru.deploy("sleeper", 1, "sleeper")
+    kitaru.deploy("flaky", 1, "flaky")
+    for flow in ("raiser", "sleeper", "flaky"):
+        kitaru.wait_default(flow)
+    raised = kitaru.invoke("raiser", inputs={"reason": "no luck"})
+    late = kitaru.invoke("sleeper", inputs={"seconds": 60}, activeDeadlineSeconds=3)
+    counter = tmp_path / "flaky-counter"
+    flaky = kitaru.invoke("flaky", inputs={"counter": str(counter)}, backoffLimit=2)
+
+    status = kitaru.wait(raised)
+    assert (status["phase"], reason(status)) == ("Failed", "FlowFailed")
+    assert status["message"] == "RuntimeError: flow failed: no luck"
+
+    status = kitaru.wait(late)
+    assert (status["phase"], reason(status)) == ("Failed", "DeadlineExceeded")
+
+    status = kitaru.wait(flaky, timeout=180)
+    assert status["phase"] == "Completed", status
+    assert status["result"] == {"attempt": 3}
+    assert status["attempts"] == 3
+
+
+def test_cancel_deletes_the_job_and_pod(kopf_runner: Any, kitaru: Kitaru) -> None:
+    kitaru.deploy("sleeper", 1, "sleeper")
+    kitaru.wait_default("sleeper")
+    name = kitaru.invoke("sleeper", inputs={"seconds": 120})
+    kitaru.wait(name, phases=("Running",))
+    kitaru.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, kitaru.ns, "flowinvocations", name, {"spec": {"cancelRequested": True}}
+    )
+    status = kitaru.wait(name, timeout=30)
+    assert (status["phase"], reason(status)) == ("Cancelled", "Cancelled")
+    wait_for(lambda: not kitaru.job_exists(name), 30, message="job deleted")
+    wait_for(
+        lambda: (
+            not kitaru.core.list_namespaced_pod(
+                kitaru.ns, label_selector=f"kitaru.dev/invocation={name}"
+            ).items
+        ),
+        60,
+        message="pod deleted",
+    )
+
+
+class OperatorProcess:
+    def __init__(self, namespace: str, log: Path) -> None:
+        self.namespace, self.log = namespace, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kitaru_operator",
+                "--namespace",
+                self.namespace,
+                "--metrics-port",
+                "0",
+            ],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(KUBECONFIG), "KITARU_RESYNC_SECONDS": "2"},
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def operator_process(namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(namespace, tmp_path / "operator.log")
+    yield op
+    op.kill()
+
+
+def test_burst_survives_operator_kills(operator_process: OperatorProcess, kitaru: Kitaru) -> None:
+    operator_process.start()
+    kitaru.deploy("square", 1, "square")
+    kitaru.wait_default("square")
+    count = 200
+    names = [f"sq-{n}" for n in range(count)]
+
+    def create(chunk: list[int]) -> None:
+        for n in chunk:
+            kitaru.invoke("square", name=names[n], inputs={"n": n})
+
+    threads = [threading.Thread(target=create, args=(list(range(i, count, 8)),)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for _ in range(2):  # two SIGKILLs while the burst is being dispatched
+        wait_for(lambda: len(kitaru.jobs()) >= 1, 30)
+        time.sleep(0.5)  # let the operator get into the middle of its work
+        operator_process.kill()
+        operator_process.start()
+    for thread in threads:
+        thread.join()
+
+    def all_finished() -> bool:
+        items = kitaru.custom.list_namespaced_custom_object(
+            GROUP, VERSION, kitaru.ns, "flowinvocations"
+        )["items"]
+        return len(items) == count and all(
+            (i.get("status") or {}).get("phase") in FINISHED for i in items
+        )
+
+    wait_for(all_finished, 420, interval=1, message="all 200 invocations finished")
+    items = kitaru.custom.list_namespaced_custom_object(
+        GROUP, VERSION, kitaru.ns, "flowinvocations"
+    )["items"]
+    results = {i["metadata"]["name"]: i["status"] for i in items}
+    for n, name in enumerate(names):
+        assert results[name]["phase"] == "Completed", (name, results[name])
+        assert results[name]["result"] == n * n
+        assert results[name]["attempts"] == 1
+    jobs = kitaru.jobs()
+    assert len(jobs) == count
+    assert sorted(job.metadata.name for job in jobs) == sorted(names)
+    assert all(job.status.succeeded == 1 for job in jobs)
