@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 CLUSTER_DIR := $(CURDIR)/.cluster
 export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
+KIND_KUBECONFIG := $(CLUSTER_DIR)/kind-kubeconfig
+IMAGE_TAG ?= 0.1.0
 
 .PHONY: help install build-cluster cluster-up cluster-down crds check-crds lint test test-unit demo bench kind-up kind-install
 
@@ -54,3 +56,15 @@ bench: ## benchmarks (figures as ratios to a baseline measured in the same run)
 	$(PYTHON) bench/bench_resolve.py
 	$(PYTHON) bench/bench_cli_start.py
 	$(PYTHON) bench/bench_dispatch.py
+
+kind-up: ## a kind cluster (needs Docker and kind) with the chart installed
+	@mkdir -p $(CLUSTER_DIR)
+	kind create cluster --config kind-config.yaml --kubeconfig $(KIND_KUBECONFIG)
+	$(MAKE) kind-install
+
+kind-install: ## build the images, load them into kind, helm install the chart
+	docker build -f operator/Dockerfile -t ghcr.io/kitaru-k8s/operator:$(IMAGE_TAG) .
+	docker build -f cli/Dockerfile.runner -t ghcr.io/kitaru-k8s/runner:$(IMAGE_TAG) .
+	kind load docker-image --name kitaru ghcr.io/kitaru-k8s/operator:$(IMAGE_TAG) ghcr.io/kitaru-k8s/runner:$(IMAGE_TAG)
+	KUBECONFIG=$(KIND_KUBECONFIG) helm upgrade --install kitaru charts/kitaru-operator \
+	  --namespace kitaru-system --create-namespace --set watch.allNamespaces=true --wait

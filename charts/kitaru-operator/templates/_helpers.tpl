@@ -1,0 +1,118 @@
+{{/* Chart name, overridable. */}}
+{{- define "kitaru-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-kitaru-operator, or the release name alone when it already
+contains the chart name. Cluster-scoped objects (ClusterRoles, policies) carry it,
+so two releases in one cluster never collide.
+*/}}
+{{- define "kitaru-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kitaru-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades (Deployment selectors are immutable). */}}
+{{- define "kitaru-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kitaru-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kitaru-operator.labels" -}}
+helm.sh/chart: {{ include "kitaru-operator.chart" . }}
+{{ include "kitaru-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kitaru
+{{- end }}
+
+{{- define "kitaru-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kitaru-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image: repository@digest when a digest is set, else repository:tag (default appVersion). */}}
+{{- define "kitaru-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces the operator watches when not cluster-wide, as a JSON list. */}}
+{{- define "kitaru-operator.watchNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- toJson .Values.watch.namespaces }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/* Prefix of the user-facing ClusterRoles: kitaru -> kitaru-producer. */}}
+{{- define "kitaru-operator.userRolePrefix" -}}
+{{- default .Release.Name .Values.rbac.userRoles.namePrefix }}
+{{- end }}
+
+{{/*
+Bind a ClusterRole to the operator's ServiceAccount where it watches: one
+ClusterRoleBinding when cluster-wide, else a RoleBinding per watched namespace
+(a RoleBinding may reference a ClusterRole: the rules apply in that namespace only).
+Call with (dict "ctx" $ "role" "<suffix>").
+*/}}
+{{- define "kitaru-operator.bindWatched" -}}
+{{- $ctx := .ctx }}
+{{- $name := printf "%s-%s" (include "kitaru-operator.fullname" $ctx) .role }}
+{{- if $ctx.Values.watch.allNamespaces }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "kitaru-operator.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "kitaru-operator.serviceAccountName" $ctx }}
+    namespace: {{ $ctx.Release.Namespace }}
+{{- else }}
+{{- range $ns := include "kitaru-operator.watchNamespaces" $ctx | fromJsonArray }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $name }}
+  namespace: {{ $ns }}
+  labels:
+    {{- include "kitaru-operator.labels" $ctx | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "kitaru-operator.serviceAccountName" $ctx }}
+    namespace: {{ $ctx.Release.Namespace }}
+{{- end }}
+{{- end }}
+{{- end }}

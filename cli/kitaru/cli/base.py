@@ -1,0 +1,76 @@
+"""The shell every command shares: `-o text|json`, envelopes, errors on stderr with exit 1."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from kitaru.cli.output import JSON, TEXT, Output, render, render_error
+from kitaru.client.errors import KitaruError
+
+if TYPE_CHECKING:
+    from kitaru.client import KitaruClient
+
+OUTPUT_HELP = "Output format: readable text (default) or a JSON envelope."
+
+
+def output_format(ctx: click.Context) -> str:
+    """The command's `-o`, else the root's, else text."""
+    for context in (ctx, ctx.find_root()):
+        value = context.params.get("output")
+        if value:
+            return str(value)
+    return TEXT
+
+
+def command_path(ctx: click.Context) -> str:
+    """`flow deployments list`: the command path without the program name."""
+    return ctx.command_path.partition(" ")[2] or ctx.command_path
+
+
+def kitaru_command(func: Callable[..., Output]) -> Callable[..., None]:
+    """Add `-o`, print the Output as text or a JSON envelope, turn KitaruErrors into exit 1."""
+
+    @click.option("-o", "--output", type=click.Choice([TEXT, JSON]), default=None, help=OUTPUT_HELP)
+    @functools.wraps(func)
+    def wrapper(output: str | None, **kwargs: Any) -> None:
+        ctx = click.get_current_context()
+        fmt = output_format(ctx)
+        name = command_path(ctx)
+        try:
+            out = func(**kwargs)
+        except KitaruError as error:
+            click.echo(render_error(name, error, fmt), err=True, nl=False)
+            ctx.exit(1)
+        if out.stderr and fmt == TEXT:
+            click.echo(out.stderr, err=True, nl=False)
+        click.echo(render(name, out, fmt), nl=False)
+        ctx.exit(out.exit_code)
+
+    return wrapper
+
+
+def is_json() -> bool:
+    return output_format(click.get_current_context()) == JSON
+
+
+def client() -> KitaruClient:
+    """The client on the active connection (imported here: keeps `--help` fast)."""
+    from kitaru.client import KitaruClient
+
+    return KitaruClient()
+
+
+tag_option = click.option("--tag", default=None, help="Route (tag) to resolve, e.g. stable.")
+version_option = click.option("--version", type=int, default=None, help="Exact version.")
+input_option = click.option(
+    "--input",
+    "-i",
+    "input_",
+    default=None,
+    metavar="JSON|@FILE",
+    help="Inputs as a JSON object, or @path/to/file.json.",
+)

@@ -1,0 +1,239 @@
+"""`kitaru flow …` and `kitaru flow deployments …`: routes and versions of deployed flows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from kitaru.cli.base import client, input_option, kitaru_command, tag_option, version_option
+from kitaru.cli.output import Output, fields, parse_inputs, table
+from kitaru.client.errors import InvalidArguments
+
+if TYPE_CHECKING:
+    from kitaru.client import DeploymentInfo
+
+
+def _tags(info: DeploymentInfo) -> str:
+    return ", ".join(t.tag + ("" if t.exclusive else " (shared)") for t in info.tags) or "-"
+
+
+def _versions_table(infos: list[DeploymentInfo]) -> str:
+    return table(
+        ["FLOW", "VERSION", "TAGS", "SNAPSHOT", "IMAGE", "CREATED"],
+        [
+            [d.flow, d.version, _tags(d), d.snapshot_name, d.image or d.runner_image, d.created]
+            for d in infos
+        ],
+        empty="No deployments.",
+    )
+
+
+@click.group()
+def flow() -> None:
+    """Deployed flows: routing tags and versions."""
+
+
+@flow.command("tag")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("tag")
+@click.option("--version", type=int, required=True, help="The version the tag routes to.")
+@click.option("--exclusive", is_flag=True, help="Move the tag here from every other version.")
+@kitaru_command
+def tag_command(flow_name: str, tag: str, version: int, exclusive: bool) -> Output:
+    """Route TAG to a version: exclusive moves it, shared adds the version."""
+    route = client().deployments.tag(flow_name, tag, version, exclusive=exclusive)
+    listed = ", ".join(f"v{v}" for v in route.versions)
+    return Output(
+        item=route.to_json(),
+        text=f"Tagged {flow_name} v{version} as {tag} ({route.mode}); {tag} now routes to {listed}",
+    )
+
+
+@flow.command("untag")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("tag")
+@click.option("--version", type=int, default=None, help="Version to take the tag off.")
+@kitaru_command
+def untag_command(flow_name: str, tag: str, version: int | None) -> Output:
+    """Take TAG off a version ('default' can only be moved, never removed)."""
+    route = client().deployments.untag(flow_name, tag, version=version)
+    rest = ", ".join(f"v{v}" for v in route.versions)
+    text = f"Removed tag {tag} from {flow_name}" + (f" v{version}" if version else "")
+    text += f"; it still routes to {rest}" if rest else f"; {tag} no longer exists"
+    return Output(item=route.to_json(), text=text)
+
+
+@flow.command("list")
+@kitaru_command
+def list_command() -> Output:
+    """List the flows of the project with their versions and tags."""
+    flows = client().deployments.flows()
+    return Output(
+        items=[f.to_json() for f in flows],
+        text=table(
+            ["FLOW", "VERSIONS", "DEFAULT", "TAGS"],
+            [[f.flow, len(f.versions), f.default_version, list(f.tags)] for f in flows],
+            empty="No flows deployed in this project.",
+        ),
+    )
+
+
+@flow.command("show")
+@click.argument("flow_name", metavar="FLOW")
+@kitaru_command
+def show_command(flow_name: str) -> Output:
+    """Show a flow: its tags and where they route, and its versions."""
+    deployments = client().deployments
+    versions = deployments.list(flow_name)
+    routes = deployments.routes(flow_name)
+    if not versions and not routes:
+        raise InvalidArguments(
+            f"flow '{flow_name}' has no deployments yet; deploy it first with: "
+            f"kitaru deploy path/to/file.py:{flow_name}",
+            kind="NoDeployments",
+        )
+    text = (
+        f"Flow {flow_name}\n\n"
+        + table(
+            ["TAG", "MODE", "VERSIONS", "READY"],
+            [[r.tag, r.mode, list(r.versions), r.ready] for r in routes],
+            empty="No tags.",
+        )
+        + "\n"
+        + _versions_table(versions)
+    )
+    item = {
+        "flow": flow_name,
+        "routes": [r.to_json() for r in routes],
+        "deployments": [d.to_json() for d in versions],
+    }
+    return Output(item=item, text=text)
+
+
+@flow.command("delete")
+@click.argument("flow_name", metavar="FLOW")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@kitaru_command
+def delete_command(flow_name: str, yes: bool) -> Output:
+    """Delete a whole flow: every tag (default included) and every version."""
+    if not yes and not click.confirm(f"Delete flow {flow_name}, all its tags and versions?"):
+        raise InvalidArguments("not deleted", kind="Aborted")
+    summary = client().deployments.delete_flow(flow_name)
+    versions = ", ".join(f"v{v}" for v in summary.versions) or "none"
+    return Output(
+        item=summary.to_json(),
+        text=f"Deleted flow {flow_name}: versions {versions}; "
+        f"tags {', '.join(summary.tags) or 'none'}",
+    )
+
+
+# --- kitaru flow deployments ----------------------------------------------------------------
+
+
+@flow.group()
+def deployments() -> None:
+    """Deployment versions of a flow."""
+
+
+@deployments.command("list")
+@click.argument("flow_name", metavar="[FLOW]", required=False)
+@kitaru_command
+def deployments_list(flow_name: str | None) -> Output:
+    """List deployment versions (of FLOW, or of every flow) with their tags."""
+    infos = client().deployments.list(flow_name)
+    return Output(items=[d.to_json() for d in infos], text=_versions_table(infos))
+
+
+@deployments.command("show")
+@click.argument("flow_name", metavar="FLOW")
+@tag_option
+@version_option
+@kitaru_command
+def deployments_show(flow_name: str, tag: str | None, version: int | None) -> Output:
+    """Show the version a tag or version resolves to (neither: the default route)."""
+    info = client().deployments.get(flow_name, tag=tag, version=version)
+    text = fields(
+        {
+            "flow": info.flow,
+            "version": info.version,
+            "name": info.name,
+            "snapshot": info.snapshot_name,
+            "tags": _tags(info),
+            "entrypoint": info.entrypoint,
+            "image": info.image or f"{info.runner_image} (stack runner image)",
+            "source": f"{info.source_config_map} sha256:{info.source_sha256}"
+            if info.source_config_map
+            else None,
+            "git": f"{info.git_commit}{' (dirty)' if info.git_dirty else ''}"
+            if info.git_commit
+            else None,
+            "inputs": dict(info.inputs),
+            "ready": info.ready,
+            "created": info.created,
+        }
+    )
+    return Output(item=info.to_json(), text=text)
+
+
+@deployments.command("delete")
+@click.argument("flow_name", metavar="FLOW")
+@click.option("--version", type=int, required=True, help="The version to delete.")
+@kitaru_command
+def deployments_delete(flow_name: str, version: int) -> Output:
+    """Delete one version (refused while it holds an exclusive tag)."""
+    info = client().deployments.delete(flow_name, version)
+    return Output(item=info.to_json(), text=f"Deleted {flow_name} v{version} ({info.name})")
+
+
+@deployments.command("curl")
+@click.argument("flow_name", metavar="FLOW")
+@tag_option
+@version_option
+@input_option
+@kitaru_command
+def deployments_curl(
+    flow_name: str, tag: str | None, version: int | None, input_: str | None
+) -> Output:
+    """Print a curl command that starts an execution of the resolved version."""
+    from kitaru.client.curl import render_curl
+
+    inputs = parse_inputs(input_)
+    kitaru = client()
+    resolution = kitaru.deployments.resolve(flow_name, tag=tag, version=version)
+    connection = kitaru.connection
+    script = render_curl(
+        server=connection.server.value or "",
+        namespace=kitaru.project,
+        flow=flow_name,
+        version=resolution.version,
+        inputs=inputs,
+        tag=resolution.tag if version is None else None,
+        ca_file=connection.ca_path(),
+    )
+    item = {
+        "flow": flow_name,
+        "tag": resolution.tag,
+        "version": resolution.version,
+        "script": script,
+    }
+    return Output(item=item, text=script)
+
+
+@deployments.command("logs")
+@click.argument("flow_name", metavar="FLOW")
+@tag_option
+@version_option
+@kitaru_command
+def deployments_logs(flow_name: str, tag: str | None, version: int | None) -> Output:
+    """Logs of the latest execution of the version a tag or version resolves to."""
+    kitaru = client()
+    resolved = kitaru.deployments.resolve(flow_name, tag=tag, version=version).version
+    runs = [e for e in kitaru.executions.list(flow_name) if e.resolved_version == resolved]
+    if not runs:
+        raise InvalidArguments(
+            f"flow '{flow_name}' v{resolved} has no executions yet", kind="NoExecutions"
+        )
+    latest = runs[0]
+    logs = kitaru.executions.logs(latest.exec_id)
+    return Output(item={"exec_id": latest.exec_id, "version": resolved, "logs": logs}, text=logs)

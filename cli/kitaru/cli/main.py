@@ -1,0 +1,295 @@
+"""`kitaru`: deploy flows as versions, route tags to them, invoke them, follow executions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kitaru.cli.base import (
+    OUTPUT_HELP,
+    client,
+    input_option,
+    is_json,
+    kitaru_command,
+    tag_option,
+    version_option,
+)
+from kitaru.cli.executions import executions
+from kitaru.cli.flows import flow
+from kitaru.cli.output import JSON, TEXT, Output, fields, parse_inputs, result_text, spinner, table
+from kitaru.client.errors import InvalidArguments, KitaruError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("-o", "--output", type=click.Choice([TEXT, JSON]), default=None, help=OUTPUT_HELP)
+@click.version_option(package_name="kitaru-k8s", prog_name="kitaru")
+def main(output: str | None) -> None:
+    """Kitaru on Kubernetes: immutable flow versions, routing tags, invocations.
+
+    Connection: KITARU_SERVER_URL, KITARU_AUTH_TOKEN, KITARU_PROJECT; else
+    `kitaru login`; else the current kubeconfig context. See `kitaru info`.
+    """
+
+
+main.add_command(flow)
+main.add_command(executions)
+
+
+# --- project and deploy ----------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@kitaru_command
+def init(directory: Path) -> Output:
+    """Make DIRECTORY (default: here) a Kitaru project (creates .kitaru/)."""
+    from kitaru.client.source import PROJECT_MARKER
+
+    marker = directory.resolve() / PROJECT_MARKER
+    existed = marker.is_dir()
+    marker.mkdir(parents=True, exist_ok=True)
+    (marker / ".gitignore").write_text("# local Kitaru state; nothing to commit\n*\n")
+    verb = "Already a Kitaru project" if existed else "Initialized a Kitaru project"
+    return Output(
+        item={"project": str(marker.parent), "created": not existed},
+        text=f"{verb}: {marker.parent} ({PROJECT_MARKER}/)",
+    )
+
+
+def _require_project() -> None:
+    from kitaru.client.source import PROJECT_MARKER, find_project_root
+
+    if find_project_root(Path.cwd()) is None:
+        raise InvalidArguments(
+            f"not in a Kitaru project: run `kitaru init` in your repository first "
+            f"(no {PROJECT_MARKER}/ in {Path.cwd()} or its parents)",
+            kind="NotAProject",
+        )
+
+
+def _deployed_text(info: object) -> str:
+    from kitaru.client import DeploymentInfo
+
+    assert isinstance(info, DeploymentInfo)
+    tags = ", ".join(t.tag for t in info.tags) or "(untagged)"
+    return f"Deployed {info.flow} v{info.version} ({info.snapshot_name})\n" + fields(
+        {
+            "tags": tags,
+            "image": info.image or info.runner_image,
+            "source": f"{info.source_config_map} sha256:{info.source_sha256}",
+        }
+    )
+
+
+@main.command()
+@click.argument("target", metavar="FILE.py:FLOW")
+@input_option
+@click.option("--tag", default=None, help="The one tag this version gets (default: 'default').")
+@click.option("--exclusive", is_flag=True, help="Move the tag here from other versions.")
+@click.option("--image", default=None, help="Prebuilt image to run instead of the runner image.")
+@kitaru_command
+def deploy(
+    target: str, input_: str | None, tag: str | None, exclusive: bool, image: str | None
+) -> Output:
+    """Deploy a flow from source as its next version, with one tag."""
+    inputs = parse_inputs(input_)
+    _require_project()
+    info = client().deployments.deploy(
+        target, inputs=inputs, tag=tag, exclusive=exclusive, image=image
+    )
+    return Output(item=info.to_json(), text=_deployed_text(info))
+
+
+@main.command()
+@click.argument("target", metavar="FILE.py:FLOW")
+@input_option
+@click.option("--image", default=None, help="Prebuilt image to run instead of the runner image.")
+@kitaru_command
+def build(target: str, input_: str | None, image: str | None) -> Output:
+    """Build a flow from source as its next version, without a tag."""
+    inputs = parse_inputs(input_)
+    _require_project()
+    info = client().deployments.deploy(target, inputs=inputs, image=image, untagged=True)
+    return Output(item=info.to_json(), text=_deployed_text(info))
+
+
+# --- invoke ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("flow_name", metavar="FLOW")
+@tag_option
+@version_option
+@input_option
+@click.option("--wait", is_flag=True, help="Wait for the result; exit 1 if the run fails.")
+@click.option("--timeout", type=float, default=None, help="Seconds to --wait (default: forever).")
+@kitaru_command
+def invoke(
+    flow_name: str,
+    tag: str | None,
+    version: int | None,
+    input_: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> Output:
+    """Start a new execution of a deployed flow (no --tag/--version: the default route)."""
+    inputs = parse_inputs(input_)
+    handle = client().deployments.invoke(flow_name, tag=tag, version=version, inputs=inputs)
+    route = f"tag {tag}" if tag else (f"version {version}" if version else "tag default")
+    started = f"Started execution {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"
+    if not wait:
+        return Output(item=handle.to_json(), text=started)
+    return waited(handle.exec_id, timeout, started, extra={"version": handle.version})
+
+
+def waited(
+    exec_id: str, timeout: float | None, prefix: str = "", extra: dict | None = None
+) -> Output:
+    """Wait for an execution; the result on success, exit 1 with its message otherwise."""
+    from kitaru.client.errors import ExecutionFailed
+    from kitaru.client.handle import outcome
+
+    executions_api = client().executions
+    if prefix and not is_json():
+        click.echo(prefix, nl=False)
+    with spinner(f"waiting for {exec_id}", enabled=not is_json()):
+        info = executions_api.wait(exec_id, timeout=timeout)
+    item = {**info.to_json(), **(extra or {})}
+    try:
+        result = outcome(info)
+    except ExecutionFailed as failure:
+        if is_json():
+            raise
+        return Output(item=item, stderr=f"Error: {failure.message}\n", exit_code=1)
+    return Output(item=item, text=result_text(result))
+
+
+# --- connection --------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("url")
+@click.option("--api-key", required=True, help="Bearer token for the API server.")
+@click.option("--project", required=True, help="Project: the Kubernetes namespace to work in.")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CA certificate of the API server (PEM).",
+)
+@click.option(
+    "--service-account", default=None, help="ServiceAccount `kitaru auth token` mints tokens for."
+)
+@kitaru_command
+def login(
+    url: str, api_key: str, project: str, ca_file: str | None, service_account: str | None
+) -> Output:
+    """Save the connection: server URL, token and project (~/.config/kitaru, mode 600)."""
+    from kitaru.client.connection import SavedConnection, save_connection
+
+    saved = SavedConnection(
+        server=url.rstrip("/"),
+        token=api_key,
+        project=project,
+        ca_file=str(Path(ca_file).resolve()) if ca_file else None,
+        service_account=service_account,
+    )
+    path = save_connection(saved)
+    return Output(
+        item={"server": saved.server, "project": project, "path": str(path)},
+        text=f"Saved the connection to {saved.server} (project {project}) in {path}\n"
+        "Check it with: kitaru status",
+    )
+
+
+def _connection_rows() -> list[dict[str, str]]:
+    from kitaru.client.connection import resolve_connection
+
+    return resolve_connection().describe()
+
+
+@main.command()
+@kitaru_command
+def info() -> Output:
+    """Show each connection value and where it came from (tokens masked)."""
+    from kitaru.client.connection import resolve_connection
+
+    connection = resolve_connection()
+    rows = connection.describe()
+    missing = connection.missing()
+    text = table(
+        ["SETTING", "VALUE", "SOURCE"], [[r["name"], r["value"], r["source"]] for r in rows]
+    )
+    if missing:
+        text += "".join(f"missing: {m}\n" for m in missing)
+    return Output(item={"connection": rows, "missing": missing}, text=text)
+
+
+@main.command()
+@kitaru_command
+def status() -> Output:
+    """Check the active connection: reach the server and the project."""
+    kitaru = client()
+    version = kitaru.server_version()
+    flows = kitaru.deployments.flows()
+    rows = kitaru.connection.describe()
+    item = {
+        "connection": rows,
+        "server_version": version,
+        "project": kitaru.project,
+        "flows": len(flows),
+    }
+    text = (
+        f"Connected to {kitaru.connection.server.value} (Kubernetes {version}), "
+        f"project {kitaru.project}: {len(flows)} flow(s)\n"
+        + table(
+            ["SETTING", "VALUE", "SOURCE"], [[r["name"], r["value"], r["source"]] for r in rows]
+        )
+    )
+    return Output(item=item, text=text)
+
+
+@main.group()
+def auth() -> None:
+    """Short-lived credentials for scripts (used by the generated curl)."""
+
+
+@auth.command()
+@click.option(
+    "--duration",
+    type=click.IntRange(600, 86400),
+    default=3600,
+    show_default=True,
+    help="Lifetime in seconds.",
+)
+@kitaru_command
+def token(duration: int) -> Output:
+    """Print a short-lived token for the configured ServiceAccount (TokenRequest).
+
+    The ServiceAccount is KITARU_SERVICE_ACCOUNT, `kitaru login --service-account`,
+    or `kitaru-client`. RBAC needed: `create` on `serviceaccounts/token` in the project.
+    A stored token is never printed.
+    """
+    kitaru = client()
+    minted = kitaru.auth_token(duration)
+    return Output(
+        item={"token": minted, "service_account": kitaru.service_account(), "expires_in": duration},
+        text=minted,
+    )
+
+
+@main.command()
+def mcp() -> None:
+    """Serve the Kitaru tools to an MCP client (an assistant) over stdio."""
+    from kitaru.mcp_server import build_server
+
+    build_server().run("stdio")
+
+
+__all__ = ["KitaruError", "main"]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""`kitaru flow deployments curl`: a copy-pasteable curl that starts one execution.
+
+The command POSTs a FlowInvocation pinned to the version the selector resolved to
+when it was generated. The token comes from `kitaru auth token` when the script runs;
+no token is ever written into the text. Every value is shell-quoted.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from kitaru.client.manifests import build_invocation
+from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS
+
+TOKEN_VARIABLE = "KITARU_SERVER_ACCESS_TOKEN"
+
+
+def invocations_url(server: str, namespace: str) -> str:
+    return f"{server.rstrip('/')}/apis/{GROUP}/{API_VERSION}/namespaces/{namespace}/{INVOCATIONS}"
+
+
+def render_curl(
+    *,
+    server: str,
+    namespace: str,
+    flow: str,
+    version: int,
+    inputs: Mapping[str, Any] | None = None,
+    tag: str | None = None,
+    ca_file: str | None = None,
+) -> str:
+    """The shell text: comments, the token line and the curl (ends with a newline)."""
+    lines = []
+    if tag is not None:
+        lines += [
+            f"# Tag '{tag}' of flow '{flow}' resolved to v{version} when this was generated.",
+            f"# This command is pinned to v{version}; regenerate it if the tag moves.",
+        ]
+    else:
+        lines.append(f"# Starts a new execution of flow '{flow}' v{version}.")
+    body = json.dumps(build_invocation(flow, version=version, inputs=inputs), separators=(",", ":"))
+    args = ["curl", "--fail-with-body", "--silent", "--show-error", "-X", "POST"]
+    if ca_file:
+        args += ["--cacert", shlex.quote(ca_file)]
+    args += [
+        "-H",
+        f'"Authorization: Bearer ${{{TOKEN_VARIABLE}}}"',
+        "-H",
+        shlex.quote("Content-Type: application/json"),
+        "--data",
+        shlex.quote(body),
+        shlex.quote(invocations_url(server, namespace)),
+    ]
+    lines.append(f'{TOKEN_VARIABLE}="$(kitaru auth token)"')
+    lines.append(" \\\n  ".join(_pairs(args)))
+    return "\n".join(lines) + "\n"
+
+
+def _pairs(args: list[str]) -> list[str]:
+    """Group options with their values, one per continuation line."""
+    groups: list[str] = [" ".join(args[:6])]
+    rest = args[6:]
+    while rest:
+        if rest[0].startswith("-") and len(rest) > 1:
+            groups.append(f"{rest[0]} {rest[1]}")
+            rest = rest[2:]
+        else:
+            groups.append(rest[0])
+            rest = rest[1:]
+    return groups

@@ -1,0 +1,268 @@
+"""The thin adapter over the Kubernetes Python client, scoped to one namespace.
+
+Everything here is I/O; the rules live in `kitaru.core` and in the callers. The
+kubernetes package is imported only when the first request is made, so importing
+`kitaru` (and `kitaru --help`) stays fast. API errors become `KitaruError`s with the
+API server's own message (CEL rules and admission denials are meant for humans).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+
+from kitaru.client.connection import Connection
+from kitaru.client.errors import (
+    AuthenticationError,
+    Conflict,
+    KitaruConnectionError,
+    KitaruError,
+    NotFound,
+    Rejected,
+)
+from kitaru.core.names import API_VERSION, GROUP
+
+
+class AlreadyExists(Conflict):
+    """Create hit an existing name (HTTP 409 AlreadyExists)."""
+
+
+class StaleObject(Conflict):
+    """Replace or delete with an outdated resourceVersion (HTTP 409 Conflict)."""
+
+
+class Expired(KitaruError):
+    """A watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+def build_api_client(conn: Connection) -> Any:
+    """A kubernetes ApiClient for a complete connection."""
+    from kubernetes import client, config
+
+    conn = conn.require()
+    if conn.uses_kubeconfig_credentials and conn.kube is not None:
+        return config.new_client_from_config(
+            config_file=conn.kube.path, context=conn.kube.context, persist_config=False
+        )
+    configuration = client.Configuration()
+    configuration.host = conn.server.value or ""
+    configuration.api_key = {"authorization": conn.token.value or ""}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    ca = conn.ca_path()
+    if ca:
+        configuration.ssl_ca_cert = ca
+    return client.ApiClient(configuration)
+
+
+def _server_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(exc, "reason", exc))
+
+
+def translate(exc: Any, what: str) -> KitaruError:
+    """A KitaruError for a kubernetes ApiException about `what`."""
+    status = getattr(exc, "status", None)
+    message = _server_message(exc)
+    if status == 404:
+        return NotFound(f"{what} not found")
+    if status == 409:
+        try:
+            reason = json.loads(exc.body).get("reason")
+        except (TypeError, ValueError, AttributeError):
+            reason = None
+        if reason == "AlreadyExists":
+            return AlreadyExists(f"{what} already exists")
+        return StaleObject(f"{what} changed concurrently: {message}")
+    if status == 410:
+        return Expired(f"{what}: {message}")
+    if status == 401:
+        return AuthenticationError(
+            "the API server rejected the credentials: check KITARU_AUTH_TOKEN, "
+            "`kitaru login` or the kubeconfig user"
+        )
+    if status in (400, 403, 422):
+        return Rejected(message)
+    return KitaruError(f"API server error ({status}) on {what}: {message}")
+
+
+def network_reason(exc: Exception) -> str:
+    """The useful end of a urllib3 error ("[Errno 111] Connection refused")."""
+    text = str(getattr(exc, "reason", None) or exc)
+    start = text.find("[Errno")
+    return text[start:].rstrip("\"')") if start >= 0 else text
+
+
+class Kube:
+    """Namespaced reads and writes of Kitaru resources, ConfigMaps, pods and tokens."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection.require()
+        self.namespace = self.connection.project.value or ""
+
+    @cached_property
+    def api_client(self) -> Any:
+        return build_api_client(self.connection)
+
+    @cached_property
+    def custom(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api_client)
+
+    @cached_property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client)
+
+    @contextmanager
+    def creating(self, what: str) -> Iterator[None]:
+        """Like `calling`; a 404 on create means the namespace itself is missing."""
+        try:
+            with self.calling(what):
+                yield
+        except NotFound as exc:
+            raise NotFound(
+                f"project {self.namespace!r} not found: create the namespace or set "
+                "KITARU_PROJECT to an existing one",
+                kind="ProjectNotFound",
+            ) from exc
+
+    @contextmanager
+    def calling(self, what: str) -> Iterator[None]:
+        """Translate client exceptions for one request about `what`."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            yield
+        except ApiException as exc:
+            raise translate(exc, what) from exc
+        except HTTPError as exc:
+            raise KitaruConnectionError(
+                f"cannot reach the API server {self.connection.server.value}: {network_reason(exc)}"
+            ) from exc
+
+    # --- Kitaru custom resources ----------------------------------------------------
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            with self.calling(f"{plural} {name}"):
+                obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                    GROUP, API_VERSION, self.namespace, plural, name
+                )
+                return obj
+        except NotFound:
+            return None
+
+    def list(self, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
+        with self.calling(plural):
+            result = self.custom.list_namespaced_custom_object(
+                GROUP, API_VERSION, self.namespace, plural, label_selector=label_selector
+            )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"].get("name") or body["metadata"].get("generateName", "")
+        with self.creating(f"{plural} {name}"):
+            obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                GROUP, API_VERSION, self.namespace, plural, body
+            )
+            return obj
+
+    def replace(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace guarded by body.metadata.resourceVersion (compare-and-swap)."""
+        name = body["metadata"]["name"]
+        with self.calling(f"{plural} {name}"):
+            obj: dict[str, Any] = self.custom.replace_namespaced_custom_object(
+                GROUP, API_VERSION, self.namespace, plural, name, body
+            )
+            return obj
+
+    def patch(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (only for scalar fields: annotations, cancelRequested)."""
+        with self.calling(f"{plural} {name}"):
+            obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+                GROUP,
+                API_VERSION,
+                self.namespace,
+                plural,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+            return obj
+
+    def delete(self, plural: str, name: str, resource_version: str | None = None) -> None:
+        from kubernetes import client
+
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=resource_version)
+            if resource_version
+            else None
+        )
+        with self.calling(f"{plural} {name}"):
+            self.custom.delete_namespaced_custom_object(
+                GROUP, API_VERSION, self.namespace, plural, name, body=options
+            )
+
+    def watch(self, plural: str, name: str, resource_version: str, timeout: int) -> Iterator[Any]:
+        """Events of one object from resource_version on, for at most `timeout` seconds."""
+        from kubernetes import watch
+
+        with self.calling(f"{plural} {name}"):
+            stream = watch.Watch().stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                API_VERSION,
+                self.namespace,
+                plural,
+                field_selector=f"metadata.name={name}",
+                resource_version=resource_version,
+                timeout_seconds=max(1, timeout),
+            )
+            yield from stream
+
+    # --- core resources -------------------------------------------------------------
+
+    def create_config_map(self, body: dict[str, Any]) -> None:
+        with self.creating(f"configmap {body['metadata']['name']}"):
+            self.core.create_namespaced_config_map(self.namespace, body)
+
+    def pods(self, label_selector: str) -> builtins.list[Any]:
+        with self.calling("pods"):
+            return list(
+                self.core.list_namespaced_pod(self.namespace, label_selector=label_selector).items
+            )
+
+    def pod_log(self, pod: str, container: str | None = None) -> str:
+        with self.calling(f"logs of pod {pod}"):
+            log: str = self.core.read_namespaced_pod_log(pod, self.namespace, container=container)
+            return log
+
+    def request_token(self, service_account: str, seconds: int) -> str:
+        from kubernetes import client
+
+        body = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+        )
+        with self.calling(f"serviceaccount {service_account}"):
+            response = self.core.create_namespaced_service_account_token(
+                service_account, self.namespace, body
+            )
+        token: str = response.status.token
+        return token
+
+    def server_version(self) -> str:
+        from kubernetes import client
+
+        with self.calling("server version"):
+            info = client.VersionApi(self.api_client).get_code()
+        return str(info.git_version)

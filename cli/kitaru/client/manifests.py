@@ -1,0 +1,131 @@
+"""Builders: the API objects the client writes, as plain dicts (pure, no I/O)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from kitaru.core.jobs import source_key
+from kitaru.core.models import (
+    FlowDeploymentSpec,
+    FlowInvocationSpec,
+    GitInfo,
+    Snapshot,
+    SourceSnapshot,
+    Stack,
+)
+from kitaru.core.names import (
+    GROUP_VERSION,
+    LABEL_FLOW,
+    LABEL_SOURCE,
+    LABEL_TAG,
+    LABEL_VERSION,
+    deployment_name,
+    flow_dns,
+    route_name,
+)
+from kitaru.core.routing import RouteView
+
+
+def source_config_map_name(flow: str, sha256: str) -> str:
+    """Content-addressed, so the same source is stored once and never changes."""
+    return f"{flow_dns(flow)}-src-{sha256[:12]}"
+
+
+def build_source_config_map(flow: str, files: Mapping[str, bytes], sha256: str) -> dict[str, Any]:
+    """An immutable ConfigMap holding the flow's source files (keys per `source_key`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": source_config_map_name(flow, sha256),
+            "labels": {LABEL_FLOW: flow, LABEL_SOURCE: sha256[:12]},
+            "annotations": {"kitaru.dev/source-sha256": sha256},
+        },
+        "immutable": True,
+        "data": {source_key(path): files[path].decode() for path in sorted(files)},
+    }
+
+
+def build_deployment(
+    flow: str,
+    version: int,
+    *,
+    entrypoint: str,
+    image: str | None = None,
+    runner_image: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    input_schema: Mapping[str, Any] | None = None,
+    source: SourceSnapshot | None = None,
+    git: GitInfo | None = None,
+) -> dict[str, Any]:
+    """A FlowDeployment `<flow-dns>-v<N>`: the immutable version N of `flow`."""
+    spec = FlowDeploymentSpec(
+        flow=flow,
+        version=version,
+        snapshot=Snapshot(image=image, entrypoint=entrypoint, source=source, git=git),
+        inputs=dict(inputs or {}),
+        input_schema=dict(input_schema or {}),
+        stack=Stack.model_validate({"runnerImage": runner_image}),
+    )
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "FlowDeployment",
+        "metadata": {
+            "name": deployment_name(flow, version),
+            "labels": {LABEL_FLOW: flow, LABEL_VERSION: str(version)},
+        },
+        "spec": spec.wire(),
+    }
+
+
+def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
+    """The routing part of a FlowRoute object (None for a missing route)."""
+    if obj is None:
+        return None
+    spec = obj.get("spec") or {}
+    return RouteView(
+        flow=spec["flow"],
+        tag=spec["tag"],
+        exclusive=bool(spec.get("exclusive")),
+        versions=frozenset(int(v) for v in spec.get("versions") or []),
+    )
+
+
+def build_route(view: RouteView, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS)."""
+    spec = view.to_spec().wire()
+    if current is not None:
+        body = copy.deepcopy(dict(current))
+        body["spec"] = spec
+        body.pop("status", None)
+        return body
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "FlowRoute",
+        "metadata": {
+            "name": route_name(view.flow, view.tag),
+            "labels": {LABEL_FLOW: view.flow, LABEL_TAG: view.tag},
+        },
+        "spec": spec,
+    }
+
+
+def build_invocation(
+    flow: str,
+    *,
+    tag: str | None = None,
+    version: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A FlowInvocation with a generated name `<flow-dns>-xxxxx`."""
+    spec = FlowInvocationSpec.model_validate(
+        {"flow": flow, "tag": tag, "version": version, "inputs": dict(inputs or {})}
+    )
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "FlowInvocation",
+        "metadata": {"generateName": f"{flow_dns(flow)}-", "labels": {LABEL_FLOW: flow}},
+        "spec": {k: v for k, v in spec.wire().items() if k != "cancelRequested"},
+    }

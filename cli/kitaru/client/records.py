@@ -1,0 +1,197 @@
+"""What the client returns: plain frozen records built from API objects by pure functions.
+
+`to_json()` gives the JSON item the CLI prints with `-o json` and the MCP server
+returns, so every surface shows the same fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kitaru.core.names import LABEL_FLOW, snapshot_name
+
+
+@dataclass(frozen=True)
+class Tag:
+    tag: str
+    exclusive: bool
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """One deployment version of a flow."""
+
+    flow: str
+    version: int
+    name: str
+    snapshot_name: str
+    entrypoint: str
+    image: str | None
+    runner_image: str | None
+    tags: tuple[Tag, ...] = ()
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    input_schema: Mapping[str, Any] = field(default_factory=dict)
+    source_config_map: str | None = None
+    source_sha256: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    ready: bool | None = None
+    created: str | None = None
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [t.tag for t in self.tags]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["inputs"] = dict(self.inputs)
+        data["input_schema"] = dict(self.input_schema)
+        data["tags"] = [asdict(t) for t in self.tags]
+        return data
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """One tag of a flow and the versions it routes to (empty once removed)."""
+
+    flow: str
+    tag: str
+    exclusive: bool
+    versions: tuple[int, ...]
+    ready: bool | None = None
+    message: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "exclusive" if self.exclusive else "shared"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "versions": list(self.versions), "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class FlowSummary:
+    """A flow as seen through its versions and routes."""
+
+    flow: str
+    versions: tuple[int, ...]
+    default_version: int | None
+    tags: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "versions": list(self.versions), "tags": list(self.tags)}
+
+
+@dataclass(frozen=True)
+class ExecutionInfo:
+    """One execution (a FlowInvocation) and its outcome so far."""
+
+    exec_id: str
+    flow: str
+    status: str
+    tag: str | None = None
+    version: int | None = None
+    resolved_version: int | None = None
+    resolved_tag: str | None = None
+    deployment: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    result: Any = None
+    reason: str | None = None
+    message: str | None = None
+    job_name: str | None = None
+    created: str | None = None
+    started: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "inputs": dict(self.inputs)}
+
+
+# Kitaru statuses, from the FlowInvocation phase.
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def _ready(status: Mapping[str, Any]) -> bool | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return None
+
+
+def deployment_info(obj: Mapping[str, Any], tags: Iterable[Tag] | None = None) -> DeploymentInfo:
+    """A record from a FlowDeployment object; `tags` from the routes when known, else status."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    snapshot = spec.get("snapshot") or {}
+    source = snapshot.get("source") or {}
+    git = snapshot.get("git") or {}
+    if tags is None:
+        tags = [Tag(t["tag"], bool(t.get("exclusive"))) for t in status.get("tags") or []]
+    flow = spec.get("flow") or obj["metadata"].get("labels", {}).get(LABEL_FLOW, "")
+    version = int(spec.get("version") or 0)
+    return DeploymentInfo(
+        flow=flow,
+        version=version,
+        name=obj["metadata"]["name"],
+        snapshot_name=status.get("snapshotName") or snapshot_name(flow, version),
+        entrypoint=snapshot.get("entrypoint", ""),
+        image=snapshot.get("image"),
+        runner_image=(spec.get("stack") or {}).get("runnerImage"),
+        tags=tuple(tags),
+        inputs=spec.get("inputs") or {},
+        input_schema=spec.get("inputSchema") or {},
+        source_config_map=source.get("configMap"),
+        source_sha256=source.get("sha256"),
+        git_commit=git.get("commit"),
+        git_dirty=git.get("dirty") if git else None,
+        ready=_ready(status),
+        created=obj["metadata"].get("creationTimestamp"),
+    )
+
+
+def route_info(obj: Mapping[str, Any]) -> RouteInfo:
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    message = None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("status") != "True":
+            message = condition.get("message")
+    return RouteInfo(
+        flow=spec.get("flow", ""),
+        tag=spec.get("tag", ""),
+        exclusive=bool(spec.get("exclusive")),
+        versions=tuple(sorted(spec.get("versions") or [])),
+        ready=_ready(status),
+        message=message,
+    )
+
+
+def execution_info(obj: Mapping[str, Any]) -> ExecutionInfo:
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    resolved = status.get("resolved") or {}
+    phase = status.get("phase") or "Pending"
+    return ExecutionInfo(
+        exec_id=obj["metadata"]["name"],
+        flow=spec.get("flow", ""),
+        status=phase.lower(),
+        tag=spec.get("tag"),
+        version=spec.get("version"),
+        resolved_version=resolved.get("version"),
+        resolved_tag=resolved.get("tag"),
+        deployment=resolved.get("deployment"),
+        inputs=spec.get("inputs") or {},
+        result=status.get("result"),
+        reason=status.get("reason"),
+        message=status.get("message"),
+        job_name=status.get("jobName"),
+        created=obj["metadata"].get("creationTimestamp"),
+        started=status.get("startTime"),
+        finished_at=status.get("completionTime"),
+    )

@@ -1,0 +1,259 @@
+"""`kitaru mcp`: the MCP server that lets an assistant deploy, route, invoke and inspect flows.
+
+Every tool is a thin call into `KitaruClient`, made with the active connection
+(`KITARU_SERVER_URL` / `KITARU_AUTH_TOKEN` / `KITARU_PROJECT`, the saved login,
+or the kubeconfig), so a tool call carries no token. Results are the JSON items
+of the CLI's `-o json`; a list comes back as `{"items": [...], "count": N}`
+because MCP structured content is an object. Failures are tool errors
+(`isError`) whose text is the CLI's error message, with `{"error": {"message",
+"type"}}` as structured content.
+
+`kitaru mcp` (in `kitaru.cli.main`) runs `build_server().run("stdio")`. The MCP SDK
+and the client layer (hence the Kubernetes client) are imported only when the
+server is built or first called, so the server starts fast and lists its tools
+without touching the cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
+
+from kitaru.core.names import FLOW_MAX_LENGTH, FLOW_PATTERN, TAG_MAX_LENGTH, TAG_PATTERN
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+    from kitaru.client import KitaruClient
+
+# Name formats are advertised in the schemas but checked by the client layer, so
+# a bad name gets the same message as on the CLI.
+Flow = Annotated[
+    str,
+    Field(
+        description="Public flow name, e.g. research_agent.",
+        json_schema_extra={"pattern": FLOW_PATTERN, "maxLength": FLOW_MAX_LENGTH},
+    ),
+]
+Tag = Annotated[
+    str,
+    Field(
+        description="Routing tag, e.g. stable, canary or default.",
+        json_schema_extra={"pattern": TAG_PATTERN, "maxLength": TAG_MAX_LENGTH},
+    ),
+]
+Selector = Annotated[
+    str | None,
+    Field(
+        description="Tag to resolve (give tag or version, not both; neither means 'default').",
+        json_schema_extra={"pattern": TAG_PATTERN, "maxLength": TAG_MAX_LENGTH},
+    ),
+]
+Version = Annotated[int, Field(ge=1, description="Deployment version number.")]
+OptionalVersion = Annotated[
+    int | None,
+    Field(ge=1, description="Exact deployment version (give tag or version, not both)."),
+]
+Inputs = Annotated[
+    dict[str, Any] | None,
+    Field(description="Flow inputs as a JSON object; they override the deploy-time inputs by key."),
+]
+ExecId = Annotated[
+    str, Field(description="Execution id, as returned by kitaru_deployments_invoke.")
+]
+
+_client: KitaruClient | None = None
+
+
+def _kitaru() -> KitaruClient:
+    """The client on the active connection, created on first use (not at startup)."""
+    global _client
+    if _client is None:
+        from kitaru.client import KitaruClient
+
+        _client = KitaruClient()
+    return _client
+
+
+def kitaru_deployments_deploy(
+    target: Annotated[
+        str,
+        Field(
+            description="Flow source as path/to/file.py:flow_name, relative to the directory "
+            "the server runs in (a `kitaru init` project)."
+        ),
+    ],
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Field(description="Representative deploy-time inputs as a JSON object."),
+    ] = None,
+    tag: Annotated[
+        str | None,
+        Field(
+            description="The one routing tag this version gets; omitted means 'default'.",
+            json_schema_extra={"pattern": TAG_PATTERN, "maxLength": TAG_MAX_LENGTH},
+        ),
+    ] = None,
+    exclusive: Annotated[
+        bool, Field(description="Move the tag here from other versions ('default' always is).")
+    ] = False,
+    image: Annotated[
+        str | None,
+        Field(description="Prebuilt container image to run instead of the stack's runner image."),
+    ] = None,
+) -> dict[str, Any]:
+    """Deploy a flow from source as the next immutable version, with one routing tag."""
+    deployments = _kitaru().deployments
+    return deployments.deploy(
+        target, inputs=inputs, tag=tag, exclusive=exclusive, image=image
+    ).to_json()
+
+
+def kitaru_deployments_invoke(
+    flow: Flow, tag: Selector = None, version: OptionalVersion = None, inputs: Inputs = None
+) -> dict[str, Any]:
+    """Start a new execution of a deployed flow, resolved by tag or version ('default' if neither).
+
+    Returns at once with the execution id and the resolved version; follow it
+    with kitaru_executions_wait or kitaru_executions_get.
+    """
+    return _kitaru().deployments.invoke(flow, tag=tag, version=version, inputs=inputs).to_json()
+
+
+def kitaru_deployments_list(flow: Flow) -> dict[str, Any]:
+    """List the deployment versions of a flow with the tags routed to each."""
+    return _items(_kitaru().deployments.list(flow))
+
+
+def kitaru_deployments_get(
+    flow: Flow, tag: Selector = None, version: OptionalVersion = None
+) -> dict[str, Any]:
+    """Show the deployment version a tag or version resolves to ('default' if neither)."""
+    return _kitaru().deployments.get(flow, tag=tag, version=version).to_json()
+
+
+def kitaru_deployments_tag(
+    flow: Flow,
+    tag: Tag,
+    version: Version,
+    exclusive: Annotated[
+        bool,
+        Field(description="Exclusive: move the tag to this version. Shared: add this version."),
+    ] = False,
+) -> dict[str, Any]:
+    """Route a tag to a deployment version (promote, e.g. stable to version 2)."""
+    return _kitaru().deployments.tag(flow, tag, version=version, exclusive=exclusive).to_json()
+
+
+def kitaru_deployments_untag(
+    flow: Flow,
+    tag: Tag,
+    version: Annotated[
+        int | None,
+        Field(ge=1, description="Version to take the tag off; omitted: the tag's only version."),
+    ] = None,
+) -> dict[str, Any]:
+    """Take a tag off a version. 'default' cannot be removed, only moved with a tag call."""
+    return _kitaru().deployments.untag(flow, tag, version=version).to_json()
+
+
+def kitaru_deployments_delete(flow: Flow, version: Version) -> dict[str, Any]:
+    """Delete a deployment version. A version that holds an exclusive tag cannot be deleted."""
+    return _kitaru().deployments.delete(flow, version=version).to_json()
+
+
+def kitaru_executions_get(exec_id: ExecId) -> dict[str, Any]:
+    """Show an execution: status, resolved version, result or failure message."""
+    return _kitaru().executions.get(exec_id).to_json()
+
+
+def kitaru_executions_wait(
+    exec_id: ExecId,
+    timeout: Annotated[
+        float, Field(gt=0, description="Seconds to wait before giving up (the run goes on).")
+    ] = 300,
+) -> dict[str, Any]:
+    """Wait for an execution to finish and return it with its result.
+
+    A failed or cancelled execution is a tool error carrying its failure message.
+    """
+    from kitaru.client.handle import outcome
+
+    info = _kitaru().executions.wait(exec_id, timeout=timeout)
+    outcome(info)
+    return info.to_json()
+
+
+def kitaru_executions_cancel(exec_id: ExecId) -> dict[str, Any]:
+    """Cancel a running execution (its Job is deleted)."""
+    return _kitaru().executions.cancel(exec_id).to_json()
+
+
+def kitaru_executions_logs(exec_id: ExecId) -> dict[str, Any]:
+    """Return the log output of an execution."""
+    return {"exec_id": exec_id, "logs": _kitaru().executions.logs(exec_id)}
+
+
+def _items(items: list[Any]) -> dict[str, Any]:
+    return {"items": [item.to_json() for item in items], "count": len(items)}
+
+
+TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
+    # (tool, read-only)
+    (kitaru_deployments_deploy, False),
+    (kitaru_deployments_invoke, False),
+    (kitaru_deployments_list, True),
+    (kitaru_deployments_get, True),
+    (kitaru_deployments_tag, False),
+    (kitaru_deployments_untag, False),
+    (kitaru_deployments_delete, False),
+    (kitaru_executions_get, True),
+    (kitaru_executions_wait, True),
+    (kitaru_executions_cancel, False),
+    (kitaru_executions_logs, True),
+)
+
+
+def build_server() -> MCPServer:
+    """The MCP server with every Kitaru tool registered."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.types import CallToolResult, TextContent, ToolAnnotations
+
+    from kitaru.client.errors import KitaruError
+
+    def as_tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def tool(**arguments: Any) -> dict[str, Any] | CallToolResult:
+            try:
+                return fn(**arguments)
+            except KitaruError as error:
+                return CallToolResult(
+                    content=[TextContent(type="text", text=error.message)],
+                    structured_content={"error": {"message": error.message, "type": error.kind}},
+                    is_error=True,
+                )
+
+        return tool
+
+    server: MCPServer = MCPServer(
+        "kitaru",
+        instructions=(
+            "Kitaru deployments: immutable, numbered versions of Python flows; tags "
+            "(default, stable, ...) route to versions; invoking a flow by tag or version "
+            "starts an execution. Use kitaru_deployments_list/get to inspect routes "
+            "before invoking, and kitaru_executions_wait to get a result."
+        ),
+        log_level="WARNING",
+    )
+    for fn, read_only in TOOLS:
+        server.add_tool(
+            as_tool(fn),
+            name=fn.__name__,
+            description=inspect.getdoc(fn),
+            annotations=ToolAnnotations(read_only_hint=read_only),
+        )
+    return server

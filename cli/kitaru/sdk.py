@@ -1,0 +1,127 @@
+"""The Python SDK: `@flow`, and deploying and invoking a flow from its own object.
+
+    from kitaru import flow
+
+    @flow
+    def research_agent(topic: str) -> str:
+        ...
+
+    research_agent("local call")                      # still a plain function
+    research_agent.deploy(topic="durable execution")  # next version, tag 'default'
+    handle = research_agent.invoke(topic="serverless routing")
+    result = handle.wait()
+
+Nothing here imports the Kubernetes client until a method talks to the server.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+if TYPE_CHECKING:
+    from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _client(client: KitaruClient | None) -> KitaruClient:
+    if client is not None:
+        return client
+    from kitaru.client import KitaruClient
+
+    return KitaruClient()
+
+
+class Deployment:
+    """One deployment version of a flow; `invoke()` always runs exactly this version."""
+
+    def __init__(self, flow: str, version: int, client: KitaruClient | None = None) -> None:
+        self.flow = flow
+        self.version = version
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"Deployment(flow={self.flow!r}, version={self.version})"
+
+    def info(self) -> DeploymentInfo:
+        """The deployment as stored (tags, inputs, snapshot)."""
+        return _client(self._client).deployments.get(self.flow, version=self.version)
+
+    def invoke(self, **inputs: Any) -> ExecutionHandle:
+        """Start an execution of this version; inputs override the deploy-time values."""
+        return _client(self._client).deployments.invoke(
+            self.flow, version=self.version, inputs=inputs
+        )
+
+
+class Flow(Generic[P, R]):
+    """A durable flow: callable like the function it wraps, deployable and invocable."""
+
+    def __init__(self, func: Callable[P, R], name: str | None = None) -> None:
+        self.func = func
+        self.name = name or func.__name__
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r})"
+
+    def deploy(
+        self,
+        *,
+        tag: str | None = None,
+        exclusive: bool = False,
+        image: str | None = None,
+        client: KitaruClient | None = None,
+        **inputs: Any,
+    ) -> DeploymentInfo:
+        """Deploy this flow from its source file as the next version, with one tag.
+
+        Keyword arguments other than the options are representative deploy-time
+        inputs. No `tag` means `default`; `image` runs a prebuilt image instead of
+        the stack's runner image.
+        """
+        return _client(client).deployments.deploy(
+            self, inputs=inputs, tag=tag, exclusive=exclusive, image=image
+        )
+
+    def invoke(
+        self,
+        *,
+        tag: str | None = None,
+        version: int | None = None,
+        client: KitaruClient | None = None,
+        **inputs: Any,
+    ) -> ExecutionHandle:
+        """Start a remote execution of the deployed flow by tag or version (neither ⇒ default)."""
+        return _client(client).deployments.invoke(
+            self.name, tag=tag, version=version, inputs=inputs
+        )
+
+    def deployment(self, version: int, client: KitaruClient | None = None) -> Deployment:
+        """The deployment `version` of this flow, for pinned invocations."""
+        return Deployment(self.name, version, client)
+
+
+@overload
+def flow(func: Callable[P, R], /) -> Flow[P, R]: ...
+@overload
+def flow(*, name: str | None = None) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(
+    func: Callable[P, R] | None = None, /, *, name: str | None = None
+) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
+    """Mark a function as a Kitaru flow: `@flow` or `@flow(name="other_name")`."""
+    if func is not None:
+        return Flow(func, name)
+
+    def decorate(f: Callable[P, R]) -> Flow[P, R]:
+        return Flow(f, name)
+
+    return decorate

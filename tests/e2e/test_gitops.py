@@ -1,0 +1,123 @@
+"""examples/gitops applied as a GitOps tool would: `kubectl apply -k` into a project
+namespace with the operator running; the routes and deployments reach the statuses
+the tags imply, a tag invokes its version, and re-applying is a no-op.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chart_support import (
+    REPO,
+    apply,
+    condition,
+    ensure_crds,
+    get,
+    kubectl,
+    wait_finished,
+    wait_until,
+)
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE = REPO / "examples" / "gitops"
+HELLO = EXAMPLE / "hello"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _crds(cluster: Any) -> None:
+    ensure_crds()
+
+
+def ready_route(namespace: str, name: str) -> dict[str, Any] | None:
+    route = get("flowroute", name, namespace)
+    ready = condition(route, "Ready")
+    if not (route and ready and ready.get("status") == "True"):
+        return None
+    observed = route["status"].get("observedGeneration")
+    return route if observed == route["metadata"]["generation"] else None
+
+
+def tags_of(namespace: str, name: str) -> dict[str, bool]:
+    deployment = get("flowdeployment", name, namespace) or {}
+    return {t["tag"]: t["exclusive"] for t in (deployment.get("status") or {}).get("tags") or []}
+
+
+def argocd_health(script: Path, obj: dict[str, Any]) -> dict[str, Any]:
+    """Run an Argo CD health script the way Argo does: `obj` is the live object."""
+    lupa = pytest.importorskip("lupa")
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(script.read_text())
+    return dict(result.items())
+
+
+def test_apply_example_routes_and_tags(cluster: Any, namespace: str, kopf_runner: Any) -> None:
+    kubectl("apply", "-k", str(HELLO), "-n", namespace)
+
+    default = wait_until("hello.default ready", lambda: ready_route(namespace, "hello.default"))
+    stable = wait_until("hello.stable ready", lambda: ready_route(namespace, "hello.stable"))
+    shared = wait_until("hello.reviewed ready", lambda: ready_route(namespace, "hello.reviewed"))
+    assert default["status"]["resolvedVersion"] == 1
+    assert default["status"]["mode"] == "exclusive"
+    assert stable["status"]["resolvedVersion"] == 2
+    assert stable["status"]["mode"] == "exclusive"
+    assert shared["status"]["mode"] == "shared"
+    assert shared["status"].get("resolvedVersion") is None  # two versions: no single one
+
+    expected = {
+        "hello-v1": {"default": True, "reviewed": False},
+        "hello-v2": {"stable": True, "reviewed": False},
+    }
+    for name, tags in expected.items():
+        wait_until(f"{name} to carry {tags}", lambda n=name, t=tags: tags_of(namespace, n) == t)
+
+    # The tag runs its version's source from the generated, immutable ConfigMap.
+    apply(
+        {
+            "apiVersion": "kitaru.dev/v1alpha1",
+            "kind": "FlowInvocation",
+            "metadata": {"name": "hello-stable-1", "namespace": namespace},
+            "spec": {"flow": "hello", "tag": "stable", "inputs": {"name": "gitops"}},
+        }
+    )
+    done = wait_finished(namespace, "hello-stable-1")
+    assert done["status"]["phase"] == "Completed", done["status"]
+    assert done["status"]["result"] == "Hello, gitops."
+    assert done["status"]["resolved"]["version"] == 2
+
+    # A GitOps tool re-applies the same manifests forever: nothing changes.
+    again = kubectl("apply", "-k", str(HELLO), "-n", namespace).stdout
+    assert "configured" not in again and "created" not in again, again
+
+
+def test_route_to_missing_version_is_degraded_in_argocd(
+    cluster: Any, namespace: str, kopf_runner: Any
+) -> None:
+    kubectl("apply", "-k", str(HELLO), "-n", namespace)
+    wait_until("hello.default ready", lambda: ready_route(namespace, "hello.default"))
+    apply(
+        {
+            "apiVersion": "kitaru.dev/v1alpha1",
+            "kind": "FlowRoute",
+            "metadata": {"name": "hello.next", "namespace": namespace},
+            "spec": {"flow": "hello", "tag": "next", "exclusive": True, "versions": [3]},
+        }
+    )
+
+    def not_found() -> dict[str, Any] | None:
+        route = get("flowroute", "hello.next", namespace)
+        ready = condition(route, "Ready")
+        return route if ready and ready.get("reason") == "VersionNotFound" else None
+
+    route = wait_until("hello.next to report VersionNotFound", not_found)
+    health = argocd_health(EXAMPLE / "argocd" / "health" / "flowroute.lua", route)
+    assert health["status"] == "Degraded"
+    assert health["message"] == (condition(route, "Ready") or {}).get("message")
+    healthy = argocd_health(
+        EXAMPLE / "argocd" / "health" / "flowroute.lua",
+        ready_route(namespace, "hello.stable") or {},
+    )
+    assert healthy["status"] == "Healthy"

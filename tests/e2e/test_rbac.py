@@ -1,0 +1,278 @@
+"""The chart's user roles with real ServiceAccount tokens (TokenRequest API).
+
+The roles are rendered from the chart with the pinned helm (a unique name prefix per
+run, since ClusterRoles are cluster-scoped) and bound with RoleBindings, as a platform
+team would. Each request is made with the ServiceAccount's bearer token alone, so the
+API server's RBAC authorizer decides: nothing here mocks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from chart_support import CHART, KUBECONFIG, apply, ensure_crds, helm, kubectl, unique, wait_until
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION = "kitaru.dev", "v1alpha1"
+ROLES_TEMPLATE = "templates/rbac-user-roles.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _crds(cluster: Any) -> None:
+    ensure_crds()
+
+
+@pytest.fixture(scope="module")
+def roles(cluster: Any) -> Iterator[str]:
+    """Apply the chart's producer/consumer/viewer ClusterRoles; yield their name prefix."""
+    prefix = unique("kt-rbac")
+    rendered = helm(
+        "template",
+        prefix,
+        str(CHART),
+        "--show-only",
+        ROLES_TEMPLATE,
+        "--set",
+        f"rbac.userRoles.namePrefix={prefix}",
+    ).stdout
+    kubectl("apply", "-f", "-", input=rendered)
+    yield prefix
+    kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
+
+
+@pytest.fixture
+def other_namespace(cluster: Any) -> Iterator[str]:
+    name = unique("kt-rbac-other")
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def api_as(namespace: str, service_account: str, cluster_role: str) -> client.CustomObjectsApi:
+    """A client authenticated only by a fresh token of a ServiceAccount bound to the role."""
+    kubectl("create", "serviceaccount", service_account, "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        f"{service_account}-binding",
+        "-n",
+        namespace,
+        f"--clusterrole={cluster_role}",
+        f"--serviceaccount={namespace}:{service_account}",
+    )
+    token = kubectl("create", "token", service_account, "-n", namespace, "--duration=10m").stdout
+    admin = client.Configuration()
+    config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=admin)
+    conf = client.Configuration()
+    conf.host = admin.host
+    conf.ssl_ca_cert = admin.ssl_ca_cert
+    conf.api_key = {"authorization": f"Bearer {token.strip()}"}
+    return client.CustomObjectsApi(client.ApiClient(conf))
+
+
+def status_of(call: Any) -> int:
+    """The HTTP status of an API call: 200/201 when it went through, else the error's."""
+    try:
+        call()
+    except ApiException as exc:
+        return int(exc.status)
+    return 200
+
+
+def flow_deployment(version: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowDeployment",
+        "metadata": {"name": f"rbac-probe-v{version}"},
+        "spec": {
+            "flow": "rbac_probe",
+            "version": version,
+            "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "probe:run"},
+        },
+    }
+
+
+def flow_route(tag: str, versions: list[int], exclusive: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowRoute",
+        "metadata": {"name": f"rbac-probe.{tag}"},
+        "spec": {"flow": "rbac_probe", "tag": tag, "exclusive": exclusive, "versions": versions},
+    }
+
+
+def flow_invocation(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowInvocation",
+        "metadata": {"name": name},
+        "spec": {"flow": "rbac_probe", "inputs": {}},
+    }
+
+
+def seed(namespace: str) -> None:
+    """What a producer deployed earlier: v1 with `default`, a shared `beta` tag."""
+    objects = [flow_deployment(1), flow_route("default", [1]), flow_route("beta", [1], False)]
+    for obj in objects:
+        obj["metadata"]["namespace"] = namespace
+    apply(*objects)
+
+
+def create(api: client.CustomObjectsApi, namespace: str, plural: str, body: dict[str, Any]) -> Any:
+    return lambda: api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+
+
+def test_consumer_invokes_but_cannot_deploy_tag_or_delete(roles: str, namespace: str) -> None:
+    seed(namespace)
+    consumer = api_as(namespace, "ci-consumer", f"{roles}-consumer")
+
+    assert (
+        status_of(create(consumer, namespace, "flowinvocations", flow_invocation("run-1"))) == 200
+    )
+    assert (
+        status_of(
+            lambda: consumer.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "flowdeployments"
+            )
+        )
+        == 200
+    )
+    assert (
+        status_of(
+            lambda: consumer.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "flowroutes", "rbac-probe.default"
+            )
+        )
+        == 200
+    )
+
+    # Deploy, tag, untag, delete: all forbidden.
+    assert status_of(create(consumer, namespace, "flowdeployments", flow_deployment(2))) == 403
+    assert status_of(create(consumer, namespace, "flowroutes", flow_route("stable", [1]))) == 403
+    assert (
+        status_of(
+            lambda: consumer.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "flowroutes",
+                "rbac-probe.beta",
+                {"spec": {"versions": [1]}},
+            )
+        )
+        == 403
+    )
+    assert (
+        status_of(
+            lambda: consumer.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "flowroutes", "rbac-probe.beta"
+            )
+        )
+        == 403
+    )
+    assert (
+        status_of(
+            lambda: consumer.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "flowdeployments", "rbac-probe-v1"
+            )
+        )
+        == 403
+    )
+
+
+def test_producer_deploys_and_tags(roles: str, namespace: str) -> None:
+    seed(namespace)
+    producer = api_as(namespace, "ci-producer", f"{roles}-producer")
+
+    assert status_of(create(producer, namespace, "flowdeployments", flow_deployment(2))) == 200
+    assert status_of(create(producer, namespace, "flowroutes", flow_route("stable", [2]))) == 200
+    assert (
+        status_of(
+            lambda: producer.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "flowroutes",
+                "rbac-probe.beta",
+                {"spec": {"versions": [1, 2]}},
+            )
+        )
+        == 200
+    )
+    assert (
+        status_of(create(producer, namespace, "flowinvocations", flow_invocation("run-p"))) == 200
+    )
+    # Deleting an untagged version is the producer's to do.
+    assert status_of(create(producer, namespace, "flowdeployments", flow_deployment(3))) == 200
+    assert (
+        status_of(
+            lambda: producer.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "flowdeployments", "rbac-probe-v3"
+            )
+        )
+        == 200
+    )
+
+
+def test_viewer_reads_only(roles: str, namespace: str) -> None:
+    seed(namespace)
+    viewer = api_as(namespace, "dashboard", f"{roles}-viewer")
+    for plural in ("flowdeployments", "flowroutes", "flowinvocations"):
+        assert (
+            status_of(
+                lambda p=plural: viewer.list_namespaced_custom_object(GROUP, VERSION, namespace, p)
+            )
+            == 200
+        )
+    assert status_of(create(viewer, namespace, "flowinvocations", flow_invocation("run-v"))) == 403
+
+
+def test_roles_do_not_cross_namespaces(roles: str, namespace: str, other_namespace: str) -> None:
+    seed(other_namespace)
+    consumer = api_as(namespace, "ci-consumer", f"{roles}-consumer")
+    producer = api_as(namespace, "ci-producer", f"{roles}-producer")
+
+    assert status_of(create(consumer, namespace, "flowinvocations", flow_invocation("here"))) == 200
+    for api in (consumer, producer):
+        invoke_there = create(api, other_namespace, "flowinvocations", flow_invocation("there"))
+        assert status_of(invoke_there) == 403
+        assert (
+            status_of(
+                lambda a=api: a.get_namespaced_custom_object(
+                    GROUP, VERSION, other_namespace, "flowdeployments", "rbac-probe-v1"
+                )
+            )
+            == 403
+        )
+    assert (
+        status_of(create(producer, other_namespace, "flowdeployments", flow_deployment(2))) == 403
+    )
+
+
+def test_roles_aggregate_into_the_builtin_roles(roles: str, namespace: str) -> None:
+    seed(namespace)
+    editor = api_as(namespace, "editor", "edit")
+    reader = api_as(namespace, "reader", "view")
+
+    # The aggregation controller fills the built-in roles asynchronously.
+    def edit_has_producer_rules() -> bool:
+        rules = json.loads(kubectl("get", "clusterrole", "edit", "-o", "json").stdout)["rules"]
+        return any(
+            GROUP in r.get("apiGroups", []) and "create" in r.get("verbs", []) for r in rules
+        )
+
+    wait_until("edit to aggregate the producer role", edit_has_producer_rules, timeout=60)
+    assert status_of(create(editor, namespace, "flowdeployments", flow_deployment(2))) == 200
+    assert (
+        status_of(
+            lambda: reader.list_namespaced_custom_object(GROUP, VERSION, namespace, "flowroutes")
+        )
+        == 200
+    )
+    assert status_of(create(reader, namespace, "flowdeployments", flow_deployment(3))) == 403

@@ -1,0 +1,295 @@
+"""The Helm chart rendered offline by the pinned helm: what each value produces, the
+least-privilege RBAC, and the chart's CRD/admission copies against crds/.
+
+No cluster is needed; the helm binary comes from `make build-cluster` (skipped when it
+has not been built yet, except in CI where that is a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kitaru-operator"
+CRDS = REPO / "crds"
+ADMISSION = "kitaru.dev_admission.yaml"
+
+
+def _helm_binary() -> str | None:
+    versions = dict(
+        line.split("=", 1)
+        for line in (REPO / "cluster" / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    cache = os.environ.get("KITARU_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kitaru-k8s"
+    )
+    key = (
+        f"k8s-{versions['K8S_VERSION']}-etcd-{versions['ETCD_VERSION']}"
+        f"-helm-{versions['HELM_VERSION']}"
+    )
+    pinned = Path(cache) / key / "bin" / "helm"
+    return str(pinned) if pinned.exists() else shutil.which("helm")
+
+
+HELM = _helm_binary()
+needs_helm = pytest.mark.skipif(
+    HELM is None and os.environ.get("CI") != "true",
+    reason="helm not built yet: run `make build-cluster`",
+)
+
+
+def render(*values: str, release: str = "kitaru", namespace: str = "kitaru-system") -> list[Any]:
+    assert HELM, "helm is missing: `make build-cluster` builds it"
+    proc = subprocess.run(
+        [HELM, "template", release, str(CHART), "--namespace", namespace, *values],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def by_kind(docs: list[Any], kind: str) -> dict[str, Any]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def rules_allow(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r.get("apiGroups", [])
+        and resource in r.get("resources", [])
+        and verb in r.get("verbs", [])
+        for r in rules
+    )
+
+
+# --- copies of the generated CRDs ----------------------------------------------
+
+
+@pytest.mark.skipif(not CRDS.is_dir(), reason="crds/ not generated")
+def test_chart_crds_are_copies_of_crds_dir() -> None:
+    generated = {p.name for p in CRDS.glob("*.yaml") if p.name != ADMISSION}
+    copied = {p.name for p in (CHART / "crds").glob("*.yaml")}
+    assert copied == generated, "run `make crds` (it refreshes the chart's copy)"
+    for name in generated:
+        assert (CHART / "crds" / name).read_text() == (CRDS / name).read_text(), name
+    # The admission policies are templates (release-owned), never in the chart's crds/.
+    assert (CHART / "files" / "admission.yaml").read_text() == (CRDS / ADMISSION).read_text()
+
+
+# --- the operator Deployment ------------------------------------------------------
+
+
+@needs_helm
+def test_operator_deployment_defaults() -> None:
+    docs = render()
+    (deployment,) = by_kind(docs, "Deployment").values()
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/kitaru-k8s/operator:0.1.0"
+    assert container["args"] == [
+        "--namespace=kitaru-system",
+        "--liveness=http://0.0.0.0:8081/healthz",
+        "--metrics-port=8080",
+    ]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "metrics": 8080,
+        "healthz": 8081,
+    }
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    # Pod Security Standards "restricted".
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["serviceAccountName"] == "kitaru-kitaru-operator"
+    labels = deployment["metadata"]["labels"]
+    for key in ("name", "instance", "version", "managed-by"):
+        assert f"app.kubernetes.io/{key}" in labels
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    ("values", "args"),
+    [
+        (["--set", "watch.allNamespaces=true"], ["--all-namespaces"]),
+        (["--set", "watch.namespaces={a,b}"], ["--namespace=a", "--namespace=b"]),
+    ],
+)
+def test_watch_values_set_args_and_bindings(values: list[str], args: list[str]) -> None:
+    docs = render(*values)
+    (deployment,) = by_kind(docs, "Deployment").values()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][: len(args)] == args
+    cluster_bindings = by_kind(docs, "ClusterRoleBinding")
+    role_bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    if "--all-namespaces" in args:
+        assert set(cluster_bindings) == {
+            "kitaru-kitaru-operator-framework",
+            "kitaru-kitaru-operator-application",
+        }
+        assert not role_bindings
+    else:
+        assert not cluster_bindings
+        assert sorted(
+            (b["metadata"]["namespace"], b["roleRef"]["name"]) for b in role_bindings
+        ) == [
+            ("a", "kitaru-kitaru-operator-application"),
+            ("a", "kitaru-kitaru-operator-framework"),
+            ("b", "kitaru-kitaru-operator-application"),
+            ("b", "kitaru-kitaru-operator-framework"),
+        ]
+
+
+@needs_helm
+def test_image_digest_and_extra_args() -> None:
+    digest = "sha256:" + "a" * 64
+    docs = render("--set", f"image.digest={digest}", "--set", "extraArgs={--verbose}")
+    (deployment,) = by_kind(docs, "Deployment").values()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/kitaru-k8s/operator@{digest}"
+    assert container["args"][-1] == "--verbose"
+
+
+# --- RBAC -------------------------------------------------------------------------
+
+
+@needs_helm
+def test_operator_rbac_is_least_privilege() -> None:
+    roles = by_kind(render(), "ClusterRole")
+    assert set(roles) == {
+        "kitaru-kitaru-operator-framework",
+        "kitaru-kitaru-operator-application",
+        "kitaru-producer",
+        "kitaru-consumer",
+        "kitaru-viewer",
+    }
+    framework = roles["kitaru-kitaru-operator-framework"]["rules"]
+    application = roles["kitaru-kitaru-operator-application"]["rules"]
+    all_rules = framework + application
+    assert not any("*" in r.get("verbs", []) or "*" in r.get("resources", []) for r in all_rules)
+    # kopf's cluster scanning is off in the operator: no CRD or namespace access.
+    assert not any(
+        {"customresourcedefinitions", "namespaces"} & set(r.get("resources", [])) for r in all_rules
+    )
+    assert rules_allow(framework, "", "events", "create")
+    for status in ("flowdeployments/status", "flowroutes/status", "flowinvocations/status"):
+        assert rules_allow(application, "kitaru.dev", status, "update")
+    assert rules_allow(application, "batch", "jobs", "create")
+    assert rules_allow(application, "", "pods", "watch")
+    # The operator never writes versions and never reads secrets, config maps or logs.
+    for verb in ("create", "update", "patch", "delete"):
+        assert not rules_allow(application, "kitaru.dev", "flowdeployments", verb)
+    assert not any(
+        {"secrets", "configmaps", "pods/log"} & set(r.get("resources", [])) for r in all_rules
+    )
+
+
+@needs_helm
+def test_user_roles_and_aggregation() -> None:
+    roles = by_kind(render(), "ClusterRole")
+    producer = roles["kitaru-producer"]
+    consumer = roles["kitaru-consumer"]
+    viewer = roles["kitaru-viewer"]
+    group = "kitaru.dev"
+
+    assert rules_allow(consumer["rules"], group, "flowinvocations", "create")
+    for verb in ("create", "update", "patch", "delete"):
+        assert not rules_allow(consumer["rules"], group, "flowdeployments", verb)
+        assert not rules_allow(consumer["rules"], group, "flowroutes", verb)
+        assert rules_allow(producer["rules"], group, "flowdeployments", verb)
+        assert rules_allow(producer["rules"], group, "flowroutes", verb)
+    assert rules_allow(producer["rules"], "", "configmaps", "create")
+    for plural in ("flowdeployments", "flowroutes", "flowinvocations"):
+        assert rules_allow(viewer["rules"], group, plural, "list")
+        assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in viewer["rules"])
+
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert producer["metadata"]["labels"][aggregate + "edit"] == "true"
+    assert producer["metadata"]["labels"][aggregate + "admin"] == "true"
+    assert viewer["metadata"]["labels"][aggregate + "view"] == "true"
+
+    plain = by_kind(render("--set", "rbac.userRoles.aggregate=false"), "ClusterRole")
+    assert not any(aggregate in k for k in plain["kitaru-producer"]["metadata"]["labels"])
+
+
+@needs_helm
+def test_cluster_scoped_names_follow_the_release() -> None:
+    docs = render(release="team-x")
+    cluster_scoped = [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"].startswith("Cluster") or d["kind"].startswith("ValidatingAdmission")
+    ]
+    assert cluster_scoped
+    assert all(name.startswith("team-x-") for name in cluster_scoped), cluster_scoped
+
+
+# --- admission policies -------------------------------------------------------------
+
+
+@needs_helm
+@pytest.mark.skipif(not CRDS.is_dir(), reason="crds/ not generated")
+def test_admission_policies_are_release_owned_copies() -> None:
+    generated = [d for d in yaml.safe_load_all((CRDS / ADMISSION).read_text()) if d]
+    docs = render()
+    rendered = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert len(rendered) == len(generated)
+    policies = by_kind(docs, "ValidatingAdmissionPolicy")
+    for original in generated:
+        name = "kitaru-kitaru-operator-" + original["metadata"]["name"].removeprefix("kitaru-")
+        (copy,) = [
+            d for d in rendered if d["kind"] == original["kind"] and d["metadata"]["name"] == name
+        ]
+        if original["kind"] == "ValidatingAdmissionPolicy":
+            assert copy["spec"] == original["spec"]
+        else:
+            assert copy["spec"]["policyName"] in policies
+            assert {k: v for k, v in copy["spec"].items() if k != "policyName"} == {
+                k: v for k, v in original["spec"].items() if k != "policyName"
+            }
+        assert copy["metadata"]["labels"]["app.kubernetes.io/instance"] == "kitaru"
+    assert not [d for d in render("--set", "admission.enabled=false") if "Admission" in d["kind"]]
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+@needs_helm
+def test_metrics_service_and_service_monitor() -> None:
+    docs = render()
+    assert "ServiceMonitor" not in {d["kind"] for d in docs}
+    (service,) = by_kind(docs, "Service").values()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitored = render("--set", "metrics.serviceMonitor.enabled=true")
+    (monitor,) = by_kind(monitored, "ServiceMonitor").values()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+
+
+@needs_helm
+def test_schema_rejects_unknown_and_bad_values() -> None:
+    assert HELM
+    for bad in ("replicas=2", "image.pullPolicy=Sometimes", "metrics.port=0"):
+        proc = subprocess.run(
+            [HELM, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True
+        )
+        assert proc.returncode != 0, bad
+        assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr

@@ -1,0 +1,45 @@
+"""The MCP server in process: schemas, tool errors, and a start that loads no Kubernetes
+client. The real stdio session against the cluster is in tests/e2e/test_mcp.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anyio
+from kitaru.mcp_server import TOOLS, build_server
+from mcp.types import CallToolResult
+
+
+def test_every_tool_has_a_described_schema() -> None:
+    tools = anyio.run(build_server().list_tools)
+    assert [tool.name for tool in tools] == [fn.__name__ for fn, _ in TOOLS]
+    for tool in tools:
+        assert tool.description
+        for name, prop in tool.input_schema["properties"].items():
+            assert prop.get("description"), f"{tool.name}.{name}"
+    get = next(tool for tool in tools if tool.name == "kitaru_deployments_get")
+    assert get.input_schema["required"] == ["flow"]
+    assert get.input_schema["properties"]["flow"]["pattern"] == "^[a-z][a-z0-9_]*$"
+
+
+def test_a_client_error_is_a_tool_error_with_the_cli_message() -> None:
+    async def call() -> CallToolResult:
+        result = await build_server().call_tool("kitaru_deployments_get", {"flow": "Not-A-Flow"})
+        assert isinstance(result, CallToolResult)
+        return result
+
+    result = anyio.run(call)
+    assert result.is_error
+    assert result.structured_content == {
+        "error": {"message": result.content[0].text, "type": "InvalidName"}  # type: ignore[union-attr]
+    }
+    assert result.content[0].text.startswith("invalid flow name 'Not-A-Flow'")  # type: ignore[union-attr]
+
+
+def test_building_the_server_loads_no_kubernetes_client() -> None:
+    code = (
+        "import sys; from kitaru.mcp_server import build_server; build_server(); "
+        "assert 'kubernetes' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
