@@ -13,20 +13,23 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes
 import pytest
-from support import CLUSTER_DIR, KUBECONFIG, REPO, wait_for
+from support import (
+    CLUSTER_DIR,
+    KUBECONFIG,
+    REPO,
+    Cluster,
+    create,
+    deployment,
+    kubectl,
+    route,
+    wait_for,
+)
 
 CLUSTER_TIERS = {"api", "e2e", "cluster"}
-
-
-@dataclass(frozen=True)
-class Cluster:
-    kubeconfig: Path
-    api_url: str
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -113,3 +116,44 @@ def kopf_runner(
     if runner.exception is not None:
         raise runner.exception
     assert runner.exit_code == 0, runner.output
+
+
+CRDS = REPO / "crds"
+CRD_NAMES = ("flowdeployments.kitaru.dev", "flowroutes.kitaru.dev", "flowinvocations.kitaru.dev")
+
+
+def _denied(*args: str, namespace: str) -> bool:
+    proc = kubectl(*args, "--dry-run=server", namespace=namespace, check=False)
+    return proc.returncode != 0 and "ValidatingAdmissionPolicy" in proc.stderr
+
+
+@pytest.fixture(scope="session")
+def crds_installed(cluster: object) -> Iterator[None]:
+    """`kubectl apply -f crds/`, then wait until the CRDs serve and every admission
+    policy denies (dry-run) what it must: policies take a moment to become effective."""
+    kubectl("apply", "-f", str(CRDS))
+    kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRD_NAMES)
+    )
+    probe = f"t-crds-probe-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", probe)
+    try:
+        wait_for(
+            lambda: create(deployment("probe", 1), probe, check=False).returncode == 0,
+            timeout=30,
+            message="FlowDeployments can be created",
+        )
+        create(route("probe", "default", 1, annotations={"kitaru.dev/highest-version": "1"}), probe)
+        for args in (
+            ("delete", "flowdeployment", "probe-v1"),
+            ("delete", "flowroute", "probe.default"),
+        ):
+            wait_for(lambda a=args: _denied(*a, namespace=probe), timeout=60, message=str(args))
+        wait_for(
+            lambda: "never reused" in create(deployment("probe", 1), probe, check=False).stderr,
+            timeout=60,
+            message="reused versions are denied",
+        )
+        yield
+    finally:
+        kubectl("delete", "namespace", probe, "--wait=false", check=False)

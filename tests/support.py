@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +16,14 @@ CLUSTER_DIR = REPO / ".cluster"
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The running local cluster, as the `cluster` fixture hands it out."""
+
+    kubeconfig: Path
+    api_url: str
 
 
 def wait_for(
@@ -74,3 +84,41 @@ def kubectl(
             f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
         )
     return proc
+
+
+# --- manifests of the kitaru.dev kinds, for tests that talk kubectl -----------------
+
+
+def create(obj: dict, namespace: str, check: bool = True):
+    """`kubectl create` one object given as a dict (JSON is YAML)."""
+    return kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(obj), check=check)
+
+
+def deployment(flow: str, version: int, *, image: str | None = "kitaru/runner:test") -> dict:
+    snapshot: dict = {"entrypoint": f"flows.demo:{flow}"}
+    if image is not None:
+        snapshot["image"] = image
+    return {
+        "apiVersion": "kitaru.dev/v1alpha1",
+        "kind": "FlowDeployment",
+        "metadata": {"name": f"{flow.replace('_', '-')}-v{version}"},
+        "spec": {"flow": flow, "version": version, "snapshot": snapshot},
+    }
+
+
+def route(
+    flow: str,
+    tag: str,
+    *versions: int,
+    exclusive: bool = True,
+    annotations: dict[str, str] | None = None,
+) -> dict:
+    metadata: dict = {"name": f"{flow.replace('_', '-')}.{tag}"}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "kitaru.dev/v1alpha1",
+        "kind": "FlowRoute",
+        "metadata": metadata,
+        "spec": {"flow": flow, "tag": tag, "exclusive": exclusive, "versions": list(versions)},
+    }

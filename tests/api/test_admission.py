@@ -7,8 +7,7 @@ import uuid
 
 import kubernetes
 import pytest
-from conftest import create, deployment, route
-from support import kubectl, wait_for
+from support import create, deployment, kubectl, route, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 

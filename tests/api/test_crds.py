@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import create, deployment, route
-from support import kubectl, wait_for
+from support import create, deployment, kubectl, route, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from conftest import Cluster
-from support import REPO, kubectl, wait_for
+from support import REPO, Cluster, kubectl, wait_for
 
 
 def _get_json(*args: str, namespace: str | None = None) -> Any:

@@ -120,26 +120,6 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-CRD_NAMES = ("flowdeployments.kitaru.dev", "flowroutes.kitaru.dev", "flowinvocations.kitaru.dev")
-
-
-def ensure_crds() -> None:
-    """`kubectl apply -f crds/` (idempotent) and wait until the CRDs serve."""
-    kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRD_NAMES)
-    )
-    # A policy whose paramKind (FlowRoute) was not yet discoverable when it was loaded
-    # fails every request until the API server's REST mapping catches up.
-    probe = json.dumps(hello_objects("default")[1])
-
-    def policies_configured() -> bool:
-        proc = kubectl("create", "--dry-run=server", "-f", "-", input=probe, check=False)
-        return "failed to configure policy" not in proc.stderr
-
-    wait_until("the admission policies to find their paramKind", policies_configured, timeout=60)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

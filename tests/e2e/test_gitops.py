@@ -13,22 +13,16 @@ from chart_support import (
     REPO,
     apply,
     condition,
-    ensure_crds,
     get,
     kubectl,
     wait_finished,
     wait_until,
 )
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
 
 EXAMPLE = REPO / "examples" / "gitops"
 HELLO = EXAMPLE / "hello"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Any) -> None:
-    ensure_crds()
 
 
 def ready_route(namespace: str, name: str) -> dict[str, Any] | None:

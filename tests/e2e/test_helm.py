@@ -19,7 +19,6 @@ from chart_support import (
     CHART,
     apply,
     condition,
-    ensure_crds,
     free_port,
     get,
     hello_objects,
@@ -32,6 +31,8 @@ from chart_support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
 INSTANCE = "app.kubernetes.io/instance"
 # Every kind the chart creates (ReplicaSets and pods come from its Deployment).
 RELEASE_KINDS = (
@@ -40,11 +41,6 @@ RELEASE_KINDS = (
     "validatingadmissionpolicybindings"
 )
 CRDS = ("flowdeployments.kitaru.dev", "flowroutes.kitaru.dev", "flowinvocations.kitaru.dev")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Any) -> None:
-    ensure_crds()
 
 
 def release_objects(release: str) -> list[str]:

@@ -30,22 +30,6 @@ FLOW_FILES = ("flows/__init__.py", "flows/research.py")
 FINISHED = ("Completed", "Failed", "Cancelled")
 
 
-@pytest.fixture(scope="session")
-def crds_installed(cluster: object) -> None:
-    """The CRD tier's fixture lives in tests/api; here `kubectl apply` is enough."""
-    from support import REPO, kubectl
-
-    kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/flowdeployments.kitaru.dev",
-        "crd/flowroutes.kitaru.dev",
-        "crd/flowinvocations.kitaru.dev",
-    )
-
-
 class Kitaru:
     """Just enough of a client for these tests (the real one is kitaru.client)."""
 

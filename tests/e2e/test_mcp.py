@@ -13,13 +13,14 @@ from typing import Any
 
 import anyio
 import pytest
-from chart_support import ensure_crds
 from cli_support import kitaru_argv, user_env
 from kitaru.core.names import GROUP_VERSION
 from kitaru.mcp_server import TOOLS
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult
 from support import kubectl
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
 
 FLOW_V1 = """\
 from kitaru import flow
@@ -75,11 +76,6 @@ class Tools:
         # The text the assistant reads is the CLI's message, nothing added.
         assert result.content[0].text == error["message"]  # type: ignore[union-attr]
         return error
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Any) -> None:
-    ensure_crds()
 
 
 @pytest.fixture

@@ -13,19 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chart_support import CHART, KUBECONFIG, apply, ensure_crds, helm, kubectl, unique, wait_until
+from chart_support import CHART, KUBECONFIG, apply, helm, kubectl, unique, wait_until
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
 
 GROUP, VERSION = "kitaru.dev", "v1alpha1"
 ROLES_TEMPLATE = "templates/rbac-user-roles.yaml"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Any) -> None:
-    ensure_crds()
 
 
 @pytest.fixture(scope="module")
