@@ -211,3 +211,16 @@ def test_embedded_ca_is_written_once_for_curl(tmp_path: Path) -> None:
     assert conn.ca_path(tmp_path) == path
     assert Connection(ca_file=Setting("/x.pem", "env")).ca_path(tmp_path) == "/x.pem"
     assert Connection().ca_path(tmp_path) is None
+
+
+def test_policy_denials_keep_only_the_policys_own_words() -> None:
+    from kitaru.client.kube import policy_message
+
+    framed = (
+        'flowdeployments.kitaru.dev "research-agent-v2" is forbidden: '
+        "ValidatingAdmissionPolicy 'kitaru-protect-exclusive-versions' with binding "
+        "'kitaru-protect-exclusive-versions' denied request: version 2 of flow research_agent "
+        "holds the exclusive tag stable; move the tag to another version first"
+    )
+    assert policy_message(framed).startswith("version 2 of flow research_agent holds")
+    assert policy_message("something else") == "something else"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
-from kitaru.client.connection import Connection
+from kitaru.client.connection import ENV_CA_FILE, Connection
 from kitaru.client.errors import (
     AuthenticationError,
     Conflict,
@@ -58,11 +59,23 @@ def build_api_client(conn: Connection) -> Any:
     return client.ApiClient(configuration)
 
 
+_POLICY_DENIAL = re.compile(
+    r"ValidatingAdmissionPolicy '[^']*' with binding '[^']*' denied request: "
+)
+
+
 def _server_message(exc: Any) -> str:
     try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
+        message = str(json.loads(exc.body).get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
         return str(getattr(exc, "reason", exc))
+    return policy_message(message)
+
+
+def policy_message(message: str) -> str:
+    """An admission policy's own words, without the API server's framing around them."""
+    match = _POLICY_DENIAL.search(message)
+    return message[match.end() :] if match else message
 
 
 def translate(exc: Any, what: str) -> KitaruError:
@@ -145,8 +158,11 @@ class Kube:
         except ApiException as exc:
             raise translate(exc, what) from exc
         except HTTPError as exc:
+            reason = network_reason(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in reason:  # a private CA: name where it goes
+                reason += f"; set {ENV_CA_FILE} to the API server's CA certificate (PEM)"
             raise KitaruConnectionError(
-                f"cannot reach the API server {self.connection.server.value}: {network_reason(exc)}"
+                f"cannot reach the API server {self.connection.server.value}: {reason}"
             ) from exc
 
     # --- Kitaru custom resources ----------------------------------------------------
