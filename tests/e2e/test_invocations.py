@@ -15,130 +15,10 @@ from typing import Any
 
 import kubernetes
 import pytest
-from kitaru.core.inputs import schema_from_signature
-from kitaru.core.jobs import source_key, source_sha256
+from flow_support import FINISHED, GROUP, IMAGE, VERSION, Kitaru, reason
 from support import KUBECONFIG, wait_for
 
-sys.path.insert(0, str(Path(__file__).parent))
-from flows import research
-
 pytestmark = pytest.mark.usefixtures("crds_installed")
-
-GROUP, VERSION = "kitaru.dev", "v1alpha1"
-IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
-FLOW_FILES = ("flows/__init__.py", "flows/research.py")
-FINISHED = ("Completed", "Failed", "Cancelled")
-
-
-class Kitaru:
-    """Just enough of a client for these tests (the real one is kitaru.client)."""
-
-    def __init__(self, k8s: kubernetes.client.ApiClient, namespace: str) -> None:
-        self.ns = namespace
-        self.custom = kubernetes.client.CustomObjectsApi(k8s)
-        self.core = kubernetes.client.CoreV1Api(k8s)
-        self.batch = kubernetes.client.BatchV1Api(k8s)
-        self.source: dict[str, Any] | None = None
-
-    def ship_flows(self) -> dict[str, Any]:
-        root = Path(__file__).parent
-        files = {path: (root / path).read_bytes() for path in FLOW_FILES}
-        self.core.create_namespaced_config_map(
-            self.ns,
-            {
-                "metadata": {"name": "flows-source"},
-                "immutable": True,
-                "data": {source_key(p): data.decode() for p, data in files.items()},
-            },
-        )
-        self.source = {
-            "configMap": "flows-source",
-            "sha256": source_sha256(files),
-            "files": sorted(files),
-        }
-        return self.source
-
-    def deploy(
-        self,
-        flow: str,
-        version: int,
-        function: str,
-        inputs: dict[str, Any] | None = None,
-        **stack: Any,
-    ) -> None:
-        inputs = inputs or {}
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowDeployment",
-            "metadata": {"name": f"{flow.replace('_', '-')}-v{version}"},
-            "spec": {
-                "flow": flow,
-                "version": version,
-                "inputs": inputs,
-                "inputSchema": schema_from_signature(getattr(research, function), inputs),
-                "snapshot": {
-                    "image": IMAGE,
-                    "entrypoint": f"flows.research:{function}",
-                    "source": self.source,
-                },
-                "stack": stack,
-            },
-        }
-        self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "flowdeployments", body
-        )
-
-    def route(self, flow: str, tag: str, *versions: int, exclusive: bool = True) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowRoute",
-            "metadata": {"name": f"{flow.replace('_', '-')}.{tag}"},
-            "spec": {"flow": flow, "tag": tag, "exclusive": exclusive, "versions": list(versions)},
-        }
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "flowroutes", body)
-
-    def wait_default(self, flow: str) -> None:
-        name = f"{flow.replace('_', '-')}.default"
-        wait_for(
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.ns, "flowroutes", name
-            ),
-            30,
-        )
-
-    def invoke(self, flow: str, name: str | None = None, **spec: Any) -> str:
-        meta = {"name": name} if name else {"generateName": f"{flow.replace('_', '-')}-"}
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowInvocation",
-            "metadata": meta,
-            "spec": {"flow": flow, **spec},
-        }
-        created = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "flowinvocations", body
-        )
-        return str(created["metadata"]["name"])
-
-    def status(self, name: str) -> dict[str, Any]:
-        obj = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "flowinvocations", name
-        )
-        return dict(obj.get("status") or {})
-
-    def wait(
-        self, name: str, timeout: float = 90, phases: tuple[str, ...] = FINISHED
-    ) -> dict[str, Any]:
-        return wait_for(
-            lambda: (s := self.status(name)).get("phase") in phases and s,
-            timeout,
-            message=f"invocation {name} in {phases}",
-        )
-
-    def jobs(self) -> list[Any]:
-        return list(self.batch.list_namespaced_job(self.ns).items)
-
-    def job_exists(self, name: str) -> bool:
-        return any(job.metadata.name == name for job in self.jobs())
 
 
 @pytest.fixture
@@ -146,10 +26,6 @@ def kitaru(k8s: kubernetes.client.ApiClient, namespace: str) -> Kitaru:
     client = Kitaru(k8s, namespace)
     client.ship_flows()
     return client
-
-
-def reason(status: dict[str, Any]) -> str:
-    return str(status.get("reason"))
 
 
 def test_inputs_defaults_override_and_validation(kopf_runner: Any, kitaru: Kitaru) -> None:
