@@ -9,17 +9,20 @@ re-runs them to correct drift and to apply TTLs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 from typing import Any
 
 import kopf
 from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, LABEL_INVOCATION, ROUTES
 
 from kitaru_operator import indexes as ix
+from kitaru_operator.kube import AsyncKube
 from kitaru_operator.reconcile_flows import note_route_deleted, reconcile_flow
-from kitaru_operator.reconcile_invocations import reconcile_invocation
+from kitaru_operator.reconcile_invocations import forget_invocation, reconcile_invocation
 from kitaru_operator.resync import resync_forever
 from kitaru_operator.runtime import Runtime
-from kitaru_operator.settings import configure_settings, runtime_from
+from kitaru_operator.settings import WORKERS, configure_settings, runtime_from
 
 OWNED = {LABEL_INVOCATION: kopf.PRESENT}
 
@@ -28,19 +31,32 @@ OWNED = {LABEL_INVOCATION: kopf.PRESENT}
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     configure_settings(settings)
     memo.runtime = runtime_from(kwargs)
+    memo.runtime.akube = AsyncKube.from_environment(limit=WORKERS)
     memo.resync = asyncio.create_task(resync_forever(memo.runtime))
 
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster token, else $KUBECONFIG read now (the client library reads it at import)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """In-cluster token, else $KUBECONFIG read now (the client library reads it at import).
+
+    kopf's service-account login hard-codes https://kubernetes.default.svc; the
+    address a kubelet gives the pod works without cluster DNS too.
+    """
+    info = kopf.login_with_service_account(**kwargs)
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if info is not None and host and port:
+        server_host = f"[{host}]" if ":" in host else host
+        return dataclasses.replace(info, server=f"https://{server_host}:{port}")
+    return info or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     if "resync" in memo:
         memo.resync.cancel()
+    if "runtime" in memo and memo.runtime.akube is not None:
+        await memo.runtime.akube.close()
 
 
 # --- indexes --------------------------------------------------------------------------
@@ -101,25 +117,31 @@ def route_event(body: kopf.Body, type: str, namespace: str | None, memo: Any, **
     reconcile_flow(_runtime(memo), str(namespace), body["spec"]["flow"])
 
 
+# The invocation path is async: it runs on kopf's event loop with pooled connections
+# (no thread-pool hop per event); flows and routes above stay sync in the pool.
+
+
 @kopf.on.event(GROUP, API_VERSION, INVOCATIONS, id="reconcile-invocation")
-def invocation_event(body: kopf.Body, type: str, memo: Any, **_: Any) -> None:
-    if type != "DELETED":
-        reconcile_invocation(_runtime(memo), ix.plain(body))
+async def invocation_event(body: kopf.Body, type: str, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        forget_invocation(_runtime(memo), body["metadata"]["namespace"], body["metadata"]["name"])
+    else:
+        await reconcile_invocation(_runtime(memo), ix.plain(body))
 
 
-def _owner_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
+async def _owner_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
     """A Job or pod of an invocation changed: reconcile the invocation it belongs to."""
     runtime = _runtime(memo)
     owner = runtime.indexes.invocation(str(namespace), body["metadata"]["labels"][LABEL_INVOCATION])
     if owner is not None:
-        reconcile_invocation(runtime, owner)
+        await reconcile_invocation(runtime, owner)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED, id="track-job")
-def job_event(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
-    _owner_changed(body, namespace, memo)
+async def job_event(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    await _owner_changed(body, namespace, memo)
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED, id="track-pod")
-def pod_event(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
-    _owner_changed(body, namespace, memo)
+async def pod_event(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    await _owner_changed(body, namespace, memo)

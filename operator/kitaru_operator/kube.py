@@ -1,4 +1,5 @@
-"""The few API calls the operator makes, with the sync `kubernetes` client.
+"""The few API calls the operator makes: `Kube` with the sync `kubernetes` client (flows,
+routes: thread-pool handlers) and `AsyncKube` over aiohttp (the invocation hot path).
 
 Responses are read as raw JSON (`_preload_content=False`): the operator works
 with dicts and pydantic models, and skipping the client's model deserialisation
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from typing import Any, cast
 
+import aiohttp
 from kitaru.core.names import API_VERSION, GROUP
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -198,4 +201,102 @@ class Kube:
             if exc.status == 409:
                 return False
             raise
+        return True
+
+
+class ApiError(Exception):
+    """An unexpected API status (not one of the "already done" outcomes)."""
+
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        super().__init__(f"{method} {path}: {status} {body[:500]}")
+        self.status = status
+
+
+class AsyncKube:
+    """The invocation hot path's API calls over one pooled aiohttp session.
+
+    No thread hop, no model (de)serialisation, keep-alive connections reused across
+    reconciles. Same credentials and the same "already done" semantics as `Kube`.
+    Create it inside the running event loop (kopf startup) and `close()` it at cleanup.
+    """
+
+    def __init__(self, configuration: client.Configuration, limit: int = 32, timeout: float = 30.0):
+        self.configuration = configuration
+        self.host = configuration.host.rstrip("/")
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=limit, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            json_serialize=json.dumps,
+        )
+
+    @classmethod
+    def from_environment(cls, limit: int = 32) -> AsyncKube:
+        return cls(_load_configuration(limit), limit=limit)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _headers(self) -> dict[str, str]:
+        # Called per request: in-cluster tokens are refreshed by the configuration's hook.
+        token = self.configuration.get_api_key_with_prefix("authorization")
+        return {"Authorization": token} if token else {}
+
+    async def _call(
+        self, method: str, path: str, ok: tuple[int, ...], body: Body | None = None, **params: str
+    ) -> tuple[int, Body | None]:
+        """(status, parsed body); `ok` lists the non-2xx statuses that are outcomes."""
+        async with self.session.request(
+            method, self.host + path, json=body, params=params or None, headers=self._headers()
+        ) as response:
+            if response.status < 300:
+                return response.status, json.loads(await response.read())
+            text = await response.text()
+            if response.status in ok:
+                return response.status, None
+            raise ApiError(response.status, method, path, text)
+
+    @staticmethod
+    def _jobs(namespace: str) -> str:
+        return f"/apis/batch/v1/namespaces/{namespace}/jobs"
+
+    @staticmethod
+    def _custom(plural: str, namespace: str) -> str:
+        return f"/apis/{GROUP}/{API_VERSION}/namespaces/{namespace}/{plural}"
+
+    async def create_job(self, namespace: str, body: Body) -> Body | None:
+        """The created Job, or None if one of that name exists (409)."""
+        _, created = await self._call("POST", self._jobs(namespace), (409,), body)
+        return created
+
+    async def get_job(self, namespace: str, name: str) -> Body | None:
+        _, job = await self._call("GET", f"{self._jobs(namespace)}/{name}", (404,))
+        return job
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; absent is fine."""
+        options = {"propagationPolicy": "Background"}
+        await self._call("DELETE", f"{self._jobs(namespace)}/{name}", (404,), options)
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        _, listed = await self._call("GET", path, (), labelSelector=label_selector)
+        return list((listed or {}).get("items") or [])
+
+    async def replace_status(self, plural: str, body: Body) -> Body | None:
+        """PUT the status subresource with the body's resourceVersion: the object as
+        written, or None on conflict or absence."""
+        meta = body["metadata"]
+        path = f"{self._custom(plural, meta['namespace'])}/{meta['name']}/status"
+        _, written = await self._call("PUT", path, (404, 409), body)
+        return written
+
+    async def delete(self, plural: str, namespace: str, name: str) -> bool:
+        """Delete; absent counts as deleted."""
+        await self._call("DELETE", f"{self._custom(plural, namespace)}/{name}", (404,))
         return True

@@ -21,9 +21,13 @@ logger = logging.getLogger("kitaru_operator")
 INTERVAL = float(os.environ.get("KITARU_RESYNC_SECONDS", "5"))
 
 
-async def _guarded(function: Callable[..., None], *args: Any) -> None:
+async def _guarded(function: Callable[..., Any], *args: Any) -> None:
+    """Run a sync reconcile in a thread, or await an async one."""
     try:
-        await asyncio.to_thread(function, *args)
+        if asyncio.iscoroutinefunction(function):
+            await function(*args)
+        else:
+            await asyncio.to_thread(function, *args)
     except Exception:
         logger.exception("resync of %s failed; retrying in %.0fs", args[1:], INTERVAL)
 
@@ -35,6 +39,10 @@ async def resync_once(rt: Runtime) -> None:
         body = rt.indexes.invocation(namespace, name)
         if body is not None:
             await _guarded(reconcile_invocation, rt, body)
+        # Invocation reconciles run on the event loop and a pass over an unchanged
+        # invocation never suspends: yield after each, so that a pass over thousands
+        # of invocations does not stall the watch streams (the dispatch path).
+        await asyncio.sleep(0)
 
 
 async def resync_forever(rt: Runtime) -> None:

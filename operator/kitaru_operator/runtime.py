@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -14,7 +15,7 @@ from typing import Any, cast
 import kopf
 
 from kitaru_operator.indexes import Indexes
-from kitaru_operator.kube import Kube
+from kitaru_operator.kube import AsyncKube, Kube
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -34,13 +35,30 @@ class StripedLocks:
         return self._locks[int.from_bytes(digest, "big") % len(self._locks)]
 
 
+class AsyncStripedLocks:
+    """`StripedLocks` for coroutines on one event loop (the invocation reconciles)."""
+
+    def __init__(self, stripes: int = 256) -> None:
+        self._locks = [asyncio.Lock() for _ in range(stripes)]
+
+    def __call__(self, key: Hashable) -> asyncio.Lock:
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
+        return self._locks[int.from_bytes(digest, "big") % len(self._locks)]
+
+
 @dataclass
 class Runtime:
     kube: Kube
     indexes: Indexes
+    # The invocation hot path: async API calls and locks, on kopf's event loop.
+    akube: AsyncKube | None = None
     locks: StripedLocks = field(default_factory=StripedLocks)
+    alocks: AsyncStripedLocks = field(default_factory=AsyncStripedLocks)
     # Jobs this process created that the Job index has not delivered yet.
     recent_jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Invocations whose status this process wrote, until the index delivers the write:
+    # key -> (resourceVersion the write was based on, the object as written).
+    written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
     # (namespace, flow) -> monotonic time its deliberate deletion was seen.
     deleting_flows: dict[tuple[str, str], float] = field(default_factory=dict)
 

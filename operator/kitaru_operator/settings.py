@@ -15,6 +15,19 @@ from kitaru_operator.kube import Kube
 from kitaru_operator.runtime import Runtime
 
 WORKERS = int(os.environ.get("KITARU_OPERATOR_WORKERS", "32"))
+# Handlers that run for every event of every invocation, Job and pod: kopf's per-event
+# "Handler '…' succeeded." INFO line is dropped for them (failures are still logged;
+# a real Job create logs its own "created job" line). Flow/route handlers keep it.
+HOT_HANDLERS = ("reconcile-invocation", "track-job", "track-pod")
+
+
+class QuietHotHandlers(logging.Filter):
+    """Drops kopf's success line of the hot handlers before it is formatted or written."""
+
+    SUCCEEDED = frozenset(f"Handler {handler!r} succeeded." for handler in HOT_HANDLERS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.msg in self.SUCCEEDED)
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -30,6 +43,9 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.loggers = False
     # The watched resources are known; no cluster-wide CRD scanning (least privilege).
     settings.scanning.disabled = True
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietHotHandlers) for f in objects.filters):
+        objects.addFilter(QuietHotHandlers())
 
 
 def runtime_from(kwargs: Mapping[str, Any]) -> Runtime:
