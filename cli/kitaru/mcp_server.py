@@ -8,7 +8,8 @@ because MCP structured content is an object. Failures are tool errors
 (`isError`) whose text is the CLI's error message, with `{"error": {"message",
 "type"}}` as structured content.
 
-`kitaru mcp` (in `kitaru.cli.main`) runs `build_server().run("stdio")`. The MCP SDK
+`kitaru mcp` (in `kitaru.cli.main`) runs `build_server().run("stdio")`, or
+`run("streamable-http", host=..., port=...)` with `--transport streamable-http`. The MCP SDK
 and the client layer (hence the Kubernetes client) are imported only when the
 server is built or first called, so the server starts fast and lists its tools
 without touching the cluster.

@@ -5,6 +5,7 @@ server, which talks to the local cluster with the operator running.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,8 +18,9 @@ from cli_support import kitaru_argv, user_env
 from kitaru.core.names import GROUP_VERSION
 from kitaru.mcp_server import TOOLS
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
-from support import kubectl
+from support import create, deployment, kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -285,3 +287,65 @@ def test_untag_delete_and_cancel(namespace: str, kopf_runner: Any, project_dir: 
         assert "no-such-execution" in error["message"], error
 
     run_session(project_dir, namespace, scenario)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.cluster
+def test_streamable_http_transport(namespace: str, tmp_path: Path) -> None:
+    """`kitaru mcp --transport streamable-http` serves the same tools over HTTP on
+    loopback, with the active connection."""
+    create(deployment("research_agent", 1), namespace)
+    port = free_port()
+    log = tmp_path / "mcp.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*kitaru_argv(), "mcp", "--transport", "streamable-http", "--port", str(port)],
+            cwd=tmp_path,
+            env=user_env(namespace, tmp_path / ".home"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready() -> str:
+            if proc.poll() is not None:
+                return "exited"
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return "listening"
+
+        state = wait_for(ready, timeout=30, message=f"kitaru mcp to listen on port {port}")
+        assert state == "listening", log.read_text()
+
+        async def main() -> None:
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with (
+                streamable_http_client(url) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                listed = {tool.name for tool in (await session.list_tools()).tools}
+                assert listed == {fn.__name__ for fn, _ in TOOLS}
+                tools = Tools(session)
+                versions = await tools.ok("kitaru_deployments_list", flow="research_agent")
+                assert versions["count"] == 1, versions
+                assert versions["items"][0]["version"] == 1
+                error = await tools.error(
+                    "kitaru_deployments_get", flow="research_agent", version=9
+                )
+                assert "has no version 9" in error["message"], error
+
+        anyio.run(main)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -282,11 +282,44 @@ def token(duration: int) -> Output:
 
 
 @main.command()
-def mcp() -> None:
-    """Serve the Kitaru tools to an MCP client (an assistant) over stdio."""
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "streamable-http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio: the assistant spawns the server. streamable-http: serve HTTP at "
+    "http://HOST:PORT/mcp.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (streamable-http only). The HTTP endpoint has no "
+    "authentication of its own: every caller acts with the active Kitaru connection, "
+    "so keep it on loopback.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (streamable-http only).",
+)
+def mcp(transport: str, host: str, port: int) -> None:
+    """Serve the Kitaru tools to an MCP client (an assistant) over stdio or HTTP.
+
+    Tools use the active connection (KITARU_SERVER_URL / KITARU_AUTH_TOKEN /
+    KITARU_PROJECT, the saved login, or the kubeconfig). With
+    --transport streamable-http the server has no auth of its own: anyone who can
+    reach HOST:PORT acts with that connection.
+    """
     from kitaru.mcp_server import build_server
 
-    build_server().run("stdio")
+    server = build_server()
+    if transport == "streamable-http":
+        server.run("streamable-http", host=host, port=port)
+    else:
+        server.run("stdio")
 
 
 __all__ = ["KitaruError", "main"]
