@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +86,48 @@ def kubectl(
             f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
         )
     return proc
+
+
+class OperatorProcess:
+    """`python -m kitaru_operator` for one namespace as a subprocess that can be SIGKILLed
+    and restarted; each run logs to its own `operator-<run>.log` in `log_dir`."""
+
+    def __init__(self, namespace: str, log_dir: Path, resync_seconds: int) -> None:
+        self.namespace, self.log_dir, self.resync_seconds = namespace, log_dir, resync_seconds
+        self.runs = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.runs += 1
+        log = (self.log_dir / f"operator-{self.runs}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kitaru_operator",
+                "--namespace",
+                self.namespace,
+                "--metrics-port",
+                "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "KUBECONFIG": str(KUBECONFIG),
+                "KITARU_RESYNC_SECONDS": str(self.resync_seconds),
+            },
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the running operator, if one runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        """Every run's log, in order."""
+        return "".join(p.read_text() for p in sorted(self.log_dir.glob("operator-*.log")))
 
 
 # --- manifests of the kitaru.dev kinds, for tests that talk kubectl -----------------

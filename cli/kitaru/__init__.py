@@ -8,8 +8,9 @@ stays fast: the Kubernetes client loads only when something talks to the server.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kitaru._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from kitaru.client import (
@@ -43,11 +44,4 @@ __all__ = [
     "flow",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kitaru' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _LAZY)

@@ -1,10 +1,10 @@
 """The few API calls the operator makes: `Kube` with the sync `kubernetes` client (flows,
 routes: thread-pool handlers) and `AsyncKube` over aiohttp (the invocation hot path).
 
-Responses are read as raw JSON (`_preload_content=False`): the operator works
-with dicts and pydantic models, and skipping the client's model deserialisation
-keeps a dispatch cheap. Outcomes that mean "already done" (409 on create, 404 on
-delete) are return values, not exceptions.
+Both send raw JSON requests: the operator works with dicts and pydantic models, and
+skipping the client's model (de)serialisation keeps a dispatch cheap. The paths and the
+status-to-outcome rule are shared: outcomes that mean "already done" (409 on create,
+404 on delete) are return values, not exceptions; any other non-2xx is an `ApiError`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 from kitaru.core.names import API_VERSION, GROUP
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 Body = dict[str, Any]
 
@@ -33,175 +32,12 @@ def _load_configuration(pool_size: int) -> client.Configuration:
     return configuration
 
 
-class Kube:
-    """Thin, thread-safe wrappers over the API calls the reconcilers need."""
-
-    def __init__(self, pool_size: int = 32, timeout: float = 30.0) -> None:
-        self.api = client.ApiClient(_load_configuration(pool_size))
-        self.custom = client.CustomObjectsApi(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.core = client.CoreV1Api(self.api)
-        self.timeout = timeout
-
-    def _json(self, response: Any) -> Body:
-        return json.loads(response.data)
-
-    # --- Jobs and pods ---------------------------------------------------------
-
-    def create_job(self, namespace: str, body: Body) -> Body | None:
-        """The created Job, or None if one of that name exists (409)."""
-        try:
-            return self._json(
-                self.batch.create_namespaced_job(
-                    namespace,
-                    cast(client.V1Job, body),
-                    _preload_content=False,
-                    _request_timeout=self.timeout,
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-
-    def get_job(self, namespace: str, name: str) -> Body | None:
-        try:
-            return self._json(
-                self.batch.read_namespaced_job(
-                    name, namespace, _preload_content=False, _request_timeout=self.timeout
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and (in the background) its pods; absent is fine."""
-        try:
-            self.batch.delete_namespaced_job(
-                name,
-                namespace,
-                propagation_policy="Background",
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
-        response = self.core.list_namespaced_pod(
-            namespace,
-            label_selector=label_selector,
-            _preload_content=False,
-            _request_timeout=self.timeout,
-        )
-        return list(self._json(response).get("items") or [])
-
-    # --- kitaru custom resources ----------------------------------------------
-
-    def replace_status(self, plural: str, body: Body) -> bool:
-        """PUT the status subresource with the body's resourceVersion; False on conflict."""
-        meta = body["metadata"]
-        try:
-            self.custom.replace_namespaced_custom_object_status(
-                GROUP,
-                API_VERSION,
-                meta["namespace"],
-                plural,
-                meta["name"],
-                body,
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return False
-            raise
-        return True
-
-    def get(self, plural: str, namespace: str, name: str) -> Body | None:
-        try:
-            return self._json(
-                self.custom.get_namespaced_custom_object(
-                    GROUP,
-                    API_VERSION,
-                    namespace,
-                    plural,
-                    name,
-                    _preload_content=False,
-                    _request_timeout=self.timeout,
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def create(self, plural: str, namespace: str, body: Body) -> bool:
-        """True if created, False if it already existed (409)."""
-        try:
-            self.custom.create_namespaced_custom_object(
-                GROUP,
-                API_VERSION,
-                namespace,
-                plural,
-                body,
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
-
-    def replace(self, plural: str, body: Body) -> bool:
-        """Compare-and-swap by the body's resourceVersion; False on conflict or absence."""
-        meta = body["metadata"]
-        try:
-            self.custom.replace_namespaced_custom_object(
-                GROUP,
-                API_VERSION,
-                meta["namespace"],
-                plural,
-                meta["name"],
-                body,
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return False
-            raise
-        return True
-
-    def delete(
-        self, plural: str, namespace: str, name: str, resource_version: str | None = None
-    ) -> bool:
-        """Delete (with a resourceVersion precondition if given); False on conflict."""
-        options: Body = {}
-        if resource_version:
-            options["preconditions"] = {"resourceVersion": resource_version}
-        try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP,
-                API_VERSION,
-                namespace,
-                plural,
-                name,
-                body=cast(client.V1DeleteOptions, options),
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return True
-            if exc.status == 409:
-                return False
-            raise
-        return True
+def authorization_header(configuration: client.Configuration) -> dict[str, str]:
+    """The bearer header of a client configuration, read per request so the in-cluster
+    token refresh hook runs. The in-cluster loader stores the token as `BearerToken`,
+    kubeconfig loaders as `authorization`; client certificates need no header."""
+    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    return {"Authorization": token} if token else {}
 
 
 class ApiError(Exception):
@@ -212,12 +48,99 @@ class ApiError(Exception):
         self.status = status
 
 
+# --- what both clients share: paths, and what a response status means ----------------
+
+
+def jobs_path(namespace: str) -> str:
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs"
+
+
+def pods_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods"
+
+
+def custom_path(plural: str, namespace: str) -> str:
+    return f"/apis/{GROUP}/{API_VERSION}/namespaces/{namespace}/{plural}"
+
+
+def object_path(plural: str, body: Body) -> str:
+    """The path of the kitaru object `body` names (namespace and name from its metadata)."""
+    meta = body["metadata"]
+    return f"{custom_path(plural, meta['namespace'])}/{meta['name']}"
+
+
+def outcome(
+    status: int, data: bytes, ok: tuple[int, ...], method: str, path: str
+) -> tuple[int, Body | None]:
+    """(status, parsed body) of a response; `ok` lists the non-2xx statuses that are
+    outcomes (body None); any other status raises `ApiError`."""
+    if status < 300:
+        return status, json.loads(data)
+    if status in ok:
+        return status, None
+    raise ApiError(status, method, path, data.decode(errors="replace"))
+
+
+class Kube:
+    """Thin, thread-safe wrappers over the API calls the flow reconciles need."""
+
+    def __init__(self, pool_size: int = 32, timeout: float = 30.0) -> None:
+        self.api = client.ApiClient(_load_configuration(pool_size))
+        self.timeout = timeout
+
+    def _call(
+        self, method: str, path: str, ok: tuple[int, ...], body: Body | None = None
+    ) -> tuple[int, Body | None]:
+        """(status, parsed body); `ok` lists the non-2xx statuses that are outcomes."""
+        verb, url, headers, payload, _ = self.api.param_serialize(
+            method,
+            path,
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(
+            verb, url, header_params=headers, body=payload, _request_timeout=self.timeout
+        )
+        return outcome(response.status, response.read() or b"", ok, method, path)
+
+    def replace_status(self, plural: str, body: Body) -> bool:
+        """PUT the status subresource with the body's resourceVersion; False on conflict."""
+        status, _ = self._call("PUT", f"{object_path(plural, body)}/status", (404, 409), body)
+        return status < 300
+
+    def get(self, plural: str, namespace: str, name: str) -> Body | None:
+        _, obj = self._call("GET", f"{custom_path(plural, namespace)}/{name}", (404,))
+        return obj
+
+    def create(self, plural: str, namespace: str, body: Body) -> bool:
+        """True if created, False if it already existed (409)."""
+        status, _ = self._call("POST", custom_path(plural, namespace), (409,), body)
+        return status < 300
+
+    def replace(self, plural: str, body: Body) -> bool:
+        """Compare-and-swap by the body's resourceVersion; False on conflict or absence."""
+        status, _ = self._call("PUT", object_path(plural, body), (404, 409), body)
+        return status < 300
+
+    def delete(
+        self, plural: str, namespace: str, name: str, resource_version: str | None = None
+    ) -> bool:
+        """Delete (with a resourceVersion precondition if given); False on conflict."""
+        options: Body = {}
+        if resource_version:
+            options["preconditions"] = {"resourceVersion": resource_version}
+        path = f"{custom_path(plural, namespace)}/{name}"
+        status, _ = self._call("DELETE", path, (404, 409), options)
+        return status != 409
+
+
 class AsyncKube:
     """The invocation hot path's API calls over one pooled aiohttp session.
 
-    No thread hop, no model (de)serialisation, keep-alive connections reused across
-    reconciles. Same credentials and the same "already done" semantics as `Kube`.
-    Create it inside the running event loop (kopf startup) and `close()` it at cleanup.
+    No thread hop, keep-alive connections reused across reconciles. Same credentials,
+    paths and "already done" semantics as `Kube`. Create it inside the running event
+    loop (kopf startup) and `close()` it at cleanup.
     """
 
     def __init__(self, configuration: client.Configuration, limit: int = 32, timeout: float = 30.0):
@@ -243,9 +166,7 @@ class AsyncKube:
         await self.session.close()
 
     def _headers(self) -> dict[str, str]:
-        # Called per request: in-cluster tokens are refreshed by the configuration's hook.
-        token = self.configuration.get_api_key_with_prefix("authorization")
-        return {"Authorization": token} if token else {}
+        return authorization_header(self.configuration)
 
     async def _call(
         self, method: str, path: str, ok: tuple[int, ...], body: Body | None = None, **params: str
@@ -254,49 +175,34 @@ class AsyncKube:
         async with self.session.request(
             method, self.host + path, json=body, params=params or None, headers=self._headers()
         ) as response:
-            if response.status < 300:
-                return response.status, json.loads(await response.read())
-            text = await response.text()
-            if response.status in ok:
-                return response.status, None
-            raise ApiError(response.status, method, path, text)
-
-    @staticmethod
-    def _jobs(namespace: str) -> str:
-        return f"/apis/batch/v1/namespaces/{namespace}/jobs"
-
-    @staticmethod
-    def _custom(plural: str, namespace: str) -> str:
-        return f"/apis/{GROUP}/{API_VERSION}/namespaces/{namespace}/{plural}"
+            return outcome(response.status, await response.read(), ok, method, path)
 
     async def create_job(self, namespace: str, body: Body) -> Body | None:
         """The created Job, or None if one of that name exists (409)."""
-        _, created = await self._call("POST", self._jobs(namespace), (409,), body)
+        _, created = await self._call("POST", jobs_path(namespace), (409,), body)
         return created
 
     async def get_job(self, namespace: str, name: str) -> Body | None:
-        _, job = await self._call("GET", f"{self._jobs(namespace)}/{name}", (404,))
+        _, job = await self._call("GET", f"{jobs_path(namespace)}/{name}", (404,))
         return job
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; absent is fine."""
         options = {"propagationPolicy": "Background"}
-        await self._call("DELETE", f"{self._jobs(namespace)}/{name}", (404,), options)
+        await self._call("DELETE", f"{jobs_path(namespace)}/{name}", (404,), options)
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
-        path = f"/api/v1/namespaces/{namespace}/pods"
-        _, listed = await self._call("GET", path, (), labelSelector=label_selector)
+        _, listed = await self._call("GET", pods_path(namespace), (), labelSelector=label_selector)
         return list((listed or {}).get("items") or [])
 
     async def replace_status(self, plural: str, body: Body) -> Body | None:
         """PUT the status subresource with the body's resourceVersion: the object as
         written, or None on conflict or absence."""
-        meta = body["metadata"]
-        path = f"{self._custom(plural, meta['namespace'])}/{meta['name']}/status"
+        path = f"{object_path(plural, body)}/status"
         _, written = await self._call("PUT", path, (404, 409), body)
         return written
 
     async def delete(self, plural: str, namespace: str, name: str) -> bool:
         """Delete; absent counts as deleted."""
-        await self._call("DELETE", f"{self._custom(plural, namespace)}/{name}", (404,))
+        await self._call("DELETE", f"{custom_path(plural, namespace)}/{name}", (404,))
         return True

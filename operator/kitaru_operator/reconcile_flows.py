@@ -127,6 +127,11 @@ def _prune_deleted_versions(rt: Runtime, route: Body, existing: set[int], highes
         post_event(route, "VersionsRemoved", f"deleted version(s) {dropped} removed from the route")
 
 
+def _write_status(rt: Runtime, plural: str, body: Body, wire: Body) -> bool:
+    """PUT the derived status unless the object already has it; True if written."""
+    return wire != body.get("status") and rt.kube.replace_status(plural, {**body, "status": wire})
+
+
 def _write_statuses(rt: Runtime, deployments: list[Body], routes: list[Body]) -> None:
     now = datetime.now(UTC)
     views = [route_view(r) for r in routes]
@@ -141,10 +146,8 @@ def _write_statuses(rt: Runtime, deployments: list[Body], routes: list[Body]) ->
             body["metadata"].get("generation"),
             now,
         )
-        wire = status.wire()
         tags_changed = previous is None or previous.tag_summary != status.tag_summary
-        written = wire != raw and rt.kube.replace_status(DEPLOYMENTS, {**body, "status": wire})
-        if written and tags_changed:
+        if _write_status(rt, DEPLOYMENTS, body, status.wire()) and tags_changed:
             post_event(body, "TagsChanged", f"tags: {status.tag_summary or '(none)'}")
     for body in routes:
         raw = body.get("status")
@@ -156,8 +159,7 @@ def _write_statuses(rt: Runtime, deployments: list[Body], routes: list[Body]) ->
             body["metadata"].get("generation"),
             now,
         )
-        wire = route_status.wire()
-        if wire != raw and rt.kube.replace_status(ROUTES, {**body, "status": wire}):
+        if _write_status(rt, ROUTES, body, route_status.wire()):
             ready = route_status.conditions[-1] if route_status.conditions else None
             if ready is not None and (
                 previous_route is None or previous_route.conditions != route_status.conditions

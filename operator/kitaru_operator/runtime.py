@@ -20,6 +20,12 @@ from kitaru_operator.kube import AsyncKube, Kube
 logger = logging.getLogger("kitaru_operator")
 
 
+def _stripe(key: Hashable, stripes: int) -> int:
+    """Which of `stripes` locks serialises `key` (a hash of its repr)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % stripes
+
+
 class StripedLocks:
     """A fixed set of locks picked by key hash: bounded memory, no cleanup.
 
@@ -31,8 +37,7 @@ class StripedLocks:
         self._locks = [threading.Lock() for _ in range(stripes)]
 
     def __call__(self, key: Hashable) -> threading.Lock:
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
-        return self._locks[int.from_bytes(digest, "big") % len(self._locks)]
+        return self._locks[_stripe(key, len(self._locks))]
 
 
 class AsyncStripedLocks:
@@ -42,8 +47,7 @@ class AsyncStripedLocks:
         self._locks = [asyncio.Lock() for _ in range(stripes)]
 
     def __call__(self, key: Hashable) -> asyncio.Lock:
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
-        return self._locks[int.from_bytes(digest, "big") % len(self._locks)]
+        return self._locks[_stripe(key, len(self._locks))]
 
 
 @dataclass

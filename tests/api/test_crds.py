@@ -261,26 +261,16 @@ def test_immutable_fields(kind: str, name: str, patch: dict, message: str, names
 
 def test_shared_route_can_change_versions_and_mode(namespace: str) -> None:
     create(route("research_agent", "bench", 1, exclusive=False), namespace)
-    patch: dict[str, dict[str, object]] = {"spec": {"versions": [1, 2]}}
-    kubectl(
-        "patch",
-        "froute",
-        "research-agent.bench",
-        "--type=merge",
-        "-p",
-        json.dumps(patch),
-        namespace=namespace,
-    )
-    patch = {"spec": {"versions": [3], "exclusive": True}}
-    kubectl(
-        "patch",
-        "froute",
-        "research-agent.bench",
-        "--type=merge",
-        "-p",
-        json.dumps(patch),
-        namespace=namespace,
-    )
+    for spec in ({"versions": [1, 2]}, {"versions": [3], "exclusive": True}):
+        kubectl(
+            "patch",
+            "froute",
+            "research-agent.bench",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": spec}),
+            namespace=namespace,
+        )
     assert get("froute", "research-agent.bench", namespace)["spec"]["versions"] == [3]
 
 

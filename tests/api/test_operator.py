@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import KUBECONFIG, kubectl, wait_for
+from support import OperatorProcess, kubectl, route, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -38,15 +34,6 @@ def deployment(flow: str, version: int) -> dict[str, Any]:
             "version": version,
             "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "m:f"},
         },
-    }
-
-
-def route(flow: str, tag: str, *versions: int, exclusive: bool = True) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowRoute",
-        "metadata": {"name": f"{flow.replace('_', '-')}.{tag}"},
-        "spec": {"flow": flow, "tag": tag, "exclusive": exclusive, "versions": list(versions)},
     }
 
 
@@ -148,50 +135,14 @@ def test_deleted_version_leaves_shared_routes(kopf_runner: Any, namespace: str) 
     assert get(namespace, "froute", "flow-a.typo")["spec"]["versions"] == [9]
 
 
-class Operator:
-    """`python -m kitaru_operator` as a subprocess that can be SIGKILLed and restarted."""
-
-    def __init__(self, namespace: str, log_dir: Path) -> None:
-        self.namespace, self.log_dir = namespace, log_dir
-        self.runs = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.runs += 1
-        log = (self.log_dir / f"operator-{self.runs}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kitaru_operator",
-                "--namespace",
-                self.namespace,
-                "--metrics-port",
-                "0",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(KUBECONFIG), "KITARU_RESYNC_SECONDS": "1"},
-        )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.log_dir.glob("operator-*.log")))
-
-
 @pytest.fixture
-def operator(namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(namespace, tmp_path)
+def operator(namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(namespace, tmp_path, resync_seconds=1)
     yield op
-    if op.proc and op.proc.poll() is None:
-        op.kill()
+    op.kill()
 
 
-def test_restarts_converge_with_each_effect_once(operator: Operator, namespace: str) -> None:
+def test_restarts_converge_with_each_effect_once(operator: OperatorProcess, namespace: str) -> None:
     operator.start()
     apply(namespace, deployment("flow_a", 1))
     wait_for(lambda: tag_set(namespace, "flow-a-v1") == {"default"}, 30)

@@ -1,5 +1,6 @@
-"""Helpers of the chart, RBAC and GitOps tests: the pinned `helm` and `kubectl` built
-by `cluster/build.sh`, a tiny flow shipped as a source ConfigMap, and API polling.
+"""Helpers of the chart, RBAC and GitOps tests: the pinned `helm` built by
+`cluster/build.sh`, a tiny flow shipped as a source ConfigMap, and API reads with the
+pinned `kubectl` of `support`.
 
 The pinned binaries are used rather than whatever is on PATH, so the tests run the
 same helm/kubectl in every checkout and in CI.
@@ -9,87 +10,33 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kitaru.core.jobs import source_key, source_sha256
+from support import KUBECONFIG, REPO, bin_dir, kubectl, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kitaru-operator"
-KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 RUNNER_IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
 
-T = TypeVar("T")
 
-
-def _versions() -> dict[str, str]:
-    pairs = (
-        line.split("=", 1)
-        for line in (REPO / "cluster" / "versions.env").read_text().splitlines()
-        if "=" in line and not line.lstrip().startswith("#")
-    )
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def bin_dir() -> Path:
-    """Where `cluster/build.sh` puts the pinned binaries (same rule as the script)."""
-    v = _versions()
-    cache = os.environ.get("KITARU_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kitaru-k8s"
-    )
-    key = f"k8s-{v['K8S_VERSION']}-etcd-{v['ETCD_VERSION']}-helm-{v['HELM_VERSION']}"
-    return Path(cache) / key / "bin"
-
-
-def tool(name: str) -> str:
-    """The pinned binary, else one on PATH; neither is an error naming the fix."""
-    pinned = bin_dir() / name
-    if pinned.exists():
-        return str(pinned)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found in {bin_dir()} or on PATH: run `make build-cluster`")
-    return found
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["KUBECONFIG"] = str(KUBECONFIG)
+def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the pinned helm against the local cluster; output is captured as text."""
+    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
     # helm keeps caches and repository config under these; keep them out of $HOME.
     env.setdefault("HELM_CACHE_HOME", "/tmp/kitaru-helm/cache")
     env.setdefault("HELM_CONFIG_HOME", "/tmp/kitaru-helm/config")
     env.setdefault("HELM_DATA_HOME", "/tmp/kitaru-helm/data")
-    return env
-
-
-def run(
-    argv: list[str], *, input: str | None = None, check: bool = True, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        argv, input=input, capture_output=True, text=True, env=_env(), timeout=timeout
+        [str(bin_dir() / "helm"), *args], capture_output=True, text=True, env=env, timeout=timeout
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(argv)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-            f"stderr:\n{proc.stderr}"
+            f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
         )
     return proc
-
-
-def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run([tool("helm"), *args], check=check, timeout=timeout)
-
-
-def kubectl(
-    *args: str, input: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return run([tool("kubectl"), *args], input=input, check=check)
 
 
 def kubectl_json(*args: str) -> Any:
@@ -97,27 +44,13 @@ def kubectl_json(*args: str) -> Any:
 
 
 def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    proc = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    proc = kubectl("get", kind, name, "-o", "json", namespace=namespace, check=False)
     if proc.returncode != 0:
         if "NotFound" in proc.stderr:
             return None
         raise AssertionError(proc.stderr)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
-
-
-def wait_until(
-    what: str, probe: Callable[[], T | None], timeout: float = 120, interval: float = 0.5
-) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def free_port() -> int:
@@ -217,4 +150,6 @@ def wait_finished(namespace: str, name: str, timeout: float = 180) -> dict[str, 
         phase = ((obj or {}).get("status") or {}).get("phase")
         return obj if phase in ("Completed", "Failed", "Cancelled") else None
 
-    return wait_until(f"invocation {namespace}/{name} to finish", finished, timeout=timeout)
+    return wait_for(
+        finished, timeout=timeout, interval=0.5, message=f"invocation {namespace}/{name} to finish"
+    )

@@ -9,15 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import (
-    REPO,
-    apply,
-    condition,
-    get,
-    kubectl,
-    wait_finished,
-    wait_until,
-)
+from chart_support import apply, condition, get, wait_finished
+from support import REPO, kubectl, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
 
@@ -51,9 +44,24 @@ def argocd_health(script: Path, obj: dict[str, Any]) -> dict[str, Any]:
 def test_apply_example_routes_and_tags(cluster: Any, namespace: str, kopf_runner: Any) -> None:
     kubectl("apply", "-k", str(HELLO), "-n", namespace)
 
-    default = wait_until("hello.default ready", lambda: ready_route(namespace, "hello.default"))
-    stable = wait_until("hello.stable ready", lambda: ready_route(namespace, "hello.stable"))
-    shared = wait_until("hello.reviewed ready", lambda: ready_route(namespace, "hello.reviewed"))
+    default = wait_for(
+        lambda: ready_route(namespace, "hello.default"),
+        timeout=120,
+        interval=0.5,
+        message="hello.default ready",
+    )
+    stable = wait_for(
+        lambda: ready_route(namespace, "hello.stable"),
+        timeout=120,
+        interval=0.5,
+        message="hello.stable ready",
+    )
+    shared = wait_for(
+        lambda: ready_route(namespace, "hello.reviewed"),
+        timeout=120,
+        interval=0.5,
+        message="hello.reviewed ready",
+    )
     assert default["status"]["resolvedVersion"] == 1
     assert default["status"]["mode"] == "exclusive"
     assert stable["status"]["resolvedVersion"] == 2
@@ -66,7 +74,12 @@ def test_apply_example_routes_and_tags(cluster: Any, namespace: str, kopf_runner
         "hello-v2": {"stable": True, "reviewed": False},
     }
     for name, tags in expected.items():
-        wait_until(f"{name} to carry {tags}", lambda n=name, t=tags: tags_of(namespace, n) == t)
+        wait_for(
+            lambda n=name, t=tags: tags_of(namespace, n) == t,
+            timeout=120,
+            interval=0.5,
+            message=f"{name} to carry {tags}",
+        )
 
     # The tag runs its version's source from the generated, immutable ConfigMap.
     apply(
@@ -91,7 +104,12 @@ def test_route_to_missing_version_is_degraded_in_argocd(
     cluster: Any, namespace: str, kopf_runner: Any
 ) -> None:
     kubectl("apply", "-k", str(HELLO), "-n", namespace)
-    wait_until("hello.default ready", lambda: ready_route(namespace, "hello.default"))
+    wait_for(
+        lambda: ready_route(namespace, "hello.default"),
+        timeout=120,
+        interval=0.5,
+        message="hello.default ready",
+    )
     apply(
         {
             "apiVersion": "kitaru.dev/v1alpha1",
@@ -106,7 +124,9 @@ def test_route_to_missing_version_is_degraded_in_argocd(
         ready = condition(route, "Ready")
         return route if ready and ready.get("reason") == "VersionNotFound" else None
 
-    route = wait_until("hello.next to report VersionNotFound", not_found)
+    route = wait_for(
+        not_found, timeout=120, interval=0.5, message="hello.next to report VersionNotFound"
+    )
     health = argocd_health(EXAMPLE / "argocd" / "health" / "flowroute.lua", route)
     assert health["status"] == "Degraded"
     assert health["message"] == (condition(route, "Ready") or {}).get("message")

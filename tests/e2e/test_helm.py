@@ -28,8 +28,8 @@ from chart_support import (
     kubectl_json,
     unique,
     wait_finished,
-    wait_until,
 )
+from support import wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -169,9 +169,19 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
 
         # The node agent runs the chart's pod: kopf answers on the liveness port the
         # chart passed in --liveness, and the operator serves Prometheus metrics.
-        wait_until("the operator pod to run", lambda: running_pod(namespace, release))
+        wait_for(
+            lambda: running_pod(namespace, release),
+            timeout=120,
+            interval=0.5,
+            message="the operator pod to run",
+        )
         health = f"http://127.0.0.1:{health_port}/healthz"
-        wait_until("kopf's liveness endpoint", lambda: http_status(health) == 200, timeout=90)
+        wait_for(
+            lambda: http_status(health) == 200,
+            timeout=90,
+            interval=0.5,
+            message="kopf's liveness endpoint",
+        )
         metrics = http_body(f"http://127.0.0.1:{metrics_port}/metrics")
         assert "# TYPE" in metrics
 
@@ -184,14 +194,16 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
 
         # A flow through the installed operator: it bootstraps `default`, runs the Job.
         apply(*hello_objects(namespace))
-        wait_until(
-            "the operator to bootstrap the default route",
+        wait_for(
             lambda: (
                 (condition(get("flowroute", "hello.default", namespace), "Ready") or {}).get(
                     "status"
                 )
                 == "True"
             ),
+            timeout=120,
+            interval=0.5,
+            message="the operator to bootstrap the default route",
         )
         done = invoke_and_wait(namespace, "hello-through-helm", "helm")
         assert done["status"]["phase"] == "Completed", done["status"]
@@ -219,10 +231,20 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
                 return pod
             return None
 
-        wait_until("the upgraded operator pod", replaced)
+        wait_for(replaced, timeout=120, interval=0.5, message="the upgraded operator pod")
         new_health_url = f"http://127.0.0.1:{new_health}/healthz"
-        wait_until("the upgraded liveness endpoint", lambda: http_status(new_health_url) == 200)
-        wait_until("the old operator process to stop", lambda: http_status(health) is None)
+        wait_for(
+            lambda: http_status(new_health_url) == 200,
+            timeout=120,
+            interval=0.5,
+            message="the upgraded liveness endpoint",
+        )
+        wait_for(
+            lambda: http_status(health) is None,
+            timeout=120,
+            interval=0.5,
+            message="the old operator process to stop",
+        )
         done = invoke_and_wait(namespace, "hello-after-upgrade", "upgrade")
         assert done["status"]["phase"] == "Completed", done["status"]
         assert done["status"]["result"] == "hello upgrade"
@@ -230,8 +252,18 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
 
         # Uninstall: nothing of the release is left; the CRDs stay, as Helm does.
         helm("uninstall", release, "--namespace", namespace, "--wait")
-        wait_until("every object of the release to be gone", lambda: not release_objects(release))
-        wait_until("the operator process to stop", lambda: http_status(new_health_url) is None)
+        wait_for(
+            lambda: not release_objects(release),
+            timeout=120,
+            interval=0.5,
+            message="every object of the release to be gone",
+        )
+        wait_for(
+            lambda: http_status(new_health_url) is None,
+            timeout=120,
+            interval=0.5,
+            message="the operator process to stop",
+        )
         for crd in CRDS:
             assert kubectl("get", "crd", crd, check=False).returncode == 0, crd
     except AssertionError:

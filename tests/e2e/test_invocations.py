@@ -3,10 +3,6 @@ local node, shipped as a source ConfigMap and checked against its sha256."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +12,7 @@ from typing import Any
 import kubernetes
 import pytest
 from flow_support import FINISHED, GROUP, IMAGE, VERSION, Kitaru, reason
-from support import KUBECONFIG, wait_for
+from support import OperatorProcess, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -153,36 +149,9 @@ def test_cancel_deletes_the_job_and_pod(kopf_runner: Any, kitaru: Kitaru) -> Non
     )
 
 
-class OperatorProcess:
-    def __init__(self, namespace: str, log: Path) -> None:
-        self.namespace, self.log = namespace, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kitaru_operator",
-                "--namespace",
-                self.namespace,
-                "--metrics-port",
-                "0",
-            ],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(KUBECONFIG), "KITARU_RESYNC_SECONDS": "2"},
-        )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture
 def operator_process(namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(namespace, tmp_path / "operator.log")
+    op = OperatorProcess(namespace, tmp_path, resync_seconds=2)
     yield op
     op.kill()
 

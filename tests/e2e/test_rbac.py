@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chart_support import CHART, KUBECONFIG, apply, helm, kubectl, unique, wait_until
+from chart_support import CHART, apply, helm, unique
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from support import KUBECONFIG, kubectl, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
 
@@ -71,13 +72,21 @@ def api_as(namespace: str, service_account: str, cluster_role: str) -> client.Cu
     return client.CustomObjectsApi(client.ApiClient(conf))
 
 
-def status_of(call: Any) -> int:
-    """The HTTP status of an API call: 200/201 when it went through, else the error's."""
+def status_of(api: client.CustomObjectsApi, verb: str, namespace: str, *args: Any) -> int:
+    """The HTTP status of `api.<verb>_namespaced_custom_object(GROUP, VERSION, namespace,
+    *args)`: 200 when it went through, else the error's."""
+    call = getattr(api, f"{verb}_namespaced_custom_object")
     try:
-        call()
+        call(GROUP, VERSION, namespace, *args)
     except ApiException as exc:
         return int(exc.status)
     return 200
+
+
+def expect(api: client.CustomObjectsApi, namespace: str, *calls: tuple[Any, ...]) -> None:
+    """Make each `(expected status, verb, plural, *arguments)` call in order and check it."""
+    for expected, verb, *args in calls:
+        assert status_of(api, verb, namespace, *args) == expected, (verb, args)
 
 
 def flow_deployment(version: int) -> dict[str, Any]:
@@ -119,113 +128,51 @@ def seed(namespace: str) -> None:
     apply(*objects)
 
 
-def create(api: client.CustomObjectsApi, namespace: str, plural: str, body: dict[str, Any]) -> Any:
-    return lambda: api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
-
-
 def test_consumer_invokes_but_cannot_deploy_tag_or_delete(roles: str, namespace: str) -> None:
     seed(namespace)
     consumer = api_as(namespace, "ci-consumer", f"{roles}-consumer")
-
-    assert (
-        status_of(create(consumer, namespace, "flowinvocations", flow_invocation("run-1"))) == 200
-    )
-    assert (
-        status_of(
-            lambda: consumer.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, "flowdeployments"
-            )
-        )
-        == 200
-    )
-    assert (
-        status_of(
-            lambda: consumer.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "flowroutes", "rbac-probe.default"
-            )
-        )
-        == 200
-    )
-
-    # Deploy, tag, untag, delete: all forbidden.
-    assert status_of(create(consumer, namespace, "flowdeployments", flow_deployment(2))) == 403
-    assert status_of(create(consumer, namespace, "flowroutes", flow_route("stable", [1]))) == 403
-    assert (
-        status_of(
-            lambda: consumer.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "flowroutes",
-                "rbac-probe.beta",
-                {"spec": {"versions": [1]}},
-            )
-        )
-        == 403
-    )
-    assert (
-        status_of(
-            lambda: consumer.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, "flowroutes", "rbac-probe.beta"
-            )
-        )
-        == 403
-    )
-    assert (
-        status_of(
-            lambda: consumer.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, "flowdeployments", "rbac-probe-v1"
-            )
-        )
-        == 403
+    expect(
+        consumer,
+        namespace,
+        (200, "create", "flowinvocations", flow_invocation("run-1")),
+        (200, "list", "flowdeployments"),
+        (200, "get", "flowroutes", "rbac-probe.default"),
+        # Deploy, tag, untag, delete: all forbidden.
+        (403, "create", "flowdeployments", flow_deployment(2)),
+        (403, "create", "flowroutes", flow_route("stable", [1])),
+        (403, "patch", "flowroutes", "rbac-probe.beta", {"spec": {"versions": [1]}}),
+        (403, "delete", "flowroutes", "rbac-probe.beta"),
+        (403, "delete", "flowdeployments", "rbac-probe-v1"),
     )
 
 
 def test_producer_deploys_and_tags(roles: str, namespace: str) -> None:
     seed(namespace)
     producer = api_as(namespace, "ci-producer", f"{roles}-producer")
-
-    assert status_of(create(producer, namespace, "flowdeployments", flow_deployment(2))) == 200
-    assert status_of(create(producer, namespace, "flowroutes", flow_route("stable", [2]))) == 200
-    assert (
-        status_of(
-            lambda: producer.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "flowroutes",
-                "rbac-probe.beta",
-                {"spec": {"versions": [1, 2]}},
-            )
-        )
-        == 200
-    )
-    assert (
-        status_of(create(producer, namespace, "flowinvocations", flow_invocation("run-p"))) == 200
-    )
-    # Deleting an untagged version is the producer's to do.
-    assert status_of(create(producer, namespace, "flowdeployments", flow_deployment(3))) == 200
-    assert (
-        status_of(
-            lambda: producer.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, "flowdeployments", "rbac-probe-v3"
-            )
-        )
-        == 200
+    expect(
+        producer,
+        namespace,
+        (200, "create", "flowdeployments", flow_deployment(2)),
+        (200, "create", "flowroutes", flow_route("stable", [2])),
+        (200, "patch", "flowroutes", "rbac-probe.beta", {"spec": {"versions": [1, 2]}}),
+        (200, "create", "flowinvocations", flow_invocation("run-p")),
+        # Deleting an untagged version is the producer's to do.
+        (200, "create", "flowdeployments", flow_deployment(3)),
+        (200, "delete", "flowdeployments", "rbac-probe-v3"),
     )
 
 
 def test_viewer_reads_only(roles: str, namespace: str) -> None:
     seed(namespace)
     viewer = api_as(namespace, "dashboard", f"{roles}-viewer")
-    for plural in ("flowdeployments", "flowroutes", "flowinvocations"):
-        assert (
-            status_of(
-                lambda p=plural: viewer.list_namespaced_custom_object(GROUP, VERSION, namespace, p)
-            )
-            == 200
-        )
-    assert status_of(create(viewer, namespace, "flowinvocations", flow_invocation("run-v"))) == 403
+    expect(
+        viewer,
+        namespace,
+        (200, "list", "flowdeployments"),
+        (200, "list", "flowroutes"),
+        (200, "list", "flowinvocations"),
+        (403, "create", "flowinvocations", flow_invocation("run-v")),
+    )
 
 
 def test_roles_do_not_cross_namespaces(roles: str, namespace: str, other_namespace: str) -> None:
@@ -233,21 +180,15 @@ def test_roles_do_not_cross_namespaces(roles: str, namespace: str, other_namespa
     consumer = api_as(namespace, "ci-consumer", f"{roles}-consumer")
     producer = api_as(namespace, "ci-producer", f"{roles}-producer")
 
-    assert status_of(create(consumer, namespace, "flowinvocations", flow_invocation("here"))) == 200
+    expect(consumer, namespace, (200, "create", "flowinvocations", flow_invocation("here")))
     for api in (consumer, producer):
-        invoke_there = create(api, other_namespace, "flowinvocations", flow_invocation("there"))
-        assert status_of(invoke_there) == 403
-        assert (
-            status_of(
-                lambda a=api: a.get_namespaced_custom_object(
-                    GROUP, VERSION, other_namespace, "flowdeployments", "rbac-probe-v1"
-                )
-            )
-            == 403
+        expect(
+            api,
+            other_namespace,
+            (403, "create", "flowinvocations", flow_invocation("there")),
+            (403, "get", "flowdeployments", "rbac-probe-v1"),
         )
-    assert (
-        status_of(create(producer, other_namespace, "flowdeployments", flow_deployment(2))) == 403
-    )
+    expect(producer, other_namespace, (403, "create", "flowdeployments", flow_deployment(2)))
 
 
 def test_roles_aggregate_into_the_builtin_roles(roles: str, namespace: str) -> None:
@@ -262,12 +203,16 @@ def test_roles_aggregate_into_the_builtin_roles(roles: str, namespace: str) -> N
             GROUP in r.get("apiGroups", []) and "create" in r.get("verbs", []) for r in rules
         )
 
-    wait_until("edit to aggregate the producer role", edit_has_producer_rules, timeout=60)
-    assert status_of(create(editor, namespace, "flowdeployments", flow_deployment(2))) == 200
-    assert (
-        status_of(
-            lambda: reader.list_namespaced_custom_object(GROUP, VERSION, namespace, "flowroutes")
-        )
-        == 200
+    wait_for(
+        edit_has_producer_rules,
+        timeout=60,
+        interval=0.5,
+        message="edit to aggregate the producer role",
     )
-    assert status_of(create(reader, namespace, "flowdeployments", flow_deployment(3))) == 403
+    expect(editor, namespace, (200, "create", "flowdeployments", flow_deployment(2)))
+    expect(
+        reader,
+        namespace,
+        (200, "list", "flowroutes"),
+        (403, "create", "flowdeployments", flow_deployment(3)),
+    )

@@ -205,12 +205,6 @@ def login(
     )
 
 
-def _connection_rows() -> list[dict[str, str]]:
-    from kitaru.client.connection import resolve_connection
-
-    return resolve_connection().describe()
-
-
 @main.command()
 @kitaru_command
 def info() -> Output:

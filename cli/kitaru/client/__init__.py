@@ -15,8 +15,9 @@ use, so importing `kitaru.client.errors` (as the CLI does at start) stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kitaru._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from kitaru.client.client import DEFAULT_SERVICE_ACCOUNT, KitaruClient
@@ -90,11 +91,4 @@ __all__ = [
     "resolve_connection",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kitaru.client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _LAZY)

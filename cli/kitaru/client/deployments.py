@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from kitaru.client.kube import Kube
 
 MAX_ATTEMPTS = 50
-DELETING_FLOW_PATCH = {"metadata": {"annotations": {ANNOTATION_DELETING_FLOW: "true"}}}
 RUNNER_IMAGE_ENV = "KITARU_RUNNER_IMAGE"
 
 

@@ -31,35 +31,25 @@ def set_condition(
         status = ConditionStatus.TRUE if status else ConditionStatus.FALSE
     status = ConditionStatus(status)
     timestamp = now if isinstance(now, str) else rfc3339(now)
-    result: list[Condition] = []
-    found = False
-    for condition in conditions:
-        if condition.type != type:
-            result.append(condition)
-            continue
-        found = True
-        unchanged = condition.status == status and condition.last_transition_time
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=condition.last_transition_time if unchanged else timestamp,
-                observed_generation=generation,
-            )
+
+    def updated(previous: Condition | None) -> Condition:
+        kept = (
+            previous.last_transition_time
+            if previous is not None and previous.status == status
+            else None
         )
-    if not found:
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=timestamp,
-                observed_generation=generation,
-            )
+        return Condition(
+            type=type,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=kept or timestamp,
+            observed_generation=generation,
         )
+
+    result = [updated(c) if c.type == type else c for c in conditions]
+    if not any(c.type == type for c in result):
+        result.append(updated(None))
     return result
 
 
