@@ -38,6 +38,7 @@ from kitaru.core.names import (
     route_name,
 )
 from kitaru.core.status import derive_deployment_status, derive_route_status
+from kitaru.core.versioning import route_high_water_mark, with_high_water_mark
 
 from kitaru_operator import metrics
 from kitaru_operator.indexes import route_view
@@ -46,16 +47,6 @@ from kitaru_operator.runtime import Runtime, post_event
 logger = logging.getLogger("kitaru_operator")
 Body = dict[str, Any]
 CAS_ATTEMPTS = 5
-
-
-def high_water_mark(route: Body | None) -> int:
-    if route is None:
-        return 0
-    raw = (route["metadata"].get("annotations") or {}).get(ANNOTATION_HIGHEST_VERSION, "0")
-    try:
-        return int(raw)
-    except ValueError:
-        return 0
 
 
 def _bootstrap_default(rt: Runtime, namespace: str, flow: str, versions: list[int]) -> None:
@@ -80,11 +71,10 @@ def _raise_high_water_mark(rt: Runtime, route: Body, highest: int) -> None:
     """Compare-and-swap the annotation up to `highest`; re-read on conflict."""
     current: Body | None = route
     for _ in range(CAS_ATTEMPTS):
-        if current is None or high_water_mark(current) >= highest:
+        updated = None if current is None else with_high_water_mark(current, highest)
+        if current is None or updated is None:
             return
         meta = current["metadata"]
-        annotations = {**(meta.get("annotations") or {}), ANNOTATION_HIGHEST_VERSION: str(highest)}
-        updated = {**current, "metadata": {**meta, "annotations": annotations}}
         if rt.kube.replace(ROUTES, updated):
             logger.info(
                 "raised high-water mark of %s/%s to %d", meta["namespace"], meta["name"], highest
@@ -179,9 +169,9 @@ def reconcile_flow(rt: Runtime, namespace: str, flow: str) -> None:
         default = rt.indexes.route(namespace, flow, DEFAULT_TAG)
         if versions and default is None and not rt.flow_being_deleted(namespace, flow):
             _bootstrap_default(rt, namespace, flow, versions)
-        elif default is not None and versions and max(versions) > high_water_mark(default):
+        elif default is not None and versions and max(versions) > route_high_water_mark(default):
             _raise_high_water_mark(rt, default, max(versions))
-        highest = max(high_water_mark(default), *versions, 0)
+        highest = max(route_high_water_mark(default), *versions, 0)
         for route in routes:
             _prune_deleted_versions(rt, route, set(versions), highest)
         _write_statuses(rt, deployments, routes)

@@ -90,3 +90,18 @@ def test_concurrent_deploys_and_never_reused_numbers(kopf_runner: Any, namespace
     assert "never reused" in refused.stderr, refused.stderr
     assert "version 20 of flow research_agent was used before" in refused.stderr
     assert client.kube.get("flowdeployments", "research-agent-v20") is None
+
+
+def test_a_version_deleted_right_after_its_deploy_is_not_reused(namespace: str) -> None:
+    """No operator here: the deploy itself records the high-water mark, so a delete that
+    comes before the operator could notice the version cannot free its number."""
+    client = client_for(namespace)
+    client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=IMAGE)
+    second = client.deployments.create_version(
+        FLOW, entrypoint=ENTRYPOINT, image=IMAGE, untagged=True
+    )
+    assert high_water_mark(client) == "2"
+    client.deployments.delete(FLOW, second.version)
+    third = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=IMAGE)
+    assert third.version == 3
+    assert "never reused" in create(deployment(FLOW, 2), namespace, check=False).stderr

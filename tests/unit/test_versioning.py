@@ -1,5 +1,11 @@
 import pytest
-from kitaru.core.versioning import next_version, parse_high_water_mark
+from kitaru.core.names import ANNOTATION_HIGHEST_VERSION
+from kitaru.core.versioning import (
+    next_version,
+    parse_high_water_mark,
+    route_high_water_mark,
+    with_high_water_mark,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,3 +32,36 @@ def test_next_version(existing, hwm: int, expected: int) -> None:
 )
 def test_parse_high_water_mark(value: str | None, expected: int) -> None:
     assert parse_high_water_mark(value) == expected
+
+
+def _route(annotations: dict[str, str] | None = None) -> dict:
+    metadata: dict = {"name": "f.default", "resourceVersion": "7"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    return {"metadata": metadata, "spec": {"versions": [1]}, "status": {"mode": "exclusive"}}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        (None, 0),
+        ({}, 0),
+        ({ANNOTATION_HIGHEST_VERSION: "4"}, 4),
+        ({ANNOTATION_HIGHEST_VERSION: "x"}, 0),
+    ],
+)
+def test_route_high_water_mark(annotations: dict[str, str] | None, expected: int) -> None:
+    assert route_high_water_mark(_route(annotations)) == expected
+    assert route_high_water_mark(None) == 0
+
+
+def test_with_high_water_mark_raises_only_upwards_and_keeps_the_cas_guard() -> None:
+    route = _route({ANNOTATION_HIGHEST_VERSION: "3", "team": "a"})
+    raised = with_high_water_mark(route, 5)
+    assert raised is not None
+    assert raised["metadata"]["annotations"] == {ANNOTATION_HIGHEST_VERSION: "5", "team": "a"}
+    assert raised["metadata"]["resourceVersion"] == "7"
+    assert "status" not in raised
+    assert route["metadata"]["annotations"][ANNOTATION_HIGHEST_VERSION] == "3"  # not mutated
+    assert with_high_water_mark(route, 3) is None
+    assert with_high_water_mark(route, 2) is None

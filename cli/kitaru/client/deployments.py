@@ -40,7 +40,6 @@ from kitaru.core.inputs import InvalidInputs, merge_inputs, schema_from_signatur
 from kitaru.core.models import SourceSnapshot
 from kitaru.core.names import (
     ANNOTATION_DELETING_FLOW,
-    ANNOTATION_HIGHEST_VERSION,
     DEFAULT_TAG,
     DEPLOYMENTS,
     INVOCATIONS,
@@ -53,7 +52,7 @@ from kitaru.core.names import (
 )
 from kitaru.core.routing import Resolution, ResolutionError, RouteView, resolve
 from kitaru.core.tagging import TagError, apply_tag, remove_tag, tags_for_version
-from kitaru.core.versioning import next_version, parse_high_water_mark
+from kitaru.core.versioning import next_version, route_high_water_mark, with_high_water_mark
 
 if TYPE_CHECKING:
     from kitaru.client.client import KitaruClient
@@ -300,6 +299,7 @@ class Deployments:
             self._set_tag(flow, tag or DEFAULT_TAG, version, exclusive)
         if first and (untagged or (tag or DEFAULT_TAG) != DEFAULT_TAG):
             self._ensure_default(flow, version)
+        self._record_high_water_mark(flow, version)
         return self._info(
             self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) or body,
             self._route_views(flow),
@@ -307,9 +307,21 @@ class Deployments:
 
     def _version_state(self, flow: str) -> tuple[builtins.list[int], int]:
         existing = [int((o.get("spec") or {}).get("version") or 0) for o in self._objects(flow)]
-        default = self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG)) or {}
-        annotations = (default.get("metadata") or {}).get("annotations") or {}
-        return existing, parse_high_water_mark(annotations.get(ANNOTATION_HIGHEST_VERSION))
+        return existing, route_high_water_mark(
+            self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
+        )
+
+    def _record_high_water_mark(self, flow: str, version: int) -> None:
+        """Raise the flow's mark now rather than when the operator gets to it, so a version
+        deleted right after its deploy can never have its number handed out again."""
+        for _ in range(MAX_ATTEMPTS):
+            current = self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
+            updated = None if current is None else with_high_water_mark(current, version)
+            if updated is None:
+                return
+            with suppress(StaleObject):
+                self._kube.replace(ROUTES, updated)
+                return
 
     def _ensure_default(self, flow: str, version: int) -> None:
         """The first version gets `default` (the operator does the same; whoever is first wins)."""
