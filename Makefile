@@ -52,10 +52,15 @@ test: lint build-cluster ## everything: lint, unit, API and end-to-end tiers on 
 demo: install cluster-up ## the product story on the local cluster
 	$(PYTHON) -m kitaru.demo
 
-bench: ## benchmarks (figures as ratios to a baseline measured in the same run)
+BENCH_CLUSTER ?= /tmp/kitaru-bench-cluster
+
+bench: build-cluster ## benchmarks (figures as ratios to a baseline measured in the same run)
 	$(PYTHON) bench/bench_resolve.py
 	$(PYTHON) bench/bench_cli_start.py
-	$(PYTHON) bench/bench_dispatch.py
+	$(PYTHON) -m kitaru_localnode.cluster up --dir $(BENCH_CLUSTER)
+	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig "$$(bash cluster/build.sh | tail -1)/kubectl" apply -f crds/
+	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_dispatch.py; rc=$$?; \
+	  $(PYTHON) -m kitaru_localnode.cluster down --dir $(BENCH_CLUSTER); exit $$rc
 
 kind-up: ## a kind cluster (needs Docker and kind) with the chart installed
 	@mkdir -p $(CLUSTER_DIR)
