@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import kubernetes
@@ -146,3 +147,22 @@ def test_namespace_deletion_always_completes(k8s: kubernetes.client.ApiClient) -
         return False
 
     wait_for(gone, timeout=90, message=f"namespace {name} deleted")
+
+
+def test_refusal_names_every_exclusive_tag_the_version_holds(namespace: str) -> None:
+    """Each route is checked on its own; the message lists the version's other exclusive
+    tags from its status (written by the operator, here by hand)."""
+    create(deployment(FLOW, 1), namespace)
+    create(route(FLOW, "stable", 1), namespace)
+    create(route(FLOW, "canary", 1), namespace)
+    tags = [{"tag": "canary", "exclusive": True}, {"tag": "stable", "exclusive": True}]
+    kubectl(
+        "patch", "fdep", "research-agent-v1", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"tags": [*tags, {"tag": "bench", "exclusive": False}]}}),
+        namespace=namespace,
+    )  # fmt: skip
+    proc = delete("fdep", "research-agent-v1", namespace)
+    assert proc.returncode != 0
+    named = r"holds the exclusive tag (stable \(and canary\)|canary \(and stable\))"
+    assert re.search(named, proc.stderr), proc.stderr
+    assert "bench" not in proc.stderr

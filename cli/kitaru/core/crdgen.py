@@ -312,6 +312,12 @@ def crd(kind: Kind) -> dict[str, Any]:
 # --- admission: cross-object rules -----------------------------------------------
 
 _NAMESPACE_DELETING = "has(namespaceObject.metadata.deletionTimestamp)"
+# The version's other exclusive tags, from its operator-derived status: only to name them
+# all in one message (the rule itself reads the routes).
+_OTHER_EXCLUSIVE_TAGS = (
+    "(has(oldObject.status) && has(oldObject.status.tags) ? oldObject.status.tags : [])"
+    ".filter(t, t.exclusive && t.tag != params.spec.tag).map(t, t.tag)"
+)
 
 
 def _annotation(obj: str, key: str) -> str:
@@ -387,6 +393,8 @@ def admission_policies() -> list[dict[str, Any]]:
                 " || !params.spec.exclusive || !(oldObject.spec.version in params.spec.versions)",
                 "messageExpression": "'version ' + string(oldObject.spec.version) + ' of flow '"
                 " + oldObject.spec.flow + ' holds the exclusive tag ' + params.spec.tag"
+                f" + ({_OTHER_EXCLUSIVE_TAGS}.size() > 0"
+                f" ? ' (and ' + {_OTHER_EXCLUSIVE_TAGS}.join(', ') + ')' : '')"
                 " + '; move the tag to another version first: kitaru flow tag '"
                 " + oldObject.spec.flow + ' ' + params.spec.tag + ' --version N --exclusive'",
                 "reason": "Forbidden",
