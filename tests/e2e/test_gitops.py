@@ -34,7 +34,8 @@ def tags_of(namespace: str, name: str) -> dict[str, bool]:
 
 def argocd_health(script: Path, obj: dict[str, Any]) -> dict[str, Any]:
     """Run an Argo CD health script the way Argo does: `obj` is the live object."""
-    lupa = pytest.importorskip("lupa")
+    import lupa  # a dev dependency: the Lua runtime Argo CD health checks run in
+
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute(script.read_text())

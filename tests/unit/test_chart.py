@@ -1,20 +1,19 @@
 """The Helm chart rendered offline by the pinned helm: what each value produces, the
 least-privilege RBAC, and the chart's CRD/admission copies against crds/.
 
-No cluster is needed; the helm binary comes from `make build-cluster` (skipped when it
-has not been built yet, except in CI where that is a failure).
+No cluster is needed; the pinned helm binary comes from `make build-cluster`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kitaru-operator"
@@ -22,34 +21,15 @@ CRDS = REPO / "crds"
 ADMISSION = "kitaru.dev_admission.yaml"
 
 
-def _helm_binary() -> str | None:
-    versions = dict(
-        line.split("=", 1)
-        for line in (REPO / "cluster" / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = os.environ.get("KITARU_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kitaru-k8s"
-    )
-    key = (
-        f"k8s-{versions['K8S_VERSION']}-etcd-{versions['ETCD_VERSION']}"
-        f"-helm-{versions['HELM_VERSION']}"
-    )
-    pinned = Path(cache) / key / "bin" / "helm"
-    return str(pinned) if pinned.exists() else shutil.which("helm")
-
-
-HELM = _helm_binary()
-needs_helm = pytest.mark.skipif(
-    HELM is None and os.environ.get("CI") != "true",
-    reason="helm not built yet: run `make build-cluster`",
-)
+@functools.cache
+def helm_binary() -> str:
+    """The pinned helm; `make test` builds it (`make build-cluster`) before pytest runs."""
+    return str(bin_dir() / "helm")
 
 
 def render(*values: str, release: str = "kitaru", namespace: str = "kitaru-system") -> list[Any]:
-    assert HELM, "helm is missing: `make build-cluster` builds it"
     proc = subprocess.run(
-        [HELM, "template", release, str(CHART), "--namespace", namespace, *values],
+        [helm_binary(), "template", release, str(CHART), "--namespace", namespace, *values],
         capture_output=True,
         text=True,
         check=False,
@@ -74,7 +54,6 @@ def rules_allow(rules: list[dict[str, Any]], group: str, resource: str, verb: st
 # --- copies of the generated CRDs ----------------------------------------------
 
 
-@pytest.mark.skipif(not CRDS.is_dir(), reason="crds/ not generated")
 def test_chart_crds_are_copies_of_crds_dir() -> None:
     generated = {p.name for p in CRDS.glob("*.yaml") if p.name != ADMISSION}
     copied = {p.name for p in (CHART / "crds").glob("*.yaml")}
@@ -88,7 +67,6 @@ def test_chart_crds_are_copies_of_crds_dir() -> None:
 # --- the operator Deployment ------------------------------------------------------
 
 
-@needs_helm
 def test_operator_deployment_defaults() -> None:
     docs = render()
     (deployment,) = by_kind(docs, "Deployment").values()
@@ -122,7 +100,6 @@ def test_operator_deployment_defaults() -> None:
         assert f"app.kubernetes.io/{key}" in labels
 
 
-@needs_helm
 @pytest.mark.parametrize(
     ("values", "args"),
     [
@@ -155,7 +132,6 @@ def test_watch_values_set_args_and_bindings(values: list[str], args: list[str]) 
         ]
 
 
-@needs_helm
 def test_image_digest_and_extra_args() -> None:
     digest = "sha256:" + "a" * 64
     docs = render("--set", f"image.digest={digest}", "--set", "extraArgs={--verbose}")
@@ -168,7 +144,6 @@ def test_image_digest_and_extra_args() -> None:
 # --- RBAC -------------------------------------------------------------------------
 
 
-@needs_helm
 def test_operator_rbac_is_least_privilege() -> None:
     roles = by_kind(render(), "ClusterRole")
     assert set(roles) == {
@@ -199,7 +174,6 @@ def test_operator_rbac_is_least_privilege() -> None:
     )
 
 
-@needs_helm
 def test_user_roles_and_aggregation() -> None:
     roles = by_kind(render(), "ClusterRole")
     producer = roles["kitaru-producer"]
@@ -227,7 +201,6 @@ def test_user_roles_and_aggregation() -> None:
     assert not any(aggregate in k for k in plain["kitaru-producer"]["metadata"]["labels"])
 
 
-@needs_helm
 def test_cluster_scoped_names_follow_the_release() -> None:
     docs = render(release="team-x")
     cluster_scoped = [
@@ -242,8 +215,6 @@ def test_cluster_scoped_names_follow_the_release() -> None:
 # --- admission policies -------------------------------------------------------------
 
 
-@needs_helm
-@pytest.mark.skipif(not CRDS.is_dir(), reason="crds/ not generated")
 def test_admission_policies_are_release_owned_copies() -> None:
     generated = [d for d in yaml.safe_load_all((CRDS / ADMISSION).read_text()) if d]
     docs = render()
@@ -269,7 +240,6 @@ def test_admission_policies_are_release_owned_copies() -> None:
 # --- metrics ---------------------------------------------------------------------------
 
 
-@needs_helm
 def test_metrics_service_and_service_monitor() -> None:
     docs = render()
     assert "ServiceMonitor" not in {d["kind"] for d in docs}
@@ -284,12 +254,12 @@ def test_metrics_service_and_service_monitor() -> None:
     assert selector.items() <= service["metadata"]["labels"].items()
 
 
-@needs_helm
 def test_schema_rejects_unknown_and_bad_values() -> None:
-    assert HELM
     for bad in ("replicas=2", "image.pullPolicy=Sometimes", "metrics.port=0"):
         proc = subprocess.run(
-            [HELM, "template", "x", str(CHART), "--set", bad], capture_output=True, text=True
+            [helm_binary(), "template", "x", str(CHART), "--set", bad],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
