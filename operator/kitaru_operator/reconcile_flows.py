@@ -37,7 +37,12 @@ from kitaru.core.names import (
     deployment_name,
     route_name,
 )
-from kitaru.core.status import derive_deployment_status, derive_route_status
+from kitaru.core.status import (
+    deployment_status_is_current,
+    derive_deployment_status,
+    derive_route_status,
+)
+from kitaru.core.tagging import tags_for_version
 from kitaru.core.versioning import route_high_water_mark, with_high_water_mark
 
 from kitaru_operator import metrics
@@ -128,12 +133,16 @@ def _write_statuses(rt: Runtime, deployments: list[Body], routes: list[Body]) ->
     existing = {int(d["spec"]["version"]) for d in deployments}
     for body in deployments:
         raw = body.get("status")
+        generation = body["metadata"].get("generation")
+        tags = tags_for_version(views, int(body["spec"]["version"]))
+        if deployment_status_is_current(raw, tags, generation):
+            continue
         previous = FlowDeploymentStatus.model_validate(raw) if raw else None
         status = derive_deployment_status(
             FlowDeploymentSpec.model_validate(body["spec"]),
             views,
             previous,
-            body["metadata"].get("generation"),
+            generation,
             now,
         )
         tags_changed = previous is None or previous.tag_summary != status.tag_summary
