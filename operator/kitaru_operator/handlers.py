@@ -18,7 +18,7 @@ from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, LABE
 
 from kitaru_operator import indexes as ix
 from kitaru_operator.kube import AsyncKube
-from kitaru_operator.reconcile_flows import note_route_deleted, reconcile_flow
+from kitaru_operator.reconcile_flows import reconcile_flow
 from kitaru_operator.reconcile_invocations import forget_invocation, reconcile_invocation
 from kitaru_operator.resync import resync_forever
 from kitaru_operator.runtime import Runtime
@@ -111,9 +111,7 @@ def deployment_event(body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 
 
 @kopf.on.event(GROUP, API_VERSION, ROUTES, id="reconcile-route")
-def route_event(body: kopf.Body, type: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    if type == "DELETED":
-        note_route_deleted(_runtime(memo), ix.plain(body))
+def route_event(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
     reconcile_flow(_runtime(memo), str(namespace), body["spec"]["flow"])
 
 

@@ -15,7 +15,6 @@ reconciles both kinds from the indexes:
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +25,6 @@ from kitaru.core.models import (
     FlowRouteStatus,
 )
 from kitaru.core.names import (
-    ANNOTATION_DELETING_FLOW,
     ANNOTATION_HIGHEST_VERSION,
     DEFAULT_TAG,
     DEPLOYMENTS,
@@ -176,7 +174,10 @@ def reconcile_flow(rt: Runtime, namespace: str, flow: str) -> None:
         routes = rt.indexes.routes(namespace, flow)
         versions = sorted(int(d["spec"]["version"]) for d in deployments)
         default = rt.indexes.route(namespace, flow, DEFAULT_TAG)
-        if versions and default is None and not rt.flow_being_deleted(namespace, flow):
+        # "The first deployment gets default": only a version this operator has not yet
+        # reconciled (no status) bootstraps it, so the versions of a flow being deleted
+        # on purpose (routes first) never bring it back.
+        if default is None and any(not d.get("status") for d in deployments):
             _bootstrap_default(rt, namespace, flow, versions)
         elif default is not None and versions and max(versions) > route_high_water_mark(default):
             _raise_high_water_mark(rt, default, max(versions))
@@ -184,13 +185,3 @@ def reconcile_flow(rt: Runtime, namespace: str, flow: str) -> None:
         for route in routes:
             _prune_deleted_versions(rt, route, set(versions), highest)
         _write_statuses(rt, deployments, routes)
-
-
-def note_route_deleted(rt: Runtime, body: Body) -> None:
-    """Remember a deliberate whole-flow delete, so the default route is not bootstrapped again."""
-    annotations = body["metadata"].get("annotations") or {}
-    if (
-        body["spec"].get("tag") == DEFAULT_TAG
-        and annotations.get(ANNOTATION_DELETING_FLOW) == "true"
-    ):
-        rt.deleting_flows[(body["metadata"]["namespace"], body["spec"]["flow"])] = time.monotonic()

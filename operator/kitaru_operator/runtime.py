@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -63,12 +62,6 @@ class Runtime:
     # Invocations whose status this process wrote, until the index delivers the write:
     # key -> (resourceVersion the write was based on, the object as written).
     written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    # (namespace, flow) -> monotonic time its deliberate deletion was seen.
-    deleting_flows: dict[tuple[str, str], float] = field(default_factory=dict)
-
-    def flow_being_deleted(self, namespace: str, flow: str, grace: float = 30.0) -> bool:
-        seen = self.deleting_flows.get((namespace, flow))
-        return seen is not None and time.monotonic() - seen < grace
 
 
 def post_event(body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:

@@ -414,7 +414,8 @@ class Deployments:
         deleted_versions: set[int] = set()
         deleted_tags: set[str] = set()
         for attempt in range(10):
-            # The operator may bootstrap `default` again from a stale index: sweep until empty.
+            # A deploy racing the delete (or the operator giving a version it has not seen
+            # yet its `default`) can add a route back: sweep until the flow is empty.
             if attempt:
                 time.sleep(0.2 * attempt)
             default = route_name(flow, DEFAULT_TAG)
