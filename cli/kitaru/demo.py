@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 NAMESPACE = "kitaru-demo"
@@ -130,7 +129,6 @@ def main() -> None:
             (project / "flows" / "research.py").write_text(FLOW)
             env = {k: v for k, v in os.environ.items() if not k.startswith("KITARU_")}
             env["KITARU_PROJECT"] = NAMESPACE
-            time.sleep(1)  # let a fresh operator start watching
             print(f"Project {project} with flows/research.py:\n{FLOW}")
             step("Producer: make this directory a Kitaru project", "kitaru init", project, env)
             for title, command in STORY:
