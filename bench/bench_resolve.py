@@ -1,8 +1,9 @@
 """Resolve a tag among 10 and among 10 000 versions of one flow, in process.
 
-Uses the operator's own path: kopf's index implementation, filled by the operator's
-index functions, read through `IndexLookup`, resolved by `kitaru.core.routing.resolve`
-(plus the deployment read the operator does next). Prints the ratio; the target is
+Uses the operator's own path: its in-memory model (`kitaru_operator.flows.Flows`),
+filled by the same projections its informers apply, read through `FlowLookup`,
+resolved by `kitaru.core.routing.resolve` (plus the deployment read and spec parse the
+operator does next). Prints the ratio; the target is
 within 1.2x: resolution reads memory by key, never lists.
 
     python bench/bench_resolve.py
@@ -16,8 +17,14 @@ import time
 from typing import Any
 
 from kitaru.core.routing import resolve
-from kitaru_operator import indexes as ix
-from kopf._core.engines.indexing import OperatorIndexer  # the implementation kopf uses
+from kitaru_operator.flows import (
+    DeploymentSink,
+    FlowLookup,
+    Flows,
+    RouteSink,
+    deployment_record,
+    route_record,
+)
 
 NAMESPACE, FLOW = "bench", "research_agent"
 REPEAT, ROUNDS = 10_000, 15
@@ -28,7 +35,11 @@ def deployment(version: int) -> dict[str, Any]:
         "apiVersion": "kitaru.dev/v1alpha1",
         "kind": "FlowDeployment",
         "metadata": {"name": f"research-agent-v{version}", "namespace": NAMESPACE},
-        "spec": {"flow": FLOW, "version": version, "snapshot": {"entrypoint": "m:f"}},
+        "spec": {
+            "flow": FLOW,
+            "version": version,
+            "snapshot": {"image": "img:1", "entrypoint": "m:f"},
+        },
     }
 
 
@@ -41,29 +52,28 @@ def route(tag: str, *versions: int, exclusive: bool = True) -> dict[str, Any]:
     }
 
 
-def build(versions: int) -> ix.Indexes:
-    indexers = {name: OperatorIndexer() for name in ix.ALL}
+def build(versions: int) -> Flows:
+    flows = Flows()
+    deployments, routes = DeploymentSink(flows), RouteSink(flows)
     for v in range(1, versions + 1):
         body = deployment(v)
-        key = (NAMESPACE, body["metadata"]["name"])
-        indexers[ix.DEPLOYMENTS_BY_VERSION].replace(key, ix.deployment_by_version(NAMESPACE, body))
-        indexers[ix.DEPLOYMENTS_BY_FLOW].replace(key, ix.deployment_by_flow(NAMESPACE, body))
+        deployments.upsert((NAMESPACE, body["metadata"]["name"]), deployment_record(body))
     # One tag per version (a route per tag), so the number of routes grows too.
-    routes = [route(f"t{v}", v) for v in range(1, versions + 1)]
-    routes += [route("default", 1), route("stable", versions // 2 + 1)]
-    for body in routes:
-        key = (NAMESPACE, body["metadata"]["name"])
-        indexers[ix.ROUTES_BY_TAG].replace(key, ix.route_by_tag(NAMESPACE, body))
-        indexers[ix.ROUTES_BY_FLOW].replace(key, ix.route_by_flow(NAMESPACE, body))
-    return ix.Indexes({name: indexer.index for name, indexer in indexers.items()})
+    bodies = [route(f"t{v}", v) for v in range(1, versions + 1)]
+    bodies += [route("default", 1), route("stable", versions // 2 + 1)]
+    for body in bodies:
+        routes.upsert((NAMESPACE, body["metadata"]["name"]), route_record(body))
+    return flows
 
 
-def one_round(indexes: ix.Indexes) -> float:
-    lookup = indexes.lookup(NAMESPACE)
+def one_round(flows: Flows) -> float:
+    lookup = FlowLookup(flows, NAMESPACE)
     started = time.perf_counter()
     for _ in range(REPEAT):
         resolution = resolve(lookup, FLOW, "stable")
-        indexes.deployment(NAMESPACE, FLOW, resolution.version)
+        state = flows.state(NAMESPACE, FLOW)
+        assert state is not None
+        state.deployments[resolution.version].spec()
     return (time.perf_counter() - started) / REPEAT
 
 

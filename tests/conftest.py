@@ -22,6 +22,7 @@ from support import (
     KUBECONFIG,
     REPO,
     Cluster,
+    OperatorProcess,
     create,
     deployment,
     kubectl,
@@ -103,19 +104,16 @@ def namespace(request: pytest.FixtureRequest, k8s: kubernetes.client.ApiClient) 
 
 
 @pytest.fixture
-def kopf_runner(
-    namespace: str, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[object]:
-    """The operator, run in-process for one namespace; its crash fails the test."""
-    from kopf.testing import KopfRunner
-
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    args = ["run", "--standalone", "--namespace", namespace, "-m", "kitaru_operator.handlers"]
-    with KopfRunner(args) as runner:
-        yield runner
-    if runner.exception is not None:
-        raise runner.exception
-    assert runner.exit_code == 0, runner.output
+def running_operator(
+    namespace: str, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator (`python -m kitaru_operator`) for one namespace, ready; a traceback
+    in its log fails the test."""
+    operator = OperatorProcess(namespace, tmp_path_factory.mktemp("operator"), resync_seconds=5)
+    operator.start()
+    yield operator
+    operator.stop()
+    assert "Traceback" not in operator.log(), operator.log()
 
 
 CRDS = REPO / "crds"

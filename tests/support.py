@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,17 +90,34 @@ def kubectl(
     return proc
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class OperatorProcess:
     """`python -m kitaru_operator` for one namespace as a subprocess that can be SIGKILLed
-    and restarted; each run logs to its own `operator-<run>.log` in `log_dir`."""
+    and restarted; each run logs to its own `operator-<run>.log` in `log_dir`. `start`
+    returns once the operator reports ready (its model of versions and routes listed),
+    or, with `--leader-elect`, once it serves its health endpoint (it may be a standby)."""
 
-    def __init__(self, namespace: str, log_dir: Path, resync_seconds: int) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        log_dir: Path,
+        resync_seconds: float = 30,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.namespace, self.log_dir, self.resync_seconds = namespace, log_dir, resync_seconds
+        self.extra_args = extra_args
         self.runs = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.health_port = 0
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         self.runs += 1
+        self.health_port = free_port()
         log = (self.log_dir / f"operator-{self.runs}.log").open("wb")
         self.proc = subprocess.Popen(
             [
@@ -109,20 +128,40 @@ class OperatorProcess:
                 self.namespace,
                 "--metrics-port",
                 "0",
+                "--resync-seconds",
+                str(self.resync_seconds),
+                "--liveness",
+                f"http://127.0.0.1:{self.health_port}/healthz",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "KUBECONFIG": str(KUBECONFIG),
-                "KITARU_RESYNC_SECONDS": str(self.resync_seconds),
-            },
+            env={**os.environ, "KUBECONFIG": str(KUBECONFIG)},
         )
+        if wait:
+            wait_for(self.ready, timeout=60, message=f"operator run {self.runs} ready")
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited ({self.proc.returncode}):\n{self.log()}")
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL the running operator, if one runs."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown (a leader releases its Lease)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=30)
 
     def log(self) -> str:

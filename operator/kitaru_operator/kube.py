@@ -1,10 +1,11 @@
-"""The few API calls the operator makes: `Kube` with the sync `kubernetes` client (flows,
-routes: thread-pool handlers) and `AsyncKube` over aiohttp (the invocation hot path).
+"""The operator's one way to call the API server: `AsyncKube`, raw JSON over a pooled
+aiohttp session on kopf's event loop.
 
-Both send raw JSON requests: the operator works with dicts and pydantic models, and
-skipping the client's model (de)serialisation keeps a dispatch cheap. The paths and the
-status-to-outcome rule are shared: outcomes that mean "already done" (409 on create,
-404 on delete) are return values, not exceptions; any other non-2xx is an `ApiError`.
+Raw requests because the operator works with dicts and pydantic models: skipping the
+client library's model (de)serialisation keeps a dispatch cheap. Outcomes that mean
+"already done" (409 on create, 404 on delete) are return values, not exceptions; any
+other non-2xx is an `ApiError`. Credentials come from the `kubernetes` package's
+loaders (in-cluster service account with token refresh, or `$KUBECONFIG`).
 """
 
 from __future__ import annotations
@@ -12,23 +13,56 @@ from __future__ import annotations
 import json
 import os
 import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from kitaru.core.names import API_VERSION, GROUP
+from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES
 from kubernetes import client, config
 
 Body = dict[str, Any]
 
 
-def _load_configuration(pool_size: int) -> client.Configuration:
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API: `/apis/batch/v1` + `jobs`, ..."""
+
+    prefix: str
+    plural: str
+    kind: str
+    api_version: str
+
+    def collection(self, namespace: str | None) -> str:
+        """Collection path in one namespace, or across all of them (None)."""
+        if namespace is None:
+            return f"{self.prefix}/{self.plural}"
+        return f"{self.prefix}/namespaces/{namespace}/{self.plural}"
+
+    def item(self, namespace: str, name: str) -> str:
+        return f"{self.collection(namespace)}/{name}"
+
+
+_KITARU = f"/apis/{GROUP}/{API_VERSION}"
+DEPLOYMENT = Kind(_KITARU, DEPLOYMENTS, "FlowDeployment", f"{GROUP}/{API_VERSION}")
+ROUTE = Kind(_KITARU, ROUTES, "FlowRoute", f"{GROUP}/{API_VERSION}")
+INVOCATION = Kind(_KITARU, INVOCATIONS, "FlowInvocation", f"{GROUP}/{API_VERSION}")
+JOB = Kind("/apis/batch/v1", "jobs", "Job", "batch/v1")
+POD = Kind("/api/v1", "pods", "Pod", "v1")
+EVENT = Kind("/api/v1", "events", "Event", "v1")
+LEASE = Kind("/apis/coordination.k8s.io/v1", "leases", "Lease", "coordination.k8s.io/v1")
+
+
+def load_configuration() -> client.Configuration:
+    """In-cluster service account, else $KUBECONFIG read now (the client library reads
+    it at import time; tests and the demo set it later)."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        # The client reads $KUBECONFIG at import time; read it now (tests set it late).
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = pool_size
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     return configuration
 
 
@@ -48,102 +82,33 @@ class ApiError(Exception):
         self.status = status
 
 
-# --- what both clients share: paths, and what a response status means ----------------
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
 
 
-def jobs_path(namespace: str) -> str:
-    return f"/apis/batch/v1/namespaces/{namespace}/jobs"
+@dataclass(frozen=True)
+class Page:
+    items: list[Body]
+    resource_version: str
+    continue_token: str
 
 
-def pods_path(namespace: str) -> str:
-    return f"/api/v1/namespaces/{namespace}/pods"
-
-
-def custom_path(plural: str, namespace: str) -> str:
-    return f"/apis/{GROUP}/{API_VERSION}/namespaces/{namespace}/{plural}"
-
-
-def object_path(plural: str, body: Body) -> str:
-    """The path of the kitaru object `body` names (namespace and name from its metadata)."""
-    meta = body["metadata"]
-    return f"{custom_path(plural, meta['namespace'])}/{meta['name']}"
-
-
-def outcome(
-    status: int, data: bytes, ok: tuple[int, ...], method: str, path: str
-) -> tuple[int, Body | None]:
-    """(status, parsed body) of a response; `ok` lists the non-2xx statuses that are
-    outcomes (body None); any other status raises `ApiError`."""
-    if status < 300:
-        return status, json.loads(data)
-    if status in ok:
-        return status, None
-    raise ApiError(status, method, path, data.decode(errors="replace"))
-
-
-class Kube:
-    """Thin, thread-safe wrappers over the API calls the flow reconciles need."""
-
-    def __init__(self, pool_size: int = 32, timeout: float = 30.0) -> None:
-        self.api = client.ApiClient(_load_configuration(pool_size))
-        self.timeout = timeout
-
-    def _call(
-        self, method: str, path: str, ok: tuple[int, ...], body: Body | None = None
-    ) -> tuple[int, Body | None]:
-        """(status, parsed body); `ok` lists the non-2xx statuses that are outcomes."""
-        verb, url, headers, payload, _ = self.api.param_serialize(
-            method,
-            path,
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api.call_api(
-            verb, url, header_params=headers, body=payload, _request_timeout=self.timeout
-        )
-        return outcome(response.status, response.read() or b"", ok, method, path)
-
-    def replace_status(self, plural: str, body: Body) -> bool:
-        """PUT the status subresource with the body's resourceVersion; False on conflict."""
-        status, _ = self._call("PUT", f"{object_path(plural, body)}/status", (404, 409), body)
-        return status < 300
-
-    def get(self, plural: str, namespace: str, name: str) -> Body | None:
-        _, obj = self._call("GET", f"{custom_path(plural, namespace)}/{name}", (404,))
-        return obj
-
-    def create(self, plural: str, namespace: str, body: Body) -> bool:
-        """True if created, False if it already existed (409)."""
-        status, _ = self._call("POST", custom_path(plural, namespace), (409,), body)
-        return status < 300
-
-    def replace(self, plural: str, body: Body) -> bool:
-        """Compare-and-swap by the body's resourceVersion; False on conflict or absence."""
-        status, _ = self._call("PUT", object_path(plural, body), (404, 409), body)
-        return status < 300
-
-    def delete(
-        self, plural: str, namespace: str, name: str, resource_version: str | None = None
-    ) -> bool:
-        """Delete (with a resourceVersion precondition if given); False on conflict."""
-        options: Body = {}
-        if resource_version:
-            options["preconditions"] = {"resourceVersion": resource_version}
-        path = f"{custom_path(plural, namespace)}/{name}"
-        status, _ = self._call("DELETE", path, (404, 409), options)
-        return status != 409
+def _selectors(label_selector: str, field_selector: str) -> dict[str, str]:
+    params = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
 
 
 class AsyncKube:
-    """The invocation hot path's API calls over one pooled aiohttp session.
+    """Every API call of the operator over one pooled aiohttp session.
 
-    No thread hop, keep-alive connections reused across reconciles. Same credentials,
-    paths and "already done" semantics as `Kube`. Create it inside the running event
-    loop (kopf startup) and `close()` it at cleanup.
+    Create it inside the running event loop (kopf startup) and `close()` it at cleanup.
     """
 
-    def __init__(self, configuration: client.Configuration, limit: int = 32, timeout: float = 30.0):
+    def __init__(self, configuration: client.Configuration, limit: int = 64, timeout: float = 30):
         self.configuration = configuration
         self.host = configuration.host.rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
@@ -159,50 +124,174 @@ class AsyncKube:
         )
 
     @classmethod
-    def from_environment(cls, limit: int = 32) -> AsyncKube:
-        return cls(_load_configuration(limit), limit=limit)
+    def from_environment(cls, limit: int = 64) -> AsyncKube:
+        return cls(load_configuration(), limit=limit)
 
     async def close(self) -> None:
         await self.session.close()
 
-    def _headers(self) -> dict[str, str]:
-        return authorization_header(self.configuration)
-
-    async def _call(
-        self, method: str, path: str, ok: tuple[int, ...], body: Body | None = None, **params: str
+    async def call(
+        self,
+        method: str,
+        path: str,
+        ok: tuple[int, ...] = (),
+        body: Body | None = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
     ) -> tuple[int, Body | None]:
-        """(status, parsed body); `ok` lists the non-2xx statuses that are outcomes."""
+        """(status, parsed body); `ok` lists the non-2xx statuses that are outcomes
+        (their body is None); any other non-2xx raises `ApiError`."""
+        headers = {"Content-Type": content_type, **authorization_header(self.configuration)}
+        data = None if body is None else json.dumps(body)
         async with self.session.request(
-            method, self.host + path, json=body, params=params or None, headers=self._headers()
+            method, self.host + path, data=data, params=params or None, headers=headers
         ) as response:
-            return outcome(response.status, await response.read(), ok, method, path)
+            raw = await response.read()
+            if response.status < 300:
+                return response.status, json.loads(raw)
+            if response.status in ok:
+                return response.status, None
+            raise ApiError(response.status, method, path, raw.decode(errors="replace"))
 
-    async def create_job(self, namespace: str, body: Body) -> Body | None:
-        """The created Job, or None if one of that name exists (409)."""
-        _, created = await self._call("POST", jobs_path(namespace), (409,), body)
+    # --- single objects ----------------------------------------------------------------
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> Body | None:
+        _, obj = await self.call("GET", kind.item(namespace, name), (404,))
+        return obj
+
+    async def create(self, kind: Kind, namespace: str, body: Body) -> Body | None:
+        """The created object, or None if one of that name exists (409)."""
+        _, created = await self.call("POST", kind.collection(namespace), (409,), body)
         return created
 
-    async def get_job(self, namespace: str, name: str) -> Body | None:
-        _, job = await self._call("GET", f"{jobs_path(namespace)}/{name}", (404,))
-        return job
-
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and (in the background) its pods; absent is fine."""
-        options = {"propagationPolicy": "Background"}
-        await self._call("DELETE", f"{jobs_path(namespace)}/{name}", (404,), options)
-
-    async def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
-        _, listed = await self._call("GET", pods_path(namespace), (), labelSelector=label_selector)
-        return list((listed or {}).get("items") or [])
-
-    async def replace_status(self, plural: str, body: Body) -> Body | None:
-        """PUT the status subresource with the body's resourceVersion: the object as
-        written, or None on conflict or absence."""
-        path = f"{object_path(plural, body)}/status"
-        _, written = await self._call("PUT", path, (404, 409), body)
+    async def replace(self, kind: Kind, body: Body, subresource: str = "") -> Body | None:
+        """PUT with the body's resourceVersion (compare-and-swap): the object as written,
+        or None on conflict or absence."""
+        meta = body["metadata"]
+        path = kind.item(meta["namespace"], meta["name"]) + (
+            f"/{subresource}" if subresource else ""
+        )
+        _, written = await self.call("PUT", path, (404, 409), body)
         return written
 
-    async def delete(self, plural: str, namespace: str, name: str) -> bool:
-        """Delete; absent counts as deleted."""
-        await self._call("DELETE", f"{custom_path(plural, namespace)}/{name}", (404,))
-        return True
+    async def patch(self, kind: Kind, namespace: str, name: str, patch: Body) -> Body | None:
+        """JSON merge patch; None if the object is gone."""
+        _, patched = await self.call(
+            "PATCH",
+            kind.item(namespace, name),
+            (404,),
+            patch,
+            content_type="application/merge-patch+json",
+        )
+        return patched
+
+    async def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        uid: str | None = None,
+        propagation: str = "Background",
+    ) -> bool:
+        """Delete, with preconditions when given; True unless a precondition failed (409).
+        An absent object counts as deleted."""
+        options: Body = {"propagationPolicy": propagation}
+        preconditions = {
+            key: value
+            for key, value in (("resourceVersion", resource_version), ("uid", uid))
+            if value
+        }
+        if preconditions:
+            options["preconditions"] = preconditions
+        status, _ = await self.call("DELETE", kind.item(namespace, name), (404, 409), options)
+        return status != 409
+
+    # --- collections ------------------------------------------------------------------
+
+    async def list_page(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        limit: int,
+        continue_token: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> Page:
+        params = {"limit": str(limit), **_selectors(label_selector, field_selector)}
+        if continue_token:
+            params["continue"] = continue_token
+        _, listed = await self.call("GET", kind.collection(namespace), params=params)
+        assert listed is not None
+        meta = listed.get("metadata") or {}
+        return Page(
+            items=listed.get("items") or [],
+            resource_version=meta.get("resourceVersion", ""),
+            continue_token=meta.get("continue") or "",
+        )
+
+    async def list_all(
+        self, kind: Kind, namespace: str | None, *, label_selector: str = "", limit: int = 500
+    ) -> list[Body]:
+        """Every object of a (small, selected) set, page by page."""
+        items: list[Body] = []
+        token = ""
+        while True:
+            page = await self.list_page(
+                kind, namespace, limit=limit, continue_token=token, label_selector=label_selector
+            )
+            items.extend(page.items)
+            token = page.continue_token
+            if not token:
+                return items
+
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        timeout_seconds: int = 270,
+    ) -> AsyncIterator[Body]:
+        """The events of one watch request, with bookmarks, until the server ends it.
+        Raises `WatchExpired` when the resourceVersion is too old."""
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+            **_selectors(label_selector, field_selector),
+        }
+        # No total timeout for a stream; a silent connection is dropped after a while.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        async with self.session.get(
+            self.host + kind.collection(namespace),
+            params=params,
+            headers=authorization_header(self.configuration),
+            timeout=timeout,
+        ) as response:
+            if response.status == 410:
+                raise WatchExpired(kind.plural)
+            if response.status >= 300:
+                raw = await response.read()
+                path = kind.collection(namespace)
+                raise ApiError(response.status, "WATCH", path, raw.decode(errors="replace"))
+            buffer = bytearray()
+            async for chunk in response.content.iter_any():
+                buffer.extend(chunk)
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    if line.strip():
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            code = (event.get("object") or {}).get("code")
+                            if code == 410:
+                                raise WatchExpired(kind.plural)
+                            raise ApiError(int(code or 500), "WATCH", kind.plural, line.decode())
+                        yield event

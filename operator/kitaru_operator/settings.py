@@ -1,24 +1,36 @@
-"""kopf settings and the operator runtime, set up once at startup."""
+"""The operator's configuration (from `kitaru-operator`'s flags) and kopf's settings."""
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
 
 import kopf
+from kitaru.core.names import GROUP, INVOCATIONS
+from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
-from kitaru_operator import indexes as ix
-from kitaru_operator.indexes import Indexes
-from kitaru_operator.kube import Kube
-from kitaru_operator.runtime import Runtime
+from kitaru_operator.invocations import RUNNING_SELECTOR
 
-WORKERS = int(os.environ.get("KITARU_OPERATOR_WORKERS", "32"))
-# Handlers that run for every event of every invocation, Job and pod: kopf's per-event
-# "Handler '…' succeeded." INFO line is dropped for them (failures are still logged;
-# a real Job create logs its own "created job" line). Flow/route handlers keep it.
-HOT_HANDLERS = ("reconcile-invocation", "track-job", "track-pod")
+# Handlers that run for every event of every invocation: kopf's per-event
+# "Handler '…' succeeded." INFO line is dropped (failures are still logged; a real Job
+# create logs its own "created job" line).
+HOT_HANDLERS = ("reconcile-invocation",)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What one operator process watches and how it keeps finished runs."""
+
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    retention: Retention = field(
+        default_factory=lambda: Retention(DEFAULT_TTL_SECONDS, DEFAULT_HISTORY_LIMIT)
+    )
+    resync_seconds: float = 30.0  # drift correction of running invocations
+
+    @property
+    def scopes(self) -> tuple[str | None, ...]:
+        """One watch per namespace, or one across all of them (None)."""
+        return self.namespaces or (None,)
 
 
 class QuietHotHandlers(logging.Filter):
@@ -31,24 +43,20 @@ class QuietHotHandlers(logging.Filter):
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
-    # Sync handlers run in this pool; it bounds concurrent API calls too.
-    settings.execution.max_workers = WORKERS
+    # kopf watches only invocations that have not finished: a namespace holding 100 000
+    # finished runs costs its watch nothing (the API server filters on status.phase).
+    settings.watching.field_selectors[GROUP, INVOCATIONS] = RUNNING_SELECTOR
+    settings.watching.chunk_size = 500
     # Watches end server-side and client-side before a silent connection can hang.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    # Only explicit kopf.info/warn become Events, not every log line.
-    settings.posting.level = logging.INFO
+    # The operator posts its own Events (`events`); kopf only reports handler failures.
+    settings.posting.level = logging.WARNING
     settings.posting.loggers = False
     # The watched resources are known; no cluster-wide CRD scanning (least privilege).
     settings.scanning.disabled = True
     objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, QuietHotHandlers) for f in objects.filters):
         objects.addFilter(QuietHotHandlers())
-
-
-def runtime_from(kwargs: Mapping[str, Any]) -> Runtime:
-    """The runtime, with the indexes kopf passes to handlers by their ids."""
-    indexes = Indexes({name: kwargs[name] for name in ix.ALL})
-    return Runtime(kube=Kube(pool_size=WORKERS + 4), indexes=indexes)

@@ -33,7 +33,7 @@ def high_water_mark(client: KitaruClient) -> str | None:
     )
 
 
-def test_concurrent_deploys_and_never_reused_numbers(kopf_runner: Any, namespace: str) -> None:
+def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, namespace: str) -> None:
     barrier = threading.Barrier(DEPLOYERS)
     got: dict[int, int] = {}
     errors: list[BaseException] = []

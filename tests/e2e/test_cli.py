@@ -49,7 +49,7 @@ def fails(kitaru: Kitaru, command: str, kind: str, fragment: str) -> None:
 
 
 @pytest.fixture
-def kitaru(kopf_runner: object, namespace: str, tmp_path: Path) -> Kitaru:
+def kitaru(running_operator: object, namespace: str, tmp_path: Path) -> Kitaru:
     project = new_project(tmp_path, namespace, FLOWS_AND_MORE)
     project('deploy flows/research.py:research_agent --input \'{"topic": "t"}\'')
     project("deploy flows/research.py:research_agent --tag canary --exclusive")

@@ -202,7 +202,7 @@ def test_status_and_info_show_each_value_and_its_source(
 
 
 @pytest.fixture
-def kitaru(kopf_runner: object, namespace: str, tmp_path: Path) -> Kitaru:
+def kitaru(running_operator: object, namespace: str, tmp_path: Path) -> Kitaru:
     project = new_project(tmp_path, namespace, FLOWS)
     project('deploy flows/research.py:research_agent --input \'{"topic": "durable agents"}\'')
     project("deploy flows/research.py:research_agent --tag canary --exclusive")

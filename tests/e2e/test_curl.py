@@ -33,7 +33,7 @@ subjects: [{kind: ServiceAccount, name: kitaru-client}]
 
 
 def test_generated_curl_starts_the_pinned_version(
-    kopf_runner: object, namespace: str, tmp_path: Path
+    running_operator: object, namespace: str, tmp_path: Path
 ) -> None:
     kubectl("apply", "-f", "-", input=RBAC, namespace=namespace)
     kitaru = new_project(tmp_path, namespace)

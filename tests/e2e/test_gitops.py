@@ -42,7 +42,7 @@ def argocd_health(script: Path, obj: dict[str, Any]) -> dict[str, Any]:
     return dict(result.items())
 
 
-def test_apply_example_routes_and_tags(cluster: Any, namespace: str, kopf_runner: Any) -> None:
+def test_apply_example_routes_and_tags(cluster: Any, namespace: str, running_operator: Any) -> None:
     kubectl("apply", "-k", str(HELLO), "-n", namespace)
 
     default = wait_for(
@@ -102,7 +102,7 @@ def test_apply_example_routes_and_tags(cluster: Any, namespace: str, kopf_runner
 
 
 def test_route_to_missing_version_is_degraded_in_argocd(
-    cluster: Any, namespace: str, kopf_runner: Any
+    cluster: Any, namespace: str, running_operator: Any
 ) -> None:
     kubectl("apply", "-k", str(HELLO), "-n", namespace)
     wait_for(

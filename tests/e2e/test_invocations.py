@@ -24,7 +24,7 @@ def kitaru(k8s: kubernetes.client.ApiClient, namespace: str) -> Kitaru:
     return client
 
 
-def test_inputs_defaults_override_and_validation(kopf_runner: Any, kitaru: Kitaru) -> None:
+def test_inputs_defaults_override_and_validation(running_operator: Any, kitaru: Kitaru) -> None:
     kitaru.deploy("research_agent", 1, "research_agent", {"topic": "durable execution"})
     kitaru.wait_default("research_agent")
 
@@ -50,7 +50,7 @@ def test_inputs_defaults_override_and_validation(kopf_runner: Any, kitaru: Kitar
     assert not kitaru.job_exists(name)
 
 
-def test_selectors_and_resolution_errors(kopf_runner: Any, kitaru: Kitaru) -> None:
+def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) -> None:
     kitaru.deploy("research_agent", 1, "research_agent", {"topic": "one"})
     kitaru.wait_default("research_agent")
     kitaru.deploy("research_agent", 2, "research_agent", {"topic": "two"})
@@ -103,7 +103,9 @@ def test_selectors_and_resolution_errors(kopf_runner: Any, kitaru: Kitaru) -> No
     assert "--tag or --version" in status["message"]
 
 
-def test_failure_deadline_and_retries(kopf_runner: Any, kitaru: Kitaru, tmp_path: Path) -> None:
+def test_failure_deadline_and_retries(
+    running_operator: Any, kitaru: Kitaru, tmp_path: Path
+) -> None:
     kitaru.deploy("raiser", 1, "raiser")
     kitaru.deploy("sleeper", 1, "sleeper")
     kitaru.deploy("flaky", 1, "flaky")
@@ -127,7 +129,7 @@ def test_failure_deadline_and_retries(kopf_runner: Any, kitaru: Kitaru, tmp_path
     assert status["attempts"] == 3
 
 
-def test_cancel_deletes_the_job_and_pod(kopf_runner: Any, kitaru: Kitaru) -> None:
+def test_cancel_deletes_the_job_and_pod(running_operator: Any, kitaru: Kitaru) -> None:
     kitaru.deploy("sleeper", 1, "sleeper")
     kitaru.wait_default("sleeper")
     name = kitaru.invoke("sleeper", inputs={"seconds": 120})

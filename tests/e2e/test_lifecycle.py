@@ -37,7 +37,7 @@ def pods_of(kitaru: Kitaru, name: str) -> list[Any]:
     return list(kitaru.core.list_namespaced_pod(kitaru.ns, label_selector=selector).items)
 
 
-def test_ttl_deletes_the_invocation_its_job_and_pods(kopf_runner: Any, kitaru: Kitaru) -> None:
+def test_ttl_deletes_the_invocation_its_job_and_pods(running_operator: Any, kitaru: Kitaru) -> None:
     kitaru.deploy("research_agent", 1, "research_agent", {"topic": "durable execution"})
     kitaru.wait_default("research_agent")
     kept = kitaru.invoke("research_agent", name="kept")  # no TTL: stays

@@ -110,7 +110,7 @@ def test_tools_list_shows_every_tool_with_a_schema(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 def test_product_example_through_mcp(
-    cluster: Any, namespace: str, kopf_runner: Any, project_dir: Path
+    cluster: Any, namespace: str, running_operator: Any, project_dir: Path
 ) -> None:
     """Producer deploys v1 and canary v2 and promotes stable; the consumer's structured
     input from the product page runs v2 to completion."""
@@ -165,7 +165,7 @@ def test_product_example_through_mcp(
 
 @pytest.mark.cluster
 def test_resolution_and_input_errors_are_tool_errors(
-    cluster: Any, namespace: str, kopf_runner: Any, project_dir: Path
+    cluster: Any, namespace: str, running_operator: Any, project_dir: Path
 ) -> None:
     target = "flows/research.py:research_agent"
     flow = "research_agent"
@@ -249,7 +249,7 @@ def slow_agent(seconds: int) -> int:
 
 
 @pytest.mark.cluster
-def test_untag_delete_and_cancel(namespace: str, kopf_runner: Any, project_dir: Path) -> None:
+def test_untag_delete_and_cancel(namespace: str, running_operator: Any, project_dir: Path) -> None:
     (project_dir / "flows" / "slow.py").write_text(SLOW_FLOW)
     flow = "slow_agent"
 

@@ -37,7 +37,7 @@ print(handle.exec_id)
 
 
 def test_producer_deploys_and_shares_consumer_invokes(
-    kopf_runner: object, namespace: str, tmp_path: Path
+    running_operator: object, namespace: str, tmp_path: Path
 ) -> None:
     kitaru = new_project(tmp_path, namespace)
 
@@ -88,7 +88,9 @@ def test_producer_deploys_and_shares_consumer_invokes(
     assert "researching deployment routing" in kitaru(f"executions logs {consumer_id}").out
 
 
-def test_invocation_model_examples(kopf_runner: object, namespace: str, tmp_path: Path) -> None:
+def test_invocation_model_examples(
+    running_operator: object, namespace: str, tmp_path: Path
+) -> None:
     """`kitaru invoke` with --tag default, with no selector, and pinned with --version."""
     kitaru = new_project(tmp_path, namespace)
     kitaru('deploy flows/research.py:research_agent --input \'{"topic": "durable execution"}\'')

@@ -54,7 +54,7 @@ except ExecutionFailed as failure:
 """
 
 
-def test_sdk_handle_api(kopf_runner: object, namespace: str, tmp_path: Path) -> None:
+def test_sdk_handle_api(running_operator: object, namespace: str, tmp_path: Path) -> None:
     kitaru = new_project(tmp_path, namespace, FLOWS)
     lines = kitaru.python(PRODUCER, timeout=400).out.splitlines()
     assert lines[0] == "deployed 1 ['default']"

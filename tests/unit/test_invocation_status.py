@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from kitaru.core.invocations import (
     parse_termination_message,
     summarize_job,
     summarize_pod,
-    ttl_remaining,
 )
 from kitaru.core.models import (
     FlowInvocationSpec,
@@ -315,19 +313,3 @@ def test_summaries_from_raw_objects() -> None:
         }
     )
     assert (waiting.phase, waiting.waiting_reason) == ("Pending", "ImageNotMapped")
-
-
-@pytest.mark.parametrize(
-    ("ttl", "phase", "expected"),
-    [
-        (None, Phase.COMPLETED, None),
-        (30, Phase.RUNNING, None),
-        (30, Phase.COMPLETED, 20.0),
-        (5, Phase.FAILED, -5.0),
-    ],
-)
-def test_ttl_remaining(ttl: int | None, phase: Phase, expected: float | None) -> None:
-    status = FlowInvocationStatus.model_validate(
-        {"phase": phase.value, "completionTime": "2025-01-01T00:00:00Z"}
-    )
-    assert ttl_remaining(status, ttl, datetime(2025, 1, 1, 0, 0, 10, tzinfo=UTC)) == expected

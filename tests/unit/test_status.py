@@ -12,12 +12,10 @@ from kitaru.core.models import (
 )
 from kitaru.core.routing import RouteView
 from kitaru.core.status import (
-    deployment_status_is_current,
     derive_deployment_status,
     derive_route_status,
     runner_image,
 )
-from kitaru.core.tagging import tags_for_version
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=30)
@@ -192,15 +190,3 @@ def test_route_status_wire_shape() -> None:
         "resolvedVersion": 2,
         "observedGeneration": 1,
     }
-
-
-def test_stored_status_is_current_exactly_when_a_rederive_would_change_nothing() -> None:
-    own_routes = [r for r in ROUTES if r.flow == "research_agent"]
-    stored = derive_deployment_status(deployment(), ROUTES, None, 1, T0).wire()
-    tags = tags_for_version(own_routes, 2)
-    assert deployment_status_is_current(stored, tags, 1)
-    assert not deployment_status_is_current(stored, tags, 2)  # spec changed since
-    assert not deployment_status_is_current(stored, tags_for_version([], 2), 1)  # tags moved
-    assert not deployment_status_is_current(None, [], 1)  # never derived
-    untagged = derive_deployment_status(deployment(), [], None, 1, T0).wire()
-    assert deployment_status_is_current(untagged, [], 1)

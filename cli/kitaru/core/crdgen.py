@@ -148,6 +148,10 @@ class Kind:
     status: type[BaseModel]
     name_rules: tuple[dict[str, str], ...]
     columns: tuple[Column, ...]
+    # Fields clients and the operator filter on server-side (`--field-selector`), so that
+    # nobody lists a whole namespace to find one flow's objects; kubectl-applied objects
+    # need no labels for it.
+    selectable: tuple[str, ...] = ()
 
     @property
     def singular(self) -> str:
@@ -199,6 +203,7 @@ DEPLOYMENT = Kind(
         _READY,
         _AGE,
     ),
+    selectable=(".spec.flow", ".spec.version"),
 )
 
 ROUTE = Kind(
@@ -226,6 +231,7 @@ ROUTE = Kind(
         _READY,
         Column("Age", ".metadata.creationTimestamp", "Time since creation.", "date", priority=1),
     ),
+    selectable=(".spec.flow", ".spec.tag"),
 )
 
 INVOCATION = Kind(
@@ -252,6 +258,9 @@ INVOCATION = Kind(
         Column("Tag", ".spec.tag", "Requested tag.", priority=1),
         Column("Reason", ".status.reason", "Reason of the final outcome.", priority=1),
     ),
+    # status.phase: the operator watches only unfinished runs; `executions list --status`.
+    # status.resolved.version: the latest run of a version (`flow deployments logs`).
+    selectable=(".spec.flow", ".status.phase", ".status.resolved.version"),
 )
 
 KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION)
@@ -302,6 +311,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [c.wire() for c in kind.columns],
+                    "selectableFields": [{"jsonPath": path} for path in kind.selectable],
                     "schema": {"openAPIV3Schema": schema},
                 }
             ],

@@ -385,15 +385,3 @@ def needs_job_deleted(status: FlowInvocationStatus, job: JobSummary | None) -> b
         and not job.complete
         and not job.failed_reason
     )
-
-
-def ttl_remaining(
-    status: FlowInvocationStatus, ttl_seconds: int | None, now: datetime
-) -> float | None:
-    """Seconds until a finished invocation is due for deletion (<= 0: now); None: never."""
-    if ttl_seconds is None or status.phase is None or not status.phase.finished:
-        return None
-    if not status.completion_time:
-        return None
-    finished = datetime.fromisoformat(status.completion_time.replace("Z", "+00:00"))
-    return ttl_seconds - (now - finished).total_seconds()

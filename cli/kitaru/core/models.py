@@ -202,7 +202,16 @@ class Stack(Model):
         0, ge=0, le=20, description="Default number of retries after a failed attempt."
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Default time a finished invocation is kept, in seconds."
+        None,
+        ge=0,
+        description="Time a finished run of this version is kept, in seconds "
+        "(default: the operator's, a week).",
+    )
+    history_limit: int | None = Field(
+        None,
+        ge=0,
+        description="A finished run of this version is deleted once this many newer finished "
+        "runs of the flow exist (default: the operator's, 1000).",
     )
 
 
@@ -366,7 +375,16 @@ class FlowInvocationSpec(Model):
         None, ge=0, le=20, description="Retries of this run; overrides the stack default."
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Delete this invocation this long after it finished."
+        None,
+        ge=0,
+        description="Delete this invocation this long after it finished "
+        "(default: its version's stack, else the operator's).",
+    )
+    history_limit: int | None = Field(
+        None,
+        ge=0,
+        description="Delete this invocation once this many newer finished runs of its flow "
+        "exist (default: its version's stack, else the operator's).",
     )
     cancel_requested: bool = Field(
         False, description="Set to true to cancel: the run's Job is deleted, phase Cancelled."

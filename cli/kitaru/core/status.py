@@ -6,9 +6,8 @@ with unchanged inputs the output is identical, so nothing flaps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Set
 from datetime import datetime
-from typing import Any
 
 from kitaru.core.conditions import set_condition
 from kitaru.core.models import (
@@ -17,7 +16,6 @@ from kitaru.core.models import (
     FlowRouteSpec,
     FlowRouteStatus,
     RouteMode,
-    TagRef,
 )
 from kitaru.core.names import snapshot_name
 from kitaru.core.routing import RouteView, format_versions
@@ -60,20 +58,6 @@ def derive_deployment_status(
         tag_summary=",".join(ref.tag for ref in tags),
         snapshot_name=name,
         observed_generation=generation,
-    )
-
-
-def deployment_status_is_current(
-    status: Mapping[str, Any] | None, tags: list[TagRef], generation: int | None
-) -> bool:
-    """Whether a FlowDeployment's status (as stored) already says what
-    `derive_deployment_status` would: everything else in it follows from the immutable
-    spec, so the observed generation and the tags decide. Lets a flow with thousands of
-    versions skip parsing and re-deriving the ones a change did not touch."""
-    return (
-        status is not None
-        and status.get("observedGeneration") == generation
-        and status.get("tags", []) == [ref.wire() for ref in tags]
     )
 
 

@@ -1,0 +1,229 @@
+"""The level-based reconcile of one running FlowInvocation.
+
+Everything is derived from the invocation, its Job and the Job's pods, so a pass
+after a crash at any point converges:
+
+- no status and no Job: resolve (from memory), create the Job (named after the
+  invocation; 409 means a previous pass created it, and its annotation gives the chain
+  back), write the status;
+- a Job: derive the status from it and its pods;
+- finished: the status is written once and frozen; a Job still running then (a cancel)
+  is deleted first. The invocation then leaves the operator's watch (field selector) and
+  only retention (`retention`) looks at it again.
+
+A dispatch costs two API calls: create the Job, write the status. A status this process
+wrote is used until the watch delivers it, so Job events that race the first write do
+not rewrite it from a stale body (a lost 409).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs, validate_inputs
+from kitaru.core.invocations import (
+    Failure,
+    JobSummary,
+    PodSummary,
+    derive_invocation_status,
+    needs_job_deleted,
+    summarize_pod,
+)
+from kitaru.core.jobs import NotRunnable, build_chain, build_job
+from kitaru.core.models import (
+    FlowDeploymentSpec,
+    FlowInvocationSpec,
+    FlowInvocationStatus,
+    Phase,
+    ResolvedChain,
+)
+from kitaru.core.names import LABEL_INVOCATION
+from kitaru.core.routing import ResolutionError, resolve
+
+from kitaru_operator import metrics
+from kitaru_operator.events import ObjectRef
+from kitaru_operator.flows import FlowLookup
+from kitaru_operator.kube import INVOCATION, JOB, POD
+from kitaru_operator.runs import JobRecord, job_record
+from kitaru_operator.runtime import Runtime
+
+logger = logging.getLogger("kitaru_operator")
+Body = dict[str, Any]
+# The operator watches invocations until they finish (a field selector on the server).
+RUNNING_SELECTOR = ",".join(f"status.phase!={p.value}" for p in Phase if p.finished)
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _ref(body: Body) -> ObjectRef:
+    meta = body["metadata"]
+    return ObjectRef(
+        INVOCATION.api_version, INVOCATION.kind, meta["namespace"], meta["name"], meta["uid"]
+    )
+
+
+def _resolve(
+    rt: Runtime, namespace: str, spec: FlowInvocationSpec
+) -> tuple[ResolvedChain | Failure, FlowDeploymentSpec | None, dict[str, Any]]:
+    """Resolve from memory, then merge and validate the inputs."""
+    try:
+        resolution = resolve(FlowLookup(rt.flows, namespace), spec.flow, spec.tag, spec.version)
+        state = rt.flows.state(namespace, spec.flow)
+        record = state.deployments.get(resolution.version) if state else None
+        if record is None:  # deleted between the two reads
+            return Failure("VersionNotFound", f"version {resolution.version} is gone"), None, {}
+        deployment = record.spec()
+        merged = merge_inputs(deployment.inputs, spec.inputs)
+        validate_inputs(merged, deployment.input_schema)
+        chain = build_chain(resolution.selector, resolution.tag, deployment, inputs_hash(merged))
+    except ResolutionError as exc:
+        return Failure(exc.reason, exc.message), None, {}
+    except InvalidInputs as exc:
+        return Failure("InvalidInputs", exc.message), None, {}
+    except NotRunnable as exc:
+        return Failure(exc.reason, exc.message), None, {}
+    return chain, deployment, merged
+
+
+async def _dispatch(
+    rt: Runtime, body: Body, spec: FlowInvocationSpec
+) -> tuple[ResolvedChain | Failure, JobRecord | None]:
+    """Resolve and create the Job; (chain or failure, the Job if one exists now)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    outcome, deployment, merged = _resolve(rt, namespace, spec)
+    if isinstance(outcome, Failure) or deployment is None:
+        return outcome, None
+    manifest = build_job(name, meta["uid"], namespace, spec.flow, outcome, deployment, merged, spec)
+    created = await rt.api.create(JOB, namespace, manifest)
+    record = job_record(created) if created is not None else None
+    if record is not None:
+        rt.recent_jobs[(namespace, name)] = record
+        logger.info("created job %s/%s", namespace, name)
+        created_at = _parse_time(meta["creationTimestamp"])
+        metrics.DISPATCH_SECONDS.observe(max(0.0, (datetime.now(UTC) - created_at).total_seconds()))
+        return outcome, record
+    existing = await rt.api.get(JOB, namespace, name)  # 409: an earlier pass created it
+    record = job_record(existing) if existing is not None else None
+    if record is None:
+        return outcome, None
+    return record.chain or outcome, record
+
+
+async def _job(
+    rt: Runtime, namespace: str, name: str, previous: FlowInvocationStatus | None
+) -> JobRecord | None:
+    """The invocation's Job: from the watch, else one this process created and the watch
+    has not delivered yet, else (status names a Job the watch lacks) from the API."""
+    key = (namespace, name)
+    job = rt.jobs.records.get(key)
+    if job is not None:
+        rt.recent_jobs.pop(key, None)
+        return job
+    job = rt.recent_jobs.get(key)
+    if job is None and previous is not None and previous.job_name:
+        found = await rt.api.get(JOB, namespace, name)
+        job = job_record(found) if found else None
+    return job
+
+
+async def _pods(rt: Runtime, namespace: str, name: str, job: JobSummary | None) -> list[PodSummary]:
+    """The running pods from the watch; once the Job is finished, every pod from the API
+    (once: the invocation is frozen right after) for their final states and results."""
+    if job is None or not (job.complete or job.failed_reason):
+        return rt.pods.of(namespace, name)
+    listed = await rt.api.list_all(POD, namespace, label_selector=f"{LABEL_INVOCATION}={name}")
+    return [summarize_pod(p) for p in listed]
+
+
+def _latest(rt: Runtime, body: Body) -> Body:
+    """The newest invocation body known: the watch's, or our own status write that the
+    watch has not delivered yet (the watch still holds the version it replaced)."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    body = rt.invocations.get(key) or body
+    written = rt.written.get(key)
+    if written is not None:
+        base, newer = written
+        if body["metadata"].get("resourceVersion") == base:
+            return newer
+        del rt.written[key]  # the watch has it (or something newer)
+    return body
+
+
+def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
+    """The invocation left the watch: deleted, or finished (frozen from then on)."""
+    key = (namespace, name)
+    rt.invocations.pop(key, None)
+    rt.written.pop(key, None)
+    rt.recent_jobs.pop(key, None)
+
+
+async def reconcile_invocation(rt: Runtime, body: Body) -> None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if meta.get("deletionTimestamp"):
+        return
+    await rt.synced.wait()  # resolve only against a complete view of versions and routes
+    async with rt.locks((namespace, name)):
+        started = time.perf_counter()
+        try:
+            await _reconcile(rt, body)
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.RECONCILE_SECONDS.labels("FlowInvocation").observe(elapsed)
+
+
+async def _reconcile(rt: Runtime, body: Body) -> None:
+    # The body we were handed may be older than the watch's or our own last write.
+    body = _latest(rt, body)
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    spec = FlowInvocationSpec.model_validate(body["spec"])
+    raw_status = body.get("status")
+    previous = FlowInvocationStatus.model_validate(raw_status) if raw_status else None
+    if previous is not None and previous.phase is not None and previous.phase.finished:
+        return
+
+    job = await _job(rt, namespace, name, previous)
+    if job is not None and meta["uid"] not in job.owners:
+        return  # a Job of an earlier invocation of this name, still being collected
+    outcome: ResolvedChain | Failure | None
+    if job is not None:
+        outcome = job.chain or (previous.resolved if previous else None)
+    elif previous is not None and previous.resolved is not None:
+        outcome = previous.resolved  # the Job is gone: derive says JobDeleted or Cancelled
+    elif spec.cancel_requested:
+        outcome = None
+    else:
+        outcome, job = await _dispatch(rt, body, spec)
+
+    summary = job.summary if job else None
+    status = derive_invocation_status(
+        spec,
+        previous,
+        outcome,
+        summary,
+        await _pods(rt, namespace, name, summary),
+        datetime.now(UTC),
+        meta.get("generation"),
+    )
+    wire = status.wire()
+    if raw_status == wire:
+        return
+    if status.phase is not None and status.phase.finished and needs_job_deleted(status, summary):
+        await rt.api.delete(JOB, namespace, name)  # before the status freezes the invocation
+    written = await rt.api.replace(INVOCATION, {**body, "status": wire}, "status")
+    if written is None:
+        return  # a newer version exists; its event brings another pass
+    rt.written[(namespace, name)] = (meta.get("resourceVersion", ""), written)
+    if previous is None or previous.phase != status.phase:
+        assert status.phase is not None
+        metrics.INVOCATIONS.labels(status.phase.value).inc()
+        detail = status.message or (f"job {status.job_name}" if status.job_name else "")
+        rt.events.post(_ref(body), status.phase.value, detail, warning=status.phase == Phase.FAILED)

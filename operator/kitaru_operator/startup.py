@@ -1,0 +1,149 @@
+"""Wiring: the informers, workers and timers of one operator process.
+
+kopf watches running invocations and calls `handlers.invocation_event`; everything
+else the operator needs to know comes from informers started here, each feeding a
+slim model: versions and routes (`flows`), Jobs and running pods (`runs`), finished
+runs (`retention`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+from kitaru.core.names import LABEL_INVOCATION
+from kitaru.core.retention import Retention
+
+from kitaru_operator.events import EventRecorder
+from kitaru_operator.flows import (
+    DeploymentSink,
+    FlowReconciler,
+    Flows,
+    RouteSink,
+    deployment_record,
+    route_record,
+)
+from kitaru_operator.informer import Informer
+from kitaru_operator.invocations import reconcile_invocation
+from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
+from kitaru_operator.retention import (
+    FINISHED_SELECTOR,
+    RetentionKeeper,
+    VersionRetention,
+    finished_run,
+)
+from kitaru_operator.runs import (
+    RUNNING_POD_SELECTOR,
+    Jobs,
+    RunningPods,
+    job_record,
+    pod_record,
+)
+from kitaru_operator.runtime import Runtime
+from kitaru_operator.settings import OperatorConfig
+
+logger = logging.getLogger("kitaru_operator")
+
+
+def _version_retention(flows: Flows) -> VersionRetention:
+    """A version's own retention settings (its stack), from the model."""
+
+    def lookup(namespace: str, flow: str, version: int) -> Retention:
+        state = flows.state(namespace, flow)
+        record = state.deployments.get(version) if state else None
+        if record is None:
+            return Retention()
+        return Retention(record.ttl_seconds_after_finished, record.history_limit)
+
+    return lookup
+
+
+async def start(config: OperatorConfig) -> Runtime:
+    """Build the runtime and start its background work (stopped by `stop`)."""
+    api = AsyncKube.from_environment()
+    flows = Flows()
+
+    def owner_changed(namespace: str, name: str) -> None:
+        body = rt.invocations.get((namespace, name))
+        if body is not None:
+            rt.spawn(reconcile_invocation(rt, body))
+
+    rt = Runtime(
+        api=api,
+        events=EventRecorder(api),
+        flows=flows,
+        jobs=Jobs(owner_changed),
+        pods=RunningPods(owner_changed),
+        retention=RetentionKeeper(api, config.retention, _version_retention(flows)),
+    )
+    needed: list[Informer[Any]] = []
+    for scope in config.scopes:
+        needed += [
+            Informer(api, DEPLOYMENT, scope, deployment_record, DeploymentSink(flows)),
+            Informer(api, ROUTE, scope, route_record, RouteSink(flows)),
+            Informer(api, JOB, scope, job_record, rt.jobs, label_selector=LABEL_INVOCATION),
+            Informer(
+                api,
+                POD,
+                scope,
+                pod_record,
+                rt.pods,
+                label_selector=LABEL_INVOCATION,
+                field_selector=RUNNING_POD_SELECTOR,
+            ),
+        ]
+    finished = [
+        Informer(
+            api, INVOCATION, scope, finished_run, rt.retention, field_selector=FINISHED_SELECTOR
+        )
+        for scope in config.scopes
+    ]
+    rt.spawn(rt.events.run())
+    for informer in needed:
+        rt.spawn(informer.run())
+    rt.spawn(_when_synced(rt, needed, finished))
+    rt.spawn(_resync_running(rt, config.resync_seconds))
+    return rt
+
+
+async def _when_synced(
+    rt: Runtime, needed: list[Informer[Any]], finished: list[Informer[Any]]
+) -> None:
+    """Once everything resolution needs is listed: open the gate, reconcile flows, then
+    start retention (it reads the versions' retention settings)."""
+    await asyncio.gather(*(informer.synced.wait() for informer in needed))
+    rt.synced.set()
+    logger.info("synced: %d flows in memory", len(rt.flows.states))
+    rt.spawn(FlowReconciler(rt.api, rt.flows, rt.events).run())
+    for informer in finished:
+        rt.spawn(informer.run())
+    rt.spawn(rt.retention.run())
+    rt.spawn(rt.retention.run_deleter())
+    await asyncio.gather(*(informer.synced.wait() for informer in finished))
+    rt.retention.listed.set()
+    rt.retention.wake.set()
+
+
+async def _resync_running(rt: Runtime, interval: float) -> None:
+    """Re-run the reconcile of every running invocation now and then: a retry for a
+    pass that failed, and drift correction. Finished runs are not visited."""
+    while True:
+        await asyncio.sleep(interval)
+        for body in list(rt.invocations.values()):
+            try:
+                await reconcile_invocation(rt, body)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning("resync of %s failed: %s", body["metadata"]["name"], exc)
+            await asyncio.sleep(0)
+
+
+async def stop(rt: Runtime) -> None:
+    for task in list(rt.tasks):
+        task.cancel()
+    for task in list(rt.tasks):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await rt.api.close()

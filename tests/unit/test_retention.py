@@ -1,0 +1,119 @@
+"""Retention of finished runs: the rule (core) and the keeper's bookkeeping (no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kitaru.core.retention import Retention, effective_retention, over_history_limit
+from kitaru_operator.retention import RetentionKeeper, finished_run
+
+
+def test_each_knob_comes_from_the_first_layer_that_sets_it() -> None:
+    invocation = Retention(ttl_seconds=60)
+    version = Retention(ttl_seconds=3600, history_limit=5)
+    operator = Retention(ttl_seconds=86400, history_limit=1000)
+    assert effective_retention(invocation, version, operator) == Retention(60, 5)
+    assert effective_retention(Retention(), Retention(), operator) == operator
+    assert effective_retention(Retention(), Retention()).keeps_forever
+
+
+def test_a_run_goes_once_its_limit_of_newer_runs_exists() -> None:
+    runs = [(float(t), f"r{t}") for t in range(6)]  # r0 oldest ... r5 newest
+    limits: dict[str, int | None] = {name: 3 for _, name in runs}
+    assert over_history_limit(runs, limits, floor=3) == ["r0", "r1", "r2"]
+    limits["r0"], limits["r1"] = 10, None  # kept longer; kept without a limit
+    assert over_history_limit(runs, limits, floor=3) == ["r2"]
+    assert over_history_limit(runs, limits, floor=10) == []  # the scan stops at once
+
+
+def run(flow: str, finished_at: float, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{flow}-{finished_at:g}", "namespace": "ns"},
+        "spec": {"flow": flow, **spec},
+        "status": {
+            "phase": "Completed",
+            "completionTime": f"2025-01-01T00:00:{int(finished_at):02d}Z",
+            "resolved": {"version": 1},
+        },
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keeper(defaults: Retention, version: Retention | None = None) -> tuple[RetentionKeeper, Clock]:
+    """A keeper whose deleter is never started (no API), with a clock of our own."""
+    clock = Clock()
+    own = version or Retention()
+    kept = RetentionKeeper(None, defaults, lambda ns, flow, v: own, clock=clock)  # type: ignore[arg-type]
+    kept.listed.set()
+    return kept, clock
+
+
+def add(kept: RetentionKeeper, obj: dict[str, Any]) -> None:
+    record = finished_run(obj)
+    assert record is not None
+    kept.upsert(("ns", obj["metadata"]["name"]), record)
+
+
+def condemned(kept: RetentionKeeper) -> list[str]:
+    names = []
+    while not kept.condemned.empty():
+        names.append(kept.condemned.get_nowait()[1])
+    return names
+
+
+EPOCH = 1735689600.0  # 2025-01-01T00:00:00Z
+
+
+def test_history_limit_condemns_the_oldest_runs_of_that_flow_only() -> None:
+    kept, clock = keeper(Retention(history_limit=2))
+    clock.now = EPOCH
+    for second in (3, 1, 2, 4):  # arrive out of order, as a list does
+        add(kept, run("agent", second))
+    add(kept, run("other", 1))
+    kept.due()
+    assert condemned(kept) == ["agent-1", "agent-2"]
+    add(kept, run("agent", 5))
+    kept.due()
+    assert condemned(kept) == ["agent-3"]
+
+
+def test_nothing_is_condemned_before_the_whole_list_is_in() -> None:
+    kept, _ = keeper(Retention(history_limit=1))
+    kept.listed.clear()
+    add(kept, run("agent", 1))
+    add(kept, run("agent", 2))
+    kept.due()
+    assert condemned(kept) == []
+    kept.listed.set()
+    kept.due()
+    assert condemned(kept) == ["agent-1"]
+
+
+def test_ttl_deadlines_come_from_the_run_else_the_version_else_the_operator() -> None:
+    kept, clock = keeper(Retention(ttl_seconds=100), version=Retention(ttl_seconds=50))
+    add(kept, run("agent", 0, ttlSecondsAfterFinished=10))
+    add(kept, run("agent", 1))
+    clock.now = EPOCH + 10.5
+    assert kept.due() == pytest.approx(40.5)  # the next deadline: version's 50 s after 1 s
+    assert condemned(kept) == ["agent-0"]
+    clock.now = EPOCH + 51
+    assert kept.due() is None
+    assert condemned(kept) == ["agent-1"]
+
+
+def test_runs_kept_forever_cost_nothing_and_deleted_runs_are_forgotten() -> None:
+    kept, _ = keeper(Retention())
+    add(kept, run("agent", 1))
+    assert kept.finished_at == {} and kept.histories == {}
+    kept, _ = keeper(Retention(history_limit=5))
+    add(kept, run("agent", 1))
+    kept.delete(("ns", "agent-1"))
+    assert kept.finished_at == {} and kept.histories == {}
