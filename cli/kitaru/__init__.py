@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         KitaruClient,
         KitaruError,
     )
+    from kitaru.core.retention import Retention
     from kitaru.sdk import Deployment, Flow, flow
 
 _LAZY = {
@@ -31,6 +32,7 @@ _LAZY = {
     "ExecutionFailed": "kitaru.client",
     "KitaruError": "kitaru.client",
     "DeploymentInfo": "kitaru.client",
+    "Retention": "kitaru.core.retention",
 }
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "Flow",
     "KitaruClient",
     "KitaruError",
+    "Retention",
     "flow",
 ]
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from kitaru.core.names import FLOW_MAX_LENGTH, FLOW_PATTERN, TAG_MAX_LENGTH, TAG_PATTERN
+from kitaru.core.retention import Retention
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -66,6 +67,23 @@ Inputs = Annotated[
 ExecId = Annotated[
     str, Field(description="Execution id, as returned by kitaru_deployments_invoke.")
 ]
+TtlSeconds = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="Delete finished runs this many seconds after they finish "
+        "(default: the operator's, a week).",
+    ),
+]
+HistoryLimit = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="Delete a finished run once this many newer runs of the flow exist "
+        "(default: the operator's, 1000).",
+    ),
+]
+
 
 _client: KitaruClient | None = None
 
@@ -106,23 +124,45 @@ def kitaru_deployments_deploy(
         str | None,
         Field(description="Prebuilt container image to run instead of the stack's runner image."),
     ] = None,
+    ttl_seconds_after_finished: TtlSeconds = None,
+    history_limit: HistoryLimit = None,
 ) -> dict[str, Any]:
     """Deploy a flow from source as the next immutable version, with one routing tag."""
     deployments = _kitaru().deployments
     return deployments.deploy(
-        target, inputs=inputs, tag=tag, exclusive=exclusive, image=image
+        target,
+        inputs=inputs,
+        tag=tag,
+        exclusive=exclusive,
+        image=image,
+        retention=Retention(ttl_seconds_after_finished, history_limit),
     ).to_json()
 
 
 def kitaru_deployments_invoke(
-    flow: Flow, tag: Selector = None, version: OptionalVersion = None, inputs: Inputs = None
+    flow: Flow,
+    tag: Selector = None,
+    version: OptionalVersion = None,
+    inputs: Inputs = None,
+    ttl_seconds_after_finished: TtlSeconds = None,
+    history_limit: HistoryLimit = None,
 ) -> dict[str, Any]:
     """Start a new execution of a deployed flow, resolved by tag or version ('default' if neither).
 
     Returns at once with the execution id and the resolved version; follow it
     with kitaru_executions_wait or kitaru_executions_get.
     """
-    return _kitaru().deployments.invoke(flow, tag=tag, version=version, inputs=inputs).to_json()
+    return (
+        _kitaru()
+        .deployments.invoke(
+            flow,
+            tag=tag,
+            version=version,
+            inputs=inputs,
+            retention=Retention(ttl_seconds_after_finished, history_limit),
+        )
+        .to_json()
+    )
 
 
 def kitaru_deployments_list(flow: Flow) -> dict[str, Any]:
@@ -165,6 +205,28 @@ def kitaru_deployments_untag(
 def kitaru_deployments_delete(flow: Flow, version: Version) -> dict[str, Any]:
     """Delete a deployment version. A version that holds an exclusive tag cannot be deleted."""
     return _kitaru().deployments.delete(flow, version=version).to_json()
+
+
+def kitaru_deployments_prune(
+    flow: Flow,
+    keep: Annotated[
+        int, Field(ge=0, description="How many of the newest versions to keep, tagged or not.")
+    ],
+) -> dict[str, Any]:
+    """Delete a flow's old versions that hold no tag; tagged versions are never deleted."""
+    return _kitaru().deployments.prune(flow, keep).to_json()
+
+
+def kitaru_executions_list(
+    flow: Annotated[str | None, Field(description="Only executions of this flow.")] = None,
+    status: Annotated[
+        Literal["pending", "running", "completed", "failed", "cancelled"] | None,
+        Field(description="Only executions in this status."),
+    ] = None,
+    limit: Annotated[int, Field(ge=1, description="At most this many, newest first.")] = 50,
+) -> dict[str, Any]:
+    """List executions, newest first (selected by the API server, read page by page)."""
+    return _items(_kitaru().executions.list(flow, status=status, limit=limit))
 
 
 def kitaru_executions_get(exec_id: ExecId) -> dict[str, Any]:
@@ -212,6 +274,8 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_deployments_tag, False),
     (kitaru_deployments_untag, False),
     (kitaru_deployments_delete, False),
+    (kitaru_deployments_prune, False),
+    (kitaru_executions_list, True),
     (kitaru_executions_get, True),
     (kitaru_executions_wait, True),
     (kitaru_executions_cancel, False),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
     from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient
+    from kitaru.core.retention import Retention
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,6 +78,7 @@ class Flow(Generic[P, R]):
         tag: str | None = None,
         exclusive: bool = False,
         image: str | None = None,
+        retention: Retention | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> DeploymentInfo:
@@ -84,10 +86,11 @@ class Flow(Generic[P, R]):
 
         Keyword arguments other than the options are representative deploy-time
         inputs. No `tag` means `default`; `image` runs a prebuilt image instead of
-        the stack's runner image.
+        the stack's runner image; `retention` says how long this version's finished
+        runs are kept (default: the operator's).
         """
         return _client(client).deployments.deploy(
-            self, inputs=inputs, tag=tag, exclusive=exclusive, image=image
+            self, inputs=inputs, tag=tag, exclusive=exclusive, image=image, retention=retention
         )
 
     def invoke(
@@ -95,12 +98,14 @@ class Flow(Generic[P, R]):
         *,
         tag: str | None = None,
         version: int | None = None,
+        retention: Retention | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> ExecutionHandle:
-        """Start a remote execution of the deployed flow by tag or version (neither ⇒ default)."""
+        """Start a remote execution of the deployed flow by tag or version (neither ⇒
+        default); `retention` says how long it is kept once finished."""
         return _client(client).deployments.invoke(
-            self.name, tag=tag, version=version, inputs=inputs
+            self.name, tag=tag, version=version, inputs=inputs, retention=retention
         )
 
     def deployment(self, version: int, client: KitaruClient | None = None) -> Deployment:

@@ -375,3 +375,55 @@ def test_cancel_a_slow_execution(
         90,
         message="its pod deleted",
     )
+
+
+def test_executions_list_selects_on_the_server_newest_first(kitaru: Kitaru) -> None:
+    first = execution_of(kitaru, "invoke research_agent")
+    kitaru(f"executions wait {first} --timeout 240")
+    second = execution_of(kitaru, 'invoke research_agent --tag canary --input \'{"topic": "b"}\'')
+    kitaru(f"executions wait {second} --timeout 240")
+    slow = execution_of(kitaru, 'invoke research_agent --input \'{"topic": "slow"}\'')
+    kitaru(f"executions cancel {slow}")
+    kitaru(f"executions wait {slow} --timeout 120", check=False)  # exit 1: cancelled
+
+    def listed(options: str) -> list[str]:
+        items = envelope(kitaru(f"executions list {options} -o json"), "executions list", many=True)
+        return [item["exec_id"] for item in items]
+
+    assert listed("--flow research_agent --status completed") == [second, first]
+    assert listed("--status completed --limit 1") == [second]
+    assert listed("--status cancelled") == [slow]
+    assert listed("--flow research_agent") == [slow, second, first]
+    assert listed("--flow other_flow") == []
+    bad = error_envelope(
+        kitaru("executions list --flow Bad -o json", check=False), "executions list"
+    )
+    assert bad["type"] == "InvalidName"
+    assert kitaru("executions list --status sleeping", check=False).code == 2  # click's usage error
+
+
+def test_prune_deletes_old_untagged_versions_and_never_reuses_a_number(kitaru: Kitaru) -> None:
+    for _ in range(4):  # v3..v6, untagged
+        kitaru("build flows/research.py:research_agent")
+    kitaru("flow tag research_agent experiment --version 3")  # shared: still a tag
+    pruned = envelope(
+        kitaru("flow deployments prune research_agent --keep 2 -o json"),
+        "flow deployments prune",
+    )
+    # Kept: the two newest (v5, v6) and every tagged one (v1 default, v2 canary, v3).
+    assert pruned == {
+        "flow": "research_agent",
+        "deleted": [4],
+        "kept_newest": [5, 6],
+        "kept_tagged": [1, 2, 3],
+    }
+    versions = envelope(
+        kitaru("flow deployments list research_agent -o json"), "flow deployments list", many=True
+    )
+    assert [d["version"] for d in versions] == [1, 2, 3, 5, 6]
+    kitaru("flow deployments prune research_agent --keep 0")  # v5 and v6 go too
+    kitaru("build flows/research.py:research_agent")
+    versions = envelope(
+        kitaru("flow deployments list research_agent -o json"), "flow deployments list", many=True
+    )
+    assert [d["version"] for d in versions] == [1, 2, 3, 7]  # 4, 5 and 6 are never reused

@@ -99,10 +99,24 @@ def test_tools_list_shows_every_tool_with_a_schema(tmp_path: Path) -> None:
             for name, prop in tool.input_schema["properties"].items():
                 assert prop.get("description"), f"{tool.name}.{name} has no description"
         invoke = listed["kitaru_deployments_invoke"].input_schema
-        assert set(invoke["properties"]) == {"flow", "tag", "version", "inputs"}
+        retention = {"ttl_seconds_after_finished", "history_limit"}
+        assert set(invoke["properties"]) == {"flow", "tag", "version", "inputs"} | retention
         assert invoke["required"] == ["flow"]
         deploy = listed["kitaru_deployments_deploy"].input_schema
-        assert set(deploy["properties"]) == {"target", "inputs", "tag", "exclusive", "image"}
+        assert (
+            set(deploy["properties"])
+            == {
+                "target",
+                "inputs",
+                "tag",
+                "exclusive",
+                "image",
+            }
+            | retention
+        )
+        prune = listed["kitaru_deployments_prune"].input_schema
+        assert prune["required"] == ["flow", "keep"]
+        assert listed["kitaru_executions_list"].annotations.read_only_hint  # type: ignore[union-attr]
         assert listed["kitaru_deployments_list"].annotations.read_only_hint  # type: ignore[union-attr]
 
     run_session(tmp_path, "unused", scenario)

@@ -61,9 +61,19 @@ def test_deploy_and_invoke_go_through_the_client() -> None:
         (
             "deploy",
             (summarize,),
-            {"inputs": {"topic": "t"}, "tag": "canary", "exclusive": True, "image": None},
+            {
+                "inputs": {"topic": "t"},
+                "tag": "canary",
+                "exclusive": True,
+                "image": None,
+                "retention": None,
+            },
         ),
-        ("invoke", ("summarize",), {"tag": "stable", "version": None, "inputs": {"topic": "u"}}),
+        (
+            "invoke",
+            ("summarize",),
+            {"tag": "stable", "version": None, "inputs": {"topic": "u"}, "retention": None},
+        ),
     ]
 
 

@@ -74,3 +74,23 @@ input_option = click.option(
     metavar="JSON|@FILE",
     help="Inputs as a JSON object, or @path/to/file.json.",
 )
+
+
+def retention_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--ttl-seconds-after-finished` and `--history-limit`: how long finished runs of
+    `what` are kept (the command builds a `Retention` from the two)."""
+    ttl = click.option(
+        "--ttl-seconds-after-finished",
+        type=click.IntRange(min=0),
+        default=None,
+        help=f"Delete finished runs of {what} this long after they finish "
+        "(default: the operator's, a week).",
+    )
+    limit = click.option(
+        "--history-limit",
+        type=click.IntRange(min=0),
+        default=None,
+        help=f"Delete a finished run of {what} once this many newer runs of the flow exist "
+        "(default: the operator's, 1000).",
+    )
+    return lambda command: ttl(limit(command))

@@ -8,11 +8,13 @@ import click
 
 from kitaru.cli.base import client, kitaru_command
 from kitaru.cli.output import Output, fields, result_text, table
+from kitaru.client.records import STATUSES
 
 if TYPE_CHECKING:
     from kitaru.client import ExecutionInfo
 
 exec_id_argument = click.argument("exec_id", metavar="EXECUTION_ID")
+DEFAULT_LIMIT = 50
 
 
 def execution_fields(info: ExecutionInfo) -> str:
@@ -45,10 +47,23 @@ def executions() -> None:
 
 @executions.command("list")
 @click.option("--flow", "flow_name", default=None, help="Only executions of this flow.")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    default=None,
+    help="Only executions in this status.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="Show at most this many, newest first.",
+)
 @kitaru_command
-def list_command(flow_name: str | None) -> Output:
+def list_command(flow_name: str | None, status: str | None, limit: int) -> Output:
     """List executions, newest first."""
-    infos = client().executions.list(flow_name)
+    infos = client().executions.list(flow_name, status=status, limit=limit)
     return Output(
         items=[i.to_json() for i in infos],
         text=table(

@@ -186,6 +186,25 @@ def deployments_delete(flow_name: str, version: int) -> Output:
     return Output(item=info.to_json(), text=f"Deleted {flow_name} v{version} ({info.name})")
 
 
+@deployments.command("prune")
+@click.argument("flow_name", metavar="FLOW")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    required=True,
+    help="How many of the newest versions to keep, tagged or not.",
+)
+@kitaru_command
+def deployments_prune(flow_name: str, keep: int) -> Output:
+    """Delete old versions that hold no tag (never a tagged one; numbers are never reused)."""
+    summary = client().deployments.prune(flow_name, keep)
+    deleted = ", ".join(f"v{v}" for v in summary.deleted) or "nothing"
+    text = f"Pruned {flow_name}: deleted {deleted}"
+    if summary.kept_tagged:
+        text += f"; kept tagged {', '.join(f'v{v}' for v in summary.kept_tagged)}"
+    return Output(item=summary.to_json(), text=text)
+
+
 @deployments.command("curl")
 @click.argument("flow_name", metavar="FLOW")
 @tag_option
@@ -229,11 +248,10 @@ def deployments_logs(flow_name: str, tag: str | None, version: int | None) -> Ou
     """Logs of the latest execution of the version a tag or version resolves to."""
     kitaru = client()
     resolved = kitaru.deployments.resolve(flow_name, tag=tag, version=version).version
-    runs = [e for e in kitaru.executions.list(flow_name) if e.resolved_version == resolved]
-    if not runs:
+    latest = kitaru.executions.latest(flow_name, resolved)
+    if latest is None:
         raise InvalidArguments(
             f"flow '{flow_name}' v{resolved} has no executions yet", kind="NoExecutions"
         )
-    latest = runs[0]
     logs = kitaru.executions.logs(latest.exec_id)
     return Output(item={"exec_id": latest.exec_id, "version": resolved, "logs": logs}, text=logs)

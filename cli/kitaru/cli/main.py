@@ -12,6 +12,7 @@ from kitaru.cli.base import (
     input_option,
     is_json,
     kitaru_command,
+    retention_options,
     tag_option,
     version_option,
 )
@@ -19,6 +20,7 @@ from kitaru.cli.executions import executions
 from kitaru.cli.flows import flow
 from kitaru.cli.output import JSON, TEXT, Output, fields, parse_inputs, result_text, spinner, table
 from kitaru.client.errors import InvalidArguments, KitaruError
+from kitaru.core.retention import Retention
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -90,15 +92,27 @@ def _deployed_text(info: object) -> str:
 @click.option("--tag", default=None, help="The one tag this version gets (default: 'default').")
 @click.option("--exclusive", is_flag=True, help="Move the tag here from other versions.")
 @click.option("--image", default=None, help="Prebuilt image to run instead of the runner image.")
+@retention_options("this version")
 @kitaru_command
 def deploy(
-    target: str, input_: str | None, tag: str | None, exclusive: bool, image: str | None
+    target: str,
+    input_: str | None,
+    tag: str | None,
+    exclusive: bool,
+    image: str | None,
+    ttl_seconds_after_finished: int | None,
+    history_limit: int | None,
 ) -> Output:
     """Deploy a flow from source as its next version, with one tag."""
     inputs = parse_inputs(input_)
     _require_project()
     info = client().deployments.deploy(
-        target, inputs=inputs, tag=tag, exclusive=exclusive, image=image
+        target,
+        inputs=inputs,
+        tag=tag,
+        exclusive=exclusive,
+        image=image,
+        retention=Retention(ttl_seconds_after_finished, history_limit),
     )
     return Output(item=info.to_json(), text=_deployed_text(info))
 
@@ -107,12 +121,25 @@ def deploy(
 @click.argument("target", metavar="FILE.py:FLOW")
 @input_option
 @click.option("--image", default=None, help="Prebuilt image to run instead of the runner image.")
+@retention_options("this version")
 @kitaru_command
-def build(target: str, input_: str | None, image: str | None) -> Output:
+def build(
+    target: str,
+    input_: str | None,
+    image: str | None,
+    ttl_seconds_after_finished: int | None,
+    history_limit: int | None,
+) -> Output:
     """Build a flow from source as its next version, without a tag."""
     inputs = parse_inputs(input_)
     _require_project()
-    info = client().deployments.deploy(target, inputs=inputs, image=image, untagged=True)
+    info = client().deployments.deploy(
+        target,
+        inputs=inputs,
+        image=image,
+        untagged=True,
+        retention=Retention(ttl_seconds_after_finished, history_limit),
+    )
     return Output(item=info.to_json(), text=_deployed_text(info))
 
 
@@ -126,6 +153,7 @@ def build(target: str, input_: str | None, image: str | None) -> Output:
 @input_option
 @click.option("--wait", is_flag=True, help="Wait for the result; exit 1 if the run fails.")
 @click.option("--timeout", type=float, default=None, help="Seconds to --wait (default: forever).")
+@retention_options("this execution")
 @kitaru_command
 def invoke(
     flow_name: str,
@@ -134,10 +162,18 @@ def invoke(
     input_: str | None,
     wait: bool,
     timeout: float | None,
+    ttl_seconds_after_finished: int | None,
+    history_limit: int | None,
 ) -> Output:
     """Start a new execution of a deployed flow (no --tag/--version: the default route)."""
     inputs = parse_inputs(input_)
-    handle = client().deployments.invoke(flow_name, tag=tag, version=version, inputs=inputs)
+    handle = client().deployments.invoke(
+        flow_name,
+        tag=tag,
+        version=version,
+        inputs=inputs,
+        retention=Retention(ttl_seconds_after_finished, history_limit),
+    )
     route = f"tag {tag}" if tag else (f"version {version}" if version else "tag default")
     started = f"Started execution {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"
     if not wait:

@@ -30,6 +30,7 @@ from kitaru.client.manifests import (
 from kitaru.client.records import (
     DeploymentInfo,
     FlowSummary,
+    PruneSummary,
     RouteInfo,
     Tag,
     deployment_info,
@@ -46,10 +47,12 @@ from kitaru.core.names import (
     ROUTES,
     InvalidName,
     deployment_name,
+    parse_deployment_name,
     route_name,
     validate_flow,
     validate_tag,
 )
+from kitaru.core.retention import Retention
 from kitaru.core.routing import Resolution, ResolutionError, RouteView, resolve
 from kitaru.core.tagging import TagError, apply_tag, remove_tag, tags_for_version
 from kitaru.core.versioning import next_version, route_high_water_mark, with_high_water_mark
@@ -60,6 +63,13 @@ if TYPE_CHECKING:
     from kitaru.client.kube import Kube
 
 MAX_ATTEMPTS = 50
+
+
+def of_flow(flow: str) -> str:
+    """The field selector of one flow's objects (a selectable field of every kind)."""
+    return f"spec.flow={flow}"
+
+
 RUNNER_IMAGE_ENV = "KITARU_RUNNER_IMAGE"
 
 
@@ -102,7 +112,7 @@ class _ApiLookup:
         self._deployments = deployments
 
     def has_deployments(self, flow: str) -> bool:
-        return bool(self._deployments._objects(flow))
+        return self._deployments._kube.exists(DEPLOYMENTS, field_selector=of_flow(flow))
 
     def has_version(self, flow: str, version: int) -> bool:
         return self._deployments._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is not None
@@ -126,9 +136,9 @@ class Deployments:
     def _objects(
         self, flow: str | None = None, plural: str = DEPLOYMENTS
     ) -> builtins.list[dict[str, Any]]:
-        """Objects of a kind for `flow`, filtered on spec.flow (kubectl users may skip labels)."""
-        items = self._kube.list(plural)
-        return [o for o in items if flow is None or (o.get("spec") or {}).get("flow") == flow]
+        """Objects of a kind for `flow` (selected on spec.flow by the API server, so
+        kubectl-applied objects need no labels), or of every flow."""
+        return self._kube.list(plural, field_selector=of_flow(flow) if flow else "")
 
     def _route_views(self, flow: str | None = None) -> builtins.list[RouteView]:
         return [v for o in self._objects(flow, ROUTES) if (v := route_view(o)) is not None]
@@ -172,9 +182,10 @@ class Deployments:
     def flows(self) -> builtins.list[FlowSummary]:
         """Every flow with deployments or routes in the project."""
         versions: dict[str, list[int]] = {}
-        for obj in self._objects():
-            spec = obj.get("spec") or {}
-            versions.setdefault(spec.get("flow", ""), []).append(int(spec.get("version") or 0))
+        for obj in self._kube.items(DEPLOYMENTS, metadata_only=True):
+            parsed = parse_deployment_name(obj["metadata"]["name"])
+            if parsed is not None:
+                versions.setdefault(parsed[0], []).append(parsed[1])
         tags: dict[str, list[RouteView]] = {}
         for view in self._route_views():
             tags.setdefault(view.flow, []).append(view)
@@ -203,13 +214,15 @@ class Deployments:
         exclusive: bool = False,
         image: str | None = None,
         untagged: bool = False,
+        retention: Retention | None = None,
     ) -> DeploymentInfo:
         """Deploy a flow from source as its next version with one tag (none given ⇒ `default`).
 
         `target` is `path/to/file.py:flow_name` or an imported `@flow` object. The
         inputs are checked against the flow's signature before anything is created;
         the module file is stored in an immutable ConfigMap with its sha256.
-        `untagged=True` (`kitaru build`) creates the version without a tag.
+        `untagged=True` (`kitaru build`) creates the version without a tag. `retention`
+        says how long this version's finished runs are kept (default: the operator's).
         """
         if untagged and tag is not None:
             raise InvalidArguments("an untagged build takes no tag", kind="InvalidArguments")
@@ -245,6 +258,7 @@ class Deployments:
             tag=tag,
             exclusive=exclusive,
             untagged=untagged,
+            retention=retention,
         )
 
     def create_version(
@@ -260,6 +274,7 @@ class Deployments:
         tag: str | None = None,
         exclusive: bool = False,
         untagged: bool = False,
+        retention: Retention | None = None,
     ) -> DeploymentInfo:
         """Create the next version of `flow` from an already-built snapshot, then tag it."""
         with core_errors():
@@ -279,6 +294,7 @@ class Deployments:
                 input_schema=input_schema,
                 source=source,
                 git=git,
+                retention=retention,
             )
             try:
                 self._kube.create(DEPLOYMENTS, body)
@@ -306,7 +322,13 @@ class Deployments:
         )
 
     def _version_state(self, flow: str) -> tuple[builtins.list[int], int]:
-        existing = [int((o.get("spec") or {}).get("version") or 0) for o in self._objects(flow)]
+        """The flow's existing versions (from names: no bodies) and its high-water mark."""
+        names = self._kube.items(DEPLOYMENTS, field_selector=of_flow(flow), metadata_only=True)
+        existing = [
+            parsed[1]
+            for obj in names
+            if (parsed := parse_deployment_name(obj["metadata"]["name"])) is not None
+        ]
         return existing, route_high_water_mark(
             self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
         )
@@ -432,13 +454,54 @@ class Deployments:
                 with suppress(Rejected):  # a route came back: the next sweep removes it
                     self._delete_quietly(DEPLOYMENTS, obj["metadata"]["name"])
                     deleted_versions.add(int(obj["spec"]["version"]))
-            if not self._objects(flow) and not self._objects(flow, ROUTES):
+            selected = of_flow(flow)
+            if not self._kube.exists(DEPLOYMENTS, field_selector=selected) and not (
+                self._kube.exists(ROUTES, field_selector=selected)
+            ):
                 break
         else:
             raise Conflict(f"flow '{flow}' kept getting new routes while being deleted; try again")
         if not deleted_versions and not deleted_tags:
             raise NotFound(f"flow '{flow}' has no deployments", kind="NoDeployments")
         return FlowSummary(flow, tuple(sorted(deleted_versions)), None, tuple(sorted(deleted_tags)))
+
+    def prune(self, flow: str, keep: int) -> PruneSummary:
+        """Delete the flow's versions that hold no tag, except the newest `keep`.
+
+        A version that holds any tag (exclusive or shared) is never deleted, and no
+        number is handed out again: the high-water mark is raised to the newest version
+        first. A tag moved onto a version while it is being pruned is the one race left:
+        the API server still refuses a version holding an exclusive tag, and the operator
+        drops a deleted version from shared routes.
+        """
+        with core_errors():
+            validate_flow(flow)
+        if keep < 0:
+            raise InvalidArguments(f"--keep must be 0 or more, not {keep}", kind="InvalidArguments")
+        existing, _ = self._version_state(flow)
+        if not existing:
+            raise NotFound(f"flow '{flow}' has no deployments", kind="NoDeployments")
+        newest_first = sorted(existing, reverse=True)
+        tagged = set().union(*(view.versions for view in self._route_views(flow)))
+        self._record_high_water_mark(flow, newest_first[0])
+        deleted = []
+        for version in newest_first[keep:]:
+            if version in tagged:
+                continue
+            try:
+                self._kube.delete(DEPLOYMENTS, deployment_name(flow, version))
+            except NotFound:
+                continue
+            except Rejected:  # an exclusive tag arrived meanwhile
+                tagged.add(version)
+                continue
+            deleted.append(version)
+        return PruneSummary(
+            flow=flow,
+            deleted=tuple(sorted(deleted)),
+            kept_newest=tuple(sorted(newest_first[:keep])),
+            kept_tagged=tuple(sorted(v for v in newest_first[keep:] if v in tagged)),
+        )
 
     def _delete_quietly(self, plural: str, name: str) -> None:
         with suppress(NotFound):
@@ -452,6 +515,7 @@ class Deployments:
         tag: str | None = None,
         version: int | None = None,
         inputs: Mapping[str, Any] | None = None,
+        retention: Retention | None = None,
     ) -> ExecutionHandle:
         """Start a new execution of `flow` by tag or version (neither ⇒ `default`).
 
@@ -465,7 +529,7 @@ class Deployments:
         with core_errors():
             if deployment.input_schema:
                 validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
-        body = build_invocation(flow, tag=tag, version=version, inputs=inputs)
+        body = build_invocation(flow, tag=tag, version=version, inputs=inputs, retention=retention)
         created = self._kube.create(INVOCATIONS, body)
         return ExecutionHandle(
             self._client.executions, created["metadata"]["name"], flow, deployment.version

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import builtins
+import heapq
 import time
 from typing import TYPE_CHECKING, Any
 
-from kitaru.client.errors import ExecutionTimeout, NotFound
+from kitaru.client.errors import ExecutionTimeout, InvalidArguments, NotFound
 from kitaru.client.handle import ExecutionHandle
 from kitaru.client.kube import Expired
-from kitaru.client.records import ExecutionInfo, execution_info
-from kitaru.core.names import INVOCATIONS, LABEL_INVOCATION
+from kitaru.client.records import STATUSES, ExecutionInfo, execution_info
+from kitaru.core.names import INVOCATIONS, LABEL_INVOCATION, InvalidName, validate_flow
 
 if TYPE_CHECKING:
     from kitaru.client.client import KitaruClient
 
 WATCH_CHUNK_SECONDS = 60
+
+
+def phase_selector(status: str) -> str:
+    """The field selector of executions in a Kitaru status (`pending` includes runs the
+    operator has not picked up yet: no phase)."""
+    if status not in STATUSES:
+        raise InvalidArguments(
+            f"unknown status {status!r}: use one of {', '.join(STATUSES)}", kind="InvalidStatus"
+        )
+    if status == "pending":
+        return ",".join(f"status.phase!={s.capitalize()}" for s in STATUSES if s != "pending")
+    return f"status.phase={status.capitalize()}"
+
+
+def _age_key(info: ExecutionInfo) -> tuple[str, str]:
+    return (info.created or "", info.exec_id)
 
 
 class Executions:
@@ -38,11 +55,41 @@ class Executions:
     def get(self, exec_id: str) -> ExecutionInfo:
         return execution_info(self._get(exec_id))
 
-    def list(self, flow: str | None = None) -> builtins.list[ExecutionInfo]:
-        """Executions (of one flow, or all), newest first."""
-        infos = [execution_info(o) for o in self._client.kube.list(INVOCATIONS)]
-        infos = [i for i in infos if flow is None or i.flow == flow]
-        return sorted(infos, key=lambda i: (i.created or "", i.exec_id), reverse=True)
+    def latest(self, flow: str, version: int) -> ExecutionInfo | None:
+        """The newest execution of `flow` that ran `version`."""
+        found = self.list(flow, limit=1, selector=f"status.resolved.version={version}")
+        return found[0] if found else None
+
+    def list(
+        self,
+        flow: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        *,
+        selector: str = "",
+    ) -> builtins.list[ExecutionInfo]:
+        """Executions (of one flow, in one status, or all), newest first; at most `limit`.
+
+        Flow and status are selected by the API server (selectable fields) and read page
+        by page; only the newest `limit` are kept in memory meanwhile.
+        """
+        selectors = [selector] if selector else []
+        if flow is not None:
+            try:
+                validate_flow(flow)
+            except InvalidName as exc:
+                raise InvalidArguments(str(exc), kind="InvalidName") from exc
+            selectors.append(f"spec.flow={flow}")
+        if status is not None:
+            selectors.append(phase_selector(status))
+        objects = self._client.kube.items(INVOCATIONS, field_selector=",".join(selectors))
+        infos = (execution_info(o) for o in objects)
+        newest = (
+            heapq.nlargest(limit, infos, key=_age_key)
+            if limit is not None
+            else sorted(infos, key=_age_key, reverse=True)
+        )
+        return newest
 
     def wait(self, exec_id: str, timeout: float | None = None) -> ExecutionInfo:
         """Watch the execution until it finishes; ExecutionTimeout after `timeout` seconds."""

@@ -27,6 +27,9 @@ from kitaru.client.errors import (
 )
 from kitaru.core.names import API_VERSION, GROUP
 
+PAGE_SIZE = 500
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
 
 class AlreadyExists(Conflict):
     """Create hit an existing name (HTTP 409 AlreadyExists)."""
@@ -177,13 +180,47 @@ class Kube:
         except NotFound:
             return None
 
-    def list(self, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
-        with self.calling(plural):
-            result = self.custom.list_namespaced_custom_object(
-                GROUP, API_VERSION, self.namespace, plural, label_selector=label_selector
-            )
-        items: list[dict[str, Any]] = result.get("items", [])
-        return items
+    def items(
+        self,
+        plural: str,
+        *,
+        field_selector: str = "",
+        label_selector: str = "",
+        metadata_only: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        """Every object matching the selectors, fetched page by page (`limit` and
+        `continue`), so memory holds one page. `metadata_only` asks the API server for
+        PartialObjectMetadata: names, labels and annotations without spec or status."""
+        headers = {"Accept": PARTIAL_METADATA} if metadata_only else None
+        token: str | None = None
+        while True:
+            with self.calling(plural):
+                response = self.custom.list_namespaced_custom_object(
+                    GROUP,
+                    API_VERSION,
+                    self.namespace,
+                    plural,
+                    field_selector=field_selector or None,
+                    label_selector=label_selector or None,
+                    limit=page_size,
+                    _continue=token,
+                    _headers=headers,
+                    _preload_content=False,
+                )
+            page = json.loads(response.data)
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def list(self, plural: str, *, field_selector: str = "") -> builtins.list[dict[str, Any]]:
+        return builtins.list(self.items(plural, field_selector=field_selector))
+
+    def exists(self, plural: str, *, field_selector: str) -> bool:
+        """Whether any object matches, reading as little as the server allows."""
+        found = self.items(plural, field_selector=field_selector, metadata_only=True, page_size=50)
+        return next(found, None) is not None
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"].get("name") or body["metadata"].get("generateName", "")

@@ -25,6 +25,7 @@ from kitaru.core.names import (
     flow_dns,
     route_name,
 )
+from kitaru.core.retention import Retention
 from kitaru.core.routing import RouteView
 
 
@@ -59,15 +60,24 @@ def build_deployment(
     input_schema: Mapping[str, Any] | None = None,
     source: SourceSnapshot | None = None,
     git: GitInfo | None = None,
+    retention: Retention | None = None,
 ) -> dict[str, Any]:
-    """A FlowDeployment `<flow-dns>-v<N>`: the immutable version N of `flow`."""
+    """A FlowDeployment `<flow-dns>-v<N>`: the immutable version N of `flow`; `retention`
+    is how long its finished runs are kept (its stack)."""
+    retention = retention or Retention()
     spec = FlowDeploymentSpec(
         flow=flow,
         version=version,
         snapshot=Snapshot(image=image, entrypoint=entrypoint, source=source, git=git),
         inputs=dict(inputs or {}),
         input_schema=dict(input_schema or {}),
-        stack=Stack.model_validate({"runnerImage": runner_image}),
+        stack=Stack.model_validate(
+            {
+                "runnerImage": runner_image,
+                "ttlSecondsAfterFinished": retention.ttl_seconds,
+                "historyLimit": retention.history_limit,
+            }
+        ),
     )
     return {
         "apiVersion": GROUP_VERSION,
@@ -118,10 +128,20 @@ def build_invocation(
     tag: str | None = None,
     version: int | None = None,
     inputs: Mapping[str, Any] | None = None,
+    retention: Retention | None = None,
 ) -> dict[str, Any]:
-    """A FlowInvocation with a generated name `<flow-dns>-xxxxx`."""
+    """A FlowInvocation with a generated name `<flow-dns>-xxxxx`; `retention` is how long
+    it is kept once finished (default: its version's, else the operator's)."""
+    retention = retention or Retention()
     spec = FlowInvocationSpec.model_validate(
-        {"flow": flow, "tag": tag, "version": version, "inputs": dict(inputs or {})}
+        {
+            "flow": flow,
+            "tag": tag,
+            "version": version,
+            "inputs": dict(inputs or {}),
+            "ttlSecondsAfterFinished": retention.ttl_seconds,
+            "historyLimit": retention.history_limit,
+        }
     )
     return {
         "apiVersion": GROUP_VERSION,

@@ -85,6 +85,22 @@ class FlowSummary:
 
 
 @dataclass(frozen=True)
+class PruneSummary:
+    """What `prune` deleted and why the rest stayed."""
+
+    flow: str
+    deleted: tuple[int, ...]
+    kept_newest: tuple[int, ...]
+    kept_tagged: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+        }
+
+
+@dataclass(frozen=True)
 class ExecutionInfo:
     """One execution (a FlowInvocation) and its outcome so far."""
 
@@ -113,7 +129,8 @@ class ExecutionInfo:
         return {**asdict(self), "inputs": dict(self.inputs)}
 
 
-# Kitaru statuses, from the FlowInvocation phase.
+# Kitaru statuses, from the FlowInvocation phase (the phase, lowercased).
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
 
 

@@ -102,9 +102,9 @@ def build_chain(
     )
 
 
-def chain_from_job(job: Mapping[str, Any]) -> ResolvedChain | None:
-    """The chain a Job was created with, or None if the annotation is missing or bad."""
-    raw = (job.get("metadata") or {}).get("annotations", {}).get(ANNOTATION_RESOLVED)
+def parse_chain(raw: str | None) -> ResolvedChain | None:
+    """The chain a Job was created with (its `ANNOTATION_RESOLVED`), or None if the
+    annotation is missing or bad."""
     if not raw:
         return None
     try:

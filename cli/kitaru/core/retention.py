@@ -4,12 +4,18 @@ In the spirit of a Job's `ttlSecondsAfterFinished` and a CronJob's history limit
 finished run is deleted `ttl_seconds` after it finished, or once `history_limit` newer
 finished runs of the same flow exist, whichever comes first. Each knob is taken from
 the invocation, else from the version it ran, else from the operator's defaults.
+
+`FlowHistory` keeps one flow's finished runs compactly enough for 100 000 of them
+(a float and a name each, in arrays ordered by finish time, one pair of arrays per
+retention policy in use) and answers "which are due" at the cost of what is due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import bisect
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 # A week of runs, and the last thousand of each flow: enough to look back on a busy
 # day, bounded so that the namespace (runs, their Jobs and pods) never grows forever.
@@ -37,22 +43,96 @@ def effective_retention(*layers: Retention) -> Retention:
     )
 
 
-def over_history_limit(
-    oldest_first: Sequence[tuple[float, str]], limits: Mapping[str, int | None], floor: int
-) -> list[str]:
-    """Runs of one flow with at least their own history limit of newer runs.
+@dataclass
+class _Runs:
+    """Runs sharing one retention policy, oldest first: parallel finish times and names."""
 
-    `oldest_first` is the flow's finished runs as (finished_at, name); `limits` gives
-    each run's limit; `floor` is the smallest of them, so the scan stops at the first run
-    younger than every limit — a pass costs what is over the limit, not the history.
-    """
-    count = len(oldest_first)
-    excess = []
-    for position, (_, name) in enumerate(oldest_first):
-        newer = count - 1 - position
-        if newer < floor:
-            break
-        limit = limits.get(name)
-        if limit is not None and newer >= limit:
-            excess.append(name)
-    return excess
+    finished: array[float] = field(default_factory=lambda: array("d"))
+    names: list[str] = field(default_factory=list)
+
+    def find(self, name: str, finished_at: float) -> int | None:
+        index = bisect.bisect_left(self.finished, finished_at)
+        while index < len(self.finished) and self.finished[index] == finished_at:
+            if self.names[index] == name:
+                return index
+            index += 1
+        return None
+
+    def newer_than(self, finished_at: float) -> int:
+        return len(self.finished) - bisect.bisect_right(self.finished, finished_at)
+
+    def take_oldest(self, count: int) -> list[str]:
+        taken = self.names[:count]
+        del self.names[:count], self.finished[:count]
+        return taken
+
+
+class FlowHistory:
+    """One flow's finished runs that retention may delete."""
+
+    def __init__(self) -> None:
+        self.by_policy: dict[Retention, _Runs] = {}
+
+    def __len__(self) -> int:
+        return sum(len(runs.names) for runs in self.by_policy.values())
+
+    def __iter__(self) -> Iterator[str]:
+        for runs in self.by_policy.values():
+            yield from runs.names
+
+    def add(self, name: str, finished_at: float, policy: Retention) -> bool:
+        """Keep a run (False if it is kept already)."""
+        runs = self.by_policy.setdefault(policy, _Runs())
+        if runs.find(name, finished_at) is not None:
+            return False
+        index = bisect.bisect_right(runs.finished, finished_at)
+        runs.finished.insert(index, finished_at)
+        runs.names.insert(index, name)
+        return True
+
+    def remove(self, name: str, finished_at: float | None = None) -> bool:
+        """Forget a run; without its finish time, by looking through every run."""
+        for policy, runs in self.by_policy.items():
+            if finished_at is None:
+                index = runs.names.index(name) if name in runs.names else None
+            else:
+                index = runs.find(name, finished_at)
+            if index is not None:
+                del runs.names[index], runs.finished[index]
+                if not runs.names:
+                    del self.by_policy[policy]
+                return True
+        return False
+
+    def _newer(self, finished_at: float) -> int:
+        return sum(runs.newer_than(finished_at) for runs in self.by_policy.values())
+
+    def take_due(self, now: float) -> list[str]:
+        """Forget and return every run past its TTL or with its history limit of newer
+        runs. Both conditions hold for a prefix of each policy's runs, so the scan stops at
+        the first run that is kept."""
+        due: list[str] = []
+        for policy, runs in list(self.by_policy.items()):
+            count = 0
+            for finished_at in runs.finished:
+                expired = policy.ttl_seconds is not None and finished_at + policy.ttl_seconds <= now
+                over = (
+                    policy.history_limit is not None
+                    and self._newer(finished_at) >= policy.history_limit
+                )
+                if not (expired or over):
+                    break
+                count += 1
+            due += runs.take_oldest(count)
+            if not runs.names:
+                del self.by_policy[policy]
+        return due
+
+    def next_deadline(self) -> float | None:
+        """When the oldest run of some policy reaches its TTL (None: no TTL applies)."""
+        deadlines = [
+            runs.finished[0] + policy.ttl_seconds
+            for policy, runs in self.by_policy.items()
+            if policy.ttl_seconds is not None and runs.names
+        ]
+        return min(deadlines, default=None)
