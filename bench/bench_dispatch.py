@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
@@ -51,39 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import KUBECONFIG, G, V, api, pct, session, summary, wait_namespaces_gone
 from kitaru.core.inputs import inputs_hash, merge_inputs
 from kitaru.core.jobs import build_chain, build_job
 from kitaru.core.models import FlowDeploymentSpec, FlowInvocationSpec, SelectorKind
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-REPO = Path(__file__).resolve().parents[1]
-KUBECONFIG = os.environ.get("KUBECONFIG", str(REPO / ".cluster" / "kubeconfig"))
-G, V = "kitaru.dev", "v1alpha1"
 PREFIX = "bench-"
-
-
-def api() -> client.ApiClient:
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=KUBECONFIG, client_configuration=configuration)
-    configuration.connection_pool_maxsize = 64
-    return client.ApiClient(configuration)
-
-
-def wait_namespaces_gone(k8s: client.ApiClient, timeout: float = 300) -> None:
-    """Wait until no bench namespace (of this or an earlier run) remains."""
-    core = client.CoreV1Api(k8s)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        listed = json.loads(core.list_namespace(_preload_content=False).data)["items"]
-        left = [n for n in listed if n["metadata"]["name"].startswith(PREFIX)]
-        if not left:
-            return
-        for ns in left:
-            if not ns["metadata"].get("deletionTimestamp"):
-                core.delete_namespace(ns["metadata"]["name"], propagation_policy="Background")
-        time.sleep(1)
-    print(f"warning: bench namespaces still terminating after {timeout:.0f} s", file=sys.stderr)
 
 
 def setup_namespace(k8s: client.ApiClient) -> str:
@@ -107,32 +81,20 @@ def setup_namespace(k8s: client.ApiClient) -> str:
     return ns
 
 
-def _ssl_context(cfg: client.Configuration) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-    if cfg.cert_file:
-        context.load_cert_chain(cfg.cert_file, cfg.key_file)
-    return context
-
-
 async def _measure(
     cfg: client.Configuration, ns: str, rate: float, seconds: float, timeout: float = 30
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Create invocations at a steady rate and watch Jobs, on one light asyncio client
     (the measuring side must not eat the CPU the dispatchers and the API server need):
     (invocation name -> just before its create call, Job name -> its ADDED event)."""
-    token = cfg.get_api_key_with_prefix("authorization")
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=_ssl_context(cfg), limit=32),
-        headers={"Authorization": token} if token else {},
-        read_bufsize=2**20,
-    )
+    http = session(cfg, limit=32)
     started: dict[str, float] = {}
     seen: dict[str, float] = {}
     total = int(rate * seconds)
 
     async def watch_jobs() -> None:
-        url = f"{cfg.host}/apis/batch/v1/namespaces/{ns}/jobs"
-        async with session.get(url, params={"watch": "1"}, timeout=aiohttp.ClientTimeout()) as r:
+        url = f"/apis/batch/v1/namespaces/{ns}/jobs"
+        async with http.get(url, params={"watch": "1"}, timeout=aiohttp.ClientTimeout()) as r:
             async for line in r.content:
                 if line.strip():
                     name = json.loads(line)["object"]["metadata"]["name"]
@@ -146,13 +108,13 @@ async def _measure(
             "spec": {"flow": "square", "version": 1, "inputs": {}},
         }
         started[name] = time.monotonic()
-        url = f"{cfg.host}/apis/{G}/{V}/namespaces/{ns}/flowinvocations"
-        async with session.post(url, json=body) as response:
+        url = f"/apis/{G}/{V}/namespaces/{ns}/flowinvocations"
+        async with http.post(url, json=body) as response:
             await response.read()
             if response.status >= 300:
                 print(f"create {name}: {response.status}", file=sys.stderr)
 
-    async with session:
+    async with http:
         watcher = asyncio.create_task(watch_jobs())
         await asyncio.sleep(0.5)
         creates = []
@@ -172,14 +134,6 @@ async def _measure(
 
 def latencies(started: dict[str, float], seen: dict[str, float]) -> list[float]:
     return sorted(seen[n] - t for n, t in started.items() if n in seen)
-
-
-def pct(values: list[float], p: float) -> float:
-    return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
-
-
-def summary(values: list[float]) -> str:
-    return f"p50={pct(values, 0.5) * 1000:.0f} ms p99={pct(values, 0.99) * 1000:.0f} ms"
 
 
 # --- the baseline dispatcher (its own process, like the operator) ------------------------
@@ -297,7 +251,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> float:
 
 
 def run_case(k8s: client.ApiClient, dispatcher: str, rate: float, seconds: float) -> Case:
-    wait_namespaces_gone(k8s)
+    wait_namespaces_gone(k8s, PREFIX)
     ns = setup_namespace(k8s)
     proc = None
     cpu = float("nan")
@@ -361,7 +315,7 @@ def main() -> int:
                 alive[dispatcher] = False
     for dispatcher, rate in best.items():
         print(f"{dispatcher:8} highest sustained rate tried: {rate:.0f}/s (p99 < 2 s, none lost)")
-    wait_namespaces_gone(k8s)
+    wait_namespaces_gone(k8s, PREFIX)
     return 0
 
 

@@ -25,6 +25,7 @@ from kitaru_operator.flows import (
     deployment_record,
     route_record,
 )
+from kitaru_operator.objects import Object
 
 NAMESPACE, FLOW = "bench", "research_agent"
 REPEAT, ROUNDS = 10_000, 15
@@ -57,12 +58,16 @@ def build(versions: int) -> Flows:
     deployments, routes = DeploymentSink(flows), RouteSink(flows)
     for v in range(1, versions + 1):
         body = deployment(v)
-        deployments.upsert((NAMESPACE, body["metadata"]["name"]), deployment_record(body))
+        deployments.upsert(
+            (NAMESPACE, body["metadata"]["name"]), deployment_record(Object.model_validate(body))
+        )
     # One tag per version (a route per tag), so the number of routes grows too.
     bodies = [route(f"t{v}", v) for v in range(1, versions + 1)]
     bodies += [route("default", 1), route("stable", versions // 2 + 1)]
     for body in bodies:
-        routes.upsert((NAMESPACE, body["metadata"]["name"]), route_record(body))
+        routes.upsert(
+            (NAMESPACE, body["metadata"]["name"]), route_record(Object.model_validate(body))
+        )
     return flows
 
 

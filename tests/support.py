@@ -136,7 +136,7 @@ class OperatorProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(KUBECONFIG)},
+            env={**os.environ, "KUBECONFIG": str(KUBECONFIG), "PYTHONUNBUFFERED": "1"},
         )
         if wait:
             wait_for(self.ready, timeout=60, message=f"operator run {self.runs} ready")

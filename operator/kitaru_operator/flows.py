@@ -9,31 +9,24 @@ flow. Each change marks only what it touches dirty:
 - a version deleted: the routes naming it (readiness, and shared routes drop it);
 - a route changed: the versions that gained or lost the tag, and the route's status.
 
-Marks coalesce per flow until a worker takes the flow, so a burst of events costs one
-pass over what changed — never a pass over every version (10 000 of them, say). A
-status is written only when the derived one differs from what the object holds, and an
-Event is posted only for a real change.
+Marks coalesce per flow until a worker takes the flow (`flow_reconcile`), so a burst of
+events costs one pass over what changed — never a pass over every version (10 000 of
+them, say). Resolution reads the same model (`FlowLookup`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-from kitaru.client.manifests import build_route
 from kitaru.core.models import (
     FlowDeploymentSpec,
-    FlowDeploymentStatus,
-    FlowRouteSpec,
-    FlowRouteStatus,
     TagRef,
 )
 from kitaru.core.names import (
@@ -43,21 +36,20 @@ from kitaru.core.names import (
     parse_deployment_name,
 )
 from kitaru.core.routing import RouteView
-from kitaru.core.status import derive_deployment_status, derive_route_status
-from kitaru.core.tagging import apply_tag, tags_for_version
+from kitaru.core.tagging import tags_for_version
 from kitaru.core.versioning import parse_high_water_mark
 
-from kitaru_operator import metrics
-from kitaru_operator.events import EventRecorder, ObjectRef
+from kitaru_operator.events import ObjectRef
 from kitaru_operator.informer import Key
-from kitaru_operator.kube import DEPLOYMENT, ROUTE, ApiError, AsyncKube, Kind
+from kitaru_operator.kube import DEPLOYMENT, ROUTE
+from kitaru_operator.objects import Object
 
 logger = logging.getLogger("kitaru_operator")
 FlowKey = tuple[str, str]  # (namespace, flow)
 RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
 
 
-def _compact(value: Any) -> bytes:
+def compact(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -90,7 +82,7 @@ class DeploymentRecord:
         return ObjectRef(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, self.name, self.uid)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def parse_deployment_spec(spec_json: bytes) -> FlowDeploymentSpec:
     """Parsed specs of the versions in use (bytes hash once, so hits are cheap)."""
     return FlowDeploymentSpec.model_validate_json(spec_json)
@@ -110,22 +102,21 @@ class RouteRecord:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
 
 
-def deployment_record(obj: dict[str, Any]) -> DeploymentRecord | None:
-    meta, spec = obj["metadata"], obj.get("spec") or {}
+def deployment_record(obj: Object) -> DeploymentRecord | None:
+    meta, spec, status = obj.metadata, obj.spec, obj.status
     if "flow" not in spec or "version" not in spec:
         return None
-    status = obj.get("status")
     stack = spec.get("stack") or {}
     return DeploymentRecord(
-        name=meta["name"],
-        uid=meta.get("uid", ""),
-        resource_version=meta.get("resourceVersion", ""),
-        generation=meta.get("generation"),
-        flow=spec["flow"],
+        name=meta.name,
+        uid=meta.uid,
+        resource_version=meta.resource_version,
+        generation=meta.generation,
+        flow=sys.intern(spec["flow"]),
         version=int(spec["version"]),
-        deleting=bool(meta.get("deletionTimestamp")),
-        spec_json=_compact(spec),
-        status_json=_compact(status) if status else None,
+        deleting=meta.deletion_timestamp is not None,
+        spec_json=compact(spec),
+        status_json=compact(status) if status else None,
         status_key=(
             (
                 status.get("observedGeneration"),
@@ -139,26 +130,23 @@ def deployment_record(obj: dict[str, Any]) -> DeploymentRecord | None:
     )
 
 
-def route_record(obj: dict[str, Any]) -> RouteRecord | None:
-    meta, spec = obj["metadata"], obj.get("spec") or {}
+def route_record(obj: Object) -> RouteRecord | None:
+    meta, spec, status = obj.metadata, obj.spec, obj.status
     if "flow" not in spec or "tag" not in spec:
         return None
-    status = obj.get("status")
     return RouteRecord(
-        name=meta["name"],
-        uid=meta.get("uid", ""),
-        resource_version=meta.get("resourceVersion", ""),
-        generation=meta.get("generation"),
+        name=meta.name,
+        uid=meta.uid,
+        resource_version=meta.resource_version,
+        generation=meta.generation,
         view=RouteView(
-            flow=spec["flow"],
+            flow=sys.intern(spec["flow"]),
             tag=spec["tag"],
             exclusive=bool(spec.get("exclusive")),
             versions=frozenset(int(v) for v in spec.get("versions") or ()),
         ),
-        high_water_mark=parse_high_water_mark(
-            (meta.get("annotations") or {}).get(ANNOTATION_HIGHEST_VERSION)
-        ),
-        status_json=_compact(status) if status else None,
+        high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
+        status_json=compact(status) if status else None,
     )
 
 
@@ -259,7 +247,7 @@ class Flows:
         state.routes[view.tag] = record
         dirty = self.mark(key)
         dirty.routes.add(view.tag)
-        dirty.versions |= _tag_changes(old.view if old else None, view) & state.deployments.keys()
+        dirty.versions |= tag_changes(old.view if old else None, view) & state.deployments.keys()
 
     def drop_route(self, namespace: str, name: str) -> None:
         dns, _, tag = name.partition(".")
@@ -284,7 +272,7 @@ class Flows:
                 yield from ((ns, r.name) for r in records)
 
 
-def _tag_changes(old: RouteView | None, new: RouteView | None) -> set[int]:
+def tag_changes(old: RouteView | None, new: RouteView | None) -> set[int]:
     """Versions whose tag list a route change alters (all of them if the mode flipped)."""
     before = old.versions if old else frozenset()
     after = new.versions if new else frozenset()
@@ -300,7 +288,7 @@ class DeploymentSink:
     def upsert(self, key: Key, record: DeploymentRecord) -> None:
         self.flows.put_deployment(key[0], record)
 
-    def delete(self, key: Key) -> None:
+    def delete(self, key: Key, record: DeploymentRecord | None = None) -> None:
         self.flows.drop_deployment(*key)
 
     def keys(self, namespace: str | None) -> Iterable[Key]:
@@ -314,7 +302,7 @@ class RouteSink:
     def upsert(self, key: Key, record: RouteRecord) -> None:
         self.flows.put_route(key[0], record)
 
-    def delete(self, key: Key) -> None:
+    def delete(self, key: Key, record: RouteRecord | None = None) -> None:
         self.flows.drop_route(*key)
 
     def keys(self, namespace: str | None) -> Iterable[Key]:
@@ -340,235 +328,3 @@ class FlowLookup:
         state = self.flows.state(self.namespace, flow)
         record = state.routes.get(tag) if state else None
         return record.view if record else None
-
-
-# --- the reconcile ------------------------------------------------------------------
-
-
-def _status_body(kind: Kind, namespace: str, name: str, rv: str, status: dict) -> dict:
-    """A status-subresource PUT: the API server takes only `status` from it and keeps
-    the rest of the stored object; resourceVersion makes it a compare-and-swap."""
-    return {
-        "apiVersion": kind.api_version,
-        "kind": kind.kind,
-        "metadata": {"name": name, "namespace": namespace, "resourceVersion": rv},
-        "status": status,
-    }
-
-
-def _is_current(record: DeploymentRecord, tags: list[TagRef]) -> bool:
-    wanted = (record.generation, tuple((t.tag, t.exclusive) for t in tags))
-    return record.status_key == wanted
-
-
-class FlowReconciler:
-    """Workers that take dirty flows off the queue and bring them up to date."""
-
-    def __init__(
-        self, api: AsyncKube, flows: Flows, events: EventRecorder, *, writes: int = 16
-    ) -> None:
-        self.api, self.flows, self.events = api, flows, events
-        self.writes = asyncio.Semaphore(writes)
-        self.failures: dict[FlowKey, int] = {}
-
-    async def run(self, workers: int = 4) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(workers)))
-
-    async def _worker(self) -> None:
-        while True:
-            key = await self.flows.queue.get()
-            dirty = self.flows.take(key)
-            try:
-                with metrics.RECONCILE_SECONDS.labels("Flow").time():
-                    await self.reconcile(key, dirty)
-                self.failures.pop(key, None)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-                self._retry_later(key, dirty, exc)
-            finally:
-                self.flows.done(key)
-
-    def _retry_later(self, key: FlowKey, dirty: Dirty, exc: Exception) -> None:
-        failures = self.failures[key] = self.failures.get(key, 0) + 1
-        delay = RETRY_SECONDS[min(failures - 1, len(RETRY_SECONDS) - 1)]
-        logger.warning("reconcile of flow %s/%s failed (%s); retrying in %gs", *key, exc, delay)
-        asyncio.get_running_loop().call_later(delay, lambda: self.flows.mark(key).merge(dirty))
-
-    async def reconcile(self, key: FlowKey, dirty: Dirty) -> None:
-        namespace, flow = key
-        state = self.flows.state(namespace, flow)
-        if state is None:
-            return
-        await self._default_route(namespace, flow, state, dirty)
-        for tag in sorted(dirty.routes):
-            await self._prune_shared_route(namespace, state, tag)
-        now = datetime.now(UTC)
-        await asyncio.gather(
-            *(self._deployment_status(namespace, state, v, now) for v in sorted(dirty.versions))
-        )
-        for tag in sorted(dirty.routes):
-            await self._route_status(namespace, state, tag, now)
-
-    # --- `default`: bootstrap and high-water mark ------------------------------------
-
-    async def _default_route(
-        self, namespace: str, flow: str, state: FlowState, dirty: Dirty
-    ) -> None:
-        new = [
-            d
-            for v in dirty.versions
-            if (d := state.deployments.get(v)) is not None and not d.deleting
-        ]
-        if not new:
-            return
-        default = state.routes.get(DEFAULT_TAG)
-        # "The first deployment gets default": only a version this operator has not yet
-        # reconciled (no status) bootstraps it, so the versions of a flow being deleted
-        # on purpose (routes first) never bring it back.
-        if default is None and any(d.status_json is None for d in new):
-            await self._bootstrap_default(namespace, flow, state)
-        elif default is not None and max(d.version for d in new) > default.high_water_mark:
-            await self._raise_high_water_mark(namespace, default, state.highest_version())
-
-    async def _bootstrap_default(self, namespace: str, flow: str, state: FlowState) -> None:
-        versions = [v for v, d in state.deployments.items() if not d.deleting]
-        first = min(versions)
-        body = build_route(apply_tag(None, flow, DEFAULT_TAG, first, True))
-        body["metadata"]["namespace"] = namespace
-        body["metadata"]["annotations"] = {ANNOTATION_HIGHEST_VERSION: str(max(versions))}
-        created = await self.api.create(ROUTE, namespace, body)
-        if created is not None:
-            meta = created["metadata"]
-            ref = ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, meta["name"], meta["uid"])
-            self.events.post(ref, "DefaultRouteCreated", f"{DEFAULT_TAG} routes to version {first}")
-
-    async def _raise_high_water_mark(
-        self, namespace: str, default: RouteRecord, highest: int
-    ) -> None:
-        """Compare-and-swap the annotation up; on conflict the route's own event brings
-        a newer record and the version that is still above the mark marks the flow again."""
-        patch = {
-            "metadata": {
-                "resourceVersion": default.resource_version,
-                "annotations": {ANNOTATION_HIGHEST_VERSION: str(highest)},
-            }
-        }
-        with contextlib.suppress(ApiError):  # 409: changed meanwhile; its event re-marks
-            if await self.api.patch(ROUTE, namespace, default.name, patch):
-                logger.info(
-                    "raised high-water mark of %s/%s to %d", namespace, default.name, highest
-                )
-
-    # --- shared routes drop deleted versions ------------------------------------------
-
-    async def _prune_shared_route(self, namespace: str, state: FlowState, tag: str) -> None:
-        """Drop versions that existed once (<= the high-water mark) and are gone from a
-        shared route. Absence from the model is confirmed with a GET (a version created a
-        moment ago may not have reached it yet). A version above the mark never existed:
-        reported as VersionNotFound instead."""
-        route = state.routes.get(tag)
-        if route is None or route.view.exclusive:
-            return
-        absent = [v for v in route.view.versions if v not in state.deployments]
-        if not absent:
-            return
-        highest = state.highest_version()
-        gone = set()
-        for version in absent:
-            name = f"{route.name.partition('.')[0]}-v{version}"
-            if version <= highest and await self.api.get(DEPLOYMENT, namespace, name) is None:
-                gone.add(version)
-        if not gone:
-            return
-        remaining = sorted(route.view.versions - gone)
-        dropped = ", ".join(str(v) for v in sorted(gone))
-        if not remaining:
-            if await self.api.delete(
-                ROUTE, namespace, route.name, resource_version=route.resource_version
-            ):
-                logger.info(
-                    "deleted shared route %s/%s: its versions %s are gone",
-                    namespace,
-                    route.name,
-                    dropped,
-                )
-            return
-        patch = {
-            "metadata": {"resourceVersion": route.resource_version},
-            "spec": {"versions": remaining},
-        }
-        with contextlib.suppress(ApiError):  # 409: changed meanwhile; its event re-marks
-            if await self.api.patch(ROUTE, namespace, route.name, patch):
-                self.events.post(
-                    route.ref(namespace),
-                    "VersionsRemoved",
-                    f"deleted version(s) {dropped} removed from the route",
-                )
-
-    # --- statuses -------------------------------------------------------------------
-
-    async def _put_status(
-        self, kind: Kind, namespace: str, name: str, rv: str, status: dict
-    ) -> bool:
-        async with self.writes:
-            written = await self.api.replace(
-                kind, _status_body(kind, namespace, name, rv, status), "status"
-            )
-        return written is not None  # None: changed meanwhile; its event re-marks it
-
-    async def _deployment_status(
-        self, namespace: str, state: FlowState, version: int, now: datetime
-    ) -> None:
-        record = state.deployments.get(version)
-        if record is None or record.deleting:
-            return
-        tags = state.tags_of(version)
-        if _is_current(record, tags):
-            return
-        previous = (
-            FlowDeploymentStatus.model_validate_json(record.status_json)
-            if record.status_json
-            else None
-        )
-        status = derive_deployment_status(
-            record.spec(), (r.view for r in state.routes.values()), previous, record.generation, now
-        )
-        written = await self._put_status(
-            DEPLOYMENT, namespace, record.name, record.resource_version, status.wire()
-        )
-        before = previous.tag_summary if previous else ""
-        if written and status.tag_summary != before:
-            self.events.post(
-                record.ref(namespace), "TagsChanged", f"tags: {status.tag_summary or '(none)'}"
-            )
-
-    async def _route_status(
-        self, namespace: str, state: FlowState, tag: str, now: datetime
-    ) -> None:
-        route = state.routes.get(tag)
-        if route is None:
-            return
-        live = {
-            v
-            for v in route.view.versions
-            if (d := state.deployments.get(v)) is not None and not d.deleting
-        }
-        previous = (
-            FlowRouteStatus.model_validate_json(route.status_json) if route.status_json else None
-        )
-        status = derive_route_status(
-            FlowRouteSpec.model_validate(route.view.to_spec()),
-            live,
-            previous,
-            route.generation,
-            now,
-        )
-        wire = status.wire()
-        if route.status_json is not None and _compact(wire) == route.status_json:
-            return
-        if not await self._put_status(ROUTE, namespace, route.name, route.resource_version, wire):
-            return
-        ready = status.conditions[-1] if status.conditions else None
-        if ready is not None and (previous is None or previous.conditions != status.conditions):
-            self.events.post(
-                route.ref(namespace), ready.reason, ready.message, warning=ready.status != "True"
-            )

@@ -7,8 +7,9 @@ invocations: nothing dispatched for minutes). An informer knows when its list is
 complete (`synced`), keeps only what the sink's projection keeps, and can select on
 the server (label and field selectors) so that it never sees what it does not need.
 
-The list is paged (`limit`/`continue`), each page projected and dropped, so memory
-stays at one page of bodies plus the sink's records. A watch that ends is resumed
+The list is paged (`limit`/`continue`), each page decoded into slim models
+(`objects`: only the fields the projection reads), projected and dropped, so memory
+stays at one page plus the sink's records. A watch that ends is resumed
 from the last resourceVersion seen (bookmarks keep it fresh); an expired one (410)
 lists again and tells the sink which keys vanished meanwhile.
 """
@@ -16,13 +17,16 @@ lists again and tells the sink which keys vanished meanwhile.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
+from pydantic import TypeAdapter, ValidationError
 
 from kitaru_operator.kube import ApiError, AsyncKube, Kind, WatchExpired
+from kitaru_operator.objects import Item, ObjectList, WatchEvent
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -36,7 +40,9 @@ class Sink(Protocol[T_contra]):
 
     def upsert(self, key: Key, record: T_contra) -> None: ...
 
-    def delete(self, key: Key) -> None: ...
+    def delete(self, key: Key, record: T_contra | None = None) -> None:
+        """Forget a key; `record` is the object's last state when the watch gave one."""
+        ...
 
     def keys(self, namespace: str | None) -> Iterable[Key]:
         """The keys held for one namespace (None: all), to find what a re-list lost."""
@@ -46,13 +52,17 @@ class Sink(Protocol[T_contra]):
 RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
 
 
-class Informer(Generic[T]):
+class Informer(Generic[Item, T]):
+    """Feeds `sink` with `project(item)` for each object of `kind` (in `namespace`, or
+    all with None), where `item` is the slim model the JSON is decoded into."""
+
     def __init__(
         self,
         api: AsyncKube,
         kind: Kind,
         namespace: str | None,
-        project: Callable[[dict[str, Any]], T | None],
+        item: type[Item],
+        project: Callable[[Item], T | None],
         sink: Sink[T],
         *,
         label_selector: str = "",
@@ -63,6 +73,8 @@ class Informer(Generic[T]):
         self.project, self.sink = project, sink
         self.label_selector, self.field_selector = label_selector, field_selector
         self.page_size = page_size
+        self.pages: TypeAdapter[ObjectList[Item]] = TypeAdapter(ObjectList[item])  # type: ignore[valid-type]
+        self.events: TypeAdapter[WatchEvent[Item]] = TypeAdapter(WatchEvent[item])  # type: ignore[valid-type]
         self.synced = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -70,12 +82,11 @@ class Informer(Generic[T]):
         selected = ",".join(filter(None, (self.label_selector, self.field_selector)))
         return f"{self.kind.plural} in {scope}" + (f" ({selected})" if selected else "")
 
-    def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
-        meta = obj["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
-        record = None if event_type == "DELETED" else self.project(obj)
-        if record is None:
-            self.sink.delete(key)
+    def _apply(self, event_type: str, item: Item) -> None:
+        key = (item.metadata.namespace, item.metadata.name)
+        record = self.project(item)
+        if event_type == "DELETED" or record is None:
+            self.sink.delete(key, record)
         else:
             self.sink.upsert(key, record)
 
@@ -84,7 +95,7 @@ class Informer(Generic[T]):
         seen: set[Key] = set()
         token = ""
         while True:
-            page = await self.api.list_page(
+            raw = await self.api.list_raw(
                 self.kind,
                 self.namespace,
                 limit=self.page_size,
@@ -92,31 +103,37 @@ class Informer(Generic[T]):
                 label_selector=self.label_selector,
                 field_selector=self.field_selector,
             )
-            for obj in page.items:
-                meta = obj["metadata"]
-                seen.add((meta.get("namespace", ""), meta["name"]))
-                self._apply("ADDED", obj)
-            token = page.continue_token
+            page = self.pages.validate_json(raw)
+            del raw
+            for item in page.items:
+                seen.add((item.metadata.namespace, item.metadata.name))
+                self._apply("ADDED", item)
+            token = page.metadata.continue_
             await asyncio.sleep(0)  # let the dispatch path run between pages
             if not token:
                 break
         for key in [k for k in self.sink.keys(self.namespace) if k not in seen]:
             self.sink.delete(key)
-        return page.resource_version
+        return page.metadata.resource_version
 
     async def _watch(self, resource_version: str) -> str:
         """Apply one watch request's events; the resourceVersion to resume from."""
-        async for event in self.api.watch(
+        async for line in self.api.watch(
             self.kind,
             self.namespace,
             resource_version,
             label_selector=self.label_selector,
             field_selector=self.field_selector,
         ):
-            obj = event["object"]
-            resource_version = obj["metadata"].get("resourceVersion") or resource_version
-            if event["type"] != "BOOKMARK":
-                self._apply(event["type"], obj)
+            event = self.events.validate_json(line)
+            if event.type == "ERROR":
+                status = json.loads(line)["object"]
+                if status.get("code") == 410:
+                    raise WatchExpired(self.kind.plural)
+                raise ApiError(int(status.get("code") or 500), "WATCH", repr(self), line.decode())
+            resource_version = event.object.metadata.resource_version or resource_version
+            if event.type != "BOOKMARK":
+                self._apply(event.type, event.object)
         return resource_version
 
     async def run(self) -> None:
@@ -133,7 +150,7 @@ class Informer(Generic[T]):
                 failures = 0
             except WatchExpired:
                 resource_version = ""
-            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValidationError) as exc:
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
                 logger.warning("watching %r failed (%s); retrying in %gs", self, exc, delay)

@@ -47,6 +47,7 @@ from kitaru_operator import metrics
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.flows import FlowLookup
 from kitaru_operator.kube import INVOCATION, JOB, POD
+from kitaru_operator.objects import Observed
 from kitaru_operator.runs import JobRecord, job_record
 from kitaru_operator.runtime import Runtime
 
@@ -101,7 +102,7 @@ async def _dispatch(
         return outcome, None
     manifest = build_job(name, meta["uid"], namespace, spec.flow, outcome, deployment, merged, spec)
     created = await rt.api.create(JOB, namespace, manifest)
-    record = job_record(created) if created is not None else None
+    record = job_record(Observed.model_validate(created)) if created is not None else None
     if record is not None:
         rt.recent_jobs[(namespace, name)] = record
         logger.info("created job %s/%s", namespace, name)
@@ -109,7 +110,7 @@ async def _dispatch(
         metrics.DISPATCH_SECONDS.observe(max(0.0, (datetime.now(UTC) - created_at).total_seconds()))
         return outcome, record
     existing = await rt.api.get(JOB, namespace, name)  # 409: an earlier pass created it
-    record = job_record(existing) if existing is not None else None
+    record = job_record(Observed.model_validate(existing)) if existing is not None else None
     if record is None:
         return outcome, None
     return record.chain or outcome, record
@@ -128,7 +129,7 @@ async def _job(
     job = rt.recent_jobs.get(key)
     if job is None and previous is not None and previous.job_name:
         found = await rt.api.get(JOB, namespace, name)
-        job = job_record(found) if found else None
+        job = job_record(Observed.model_validate(found)) if found else None
     return job
 
 

@@ -86,13 +86,6 @@ class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): list again."""
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Body]
-    resource_version: str
-    continue_token: str
-
-
 def _selectors(label_selector: str, field_selector: str) -> dict[str, str]:
     params = {}
     if label_selector:
@@ -211,7 +204,7 @@ class AsyncKube:
 
     # --- collections ------------------------------------------------------------------
 
-    async def list_page(
+    async def list_raw(
         self,
         kind: Kind,
         namespace: str | None,
@@ -220,18 +213,18 @@ class AsyncKube:
         continue_token: str = "",
         label_selector: str = "",
         field_selector: str = "",
-    ) -> Page:
+    ) -> bytes:
+        """One page of a list, undecoded (the caller decodes only what it needs)."""
         params = {"limit": str(limit), **_selectors(label_selector, field_selector)}
         if continue_token:
             params["continue"] = continue_token
-        _, listed = await self.call("GET", kind.collection(namespace), params=params)
-        assert listed is not None
-        meta = listed.get("metadata") or {}
-        return Page(
-            items=listed.get("items") or [],
-            resource_version=meta.get("resourceVersion", ""),
-            continue_token=meta.get("continue") or "",
-        )
+        path = kind.collection(namespace)
+        headers = authorization_header(self.configuration)
+        async with self.session.get(self.host + path, params=params, headers=headers) as response:
+            raw = await response.read()
+            if response.status >= 300:
+                raise ApiError(response.status, "GET", path, raw.decode(errors="replace"))
+            return raw
 
     async def list_all(
         self, kind: Kind, namespace: str | None, *, label_selector: str = "", limit: int = 500
@@ -240,11 +233,17 @@ class AsyncKube:
         items: list[Body] = []
         token = ""
         while True:
-            page = await self.list_page(
-                kind, namespace, limit=limit, continue_token=token, label_selector=label_selector
+            page = json.loads(
+                await self.list_raw(
+                    kind,
+                    namespace,
+                    limit=limit,
+                    continue_token=token,
+                    label_selector=label_selector,
+                )
             )
-            items.extend(page.items)
-            token = page.continue_token
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return items
 
@@ -257,9 +256,9 @@ class AsyncKube:
         label_selector: str = "",
         field_selector: str = "",
         timeout_seconds: int = 270,
-    ) -> AsyncIterator[Body]:
-        """The events of one watch request, with bookmarks, until the server ends it.
-        Raises `WatchExpired` when the resourceVersion is too old."""
+    ) -> AsyncIterator[bytes]:
+        """The events of one watch request, with bookmarks, as undecoded JSON lines, until
+        the server ends it. Raises `WatchExpired` when the resourceVersion is too old."""
         params = {
             "watch": "true",
             "allowWatchBookmarks": "true",
@@ -269,8 +268,9 @@ class AsyncKube:
         }
         # No total timeout for a stream; a silent connection is dropped after a while.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        path = kind.collection(namespace)
         async with self.session.get(
-            self.host + kind.collection(namespace),
+            self.host + path,
             params=params,
             headers=authorization_header(self.configuration),
             timeout=timeout,
@@ -279,7 +279,6 @@ class AsyncKube:
                 raise WatchExpired(kind.plural)
             if response.status >= 300:
                 raw = await response.read()
-                path = kind.collection(namespace)
                 raise ApiError(response.status, "WATCH", path, raw.decode(errors="replace"))
             buffer = bytearray()
             async for chunk in response.content.iter_any():
@@ -288,10 +287,4 @@ class AsyncKube:
                     line = bytes(buffer[:end])
                     del buffer[: end + 1]
                     if line.strip():
-                        event = json.loads(line)
-                        if event.get("type") == "ERROR":
-                            code = (event.get("object") or {}).get("code")
-                            if code == 410:
-                                raise WatchExpired(kind.plural)
-                            raise ApiError(int(code or 500), "WATCH", kind.plural, line.decode())
-                        yield event
+                        yield line

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from kitaru.core.invocations import JobSummary, PodSummary, summarize_job, summarize_pod
-from kitaru.core.jobs import chain_from_job
+from kitaru.core.jobs import ANNOTATION_RESOLVED, parse_chain
 from kitaru.core.models import ResolvedChain
 from kitaru.core.names import LABEL_INVOCATION
 
 from kitaru_operator.informer import Key
+from kitaru_operator.objects import Observed
 
 JOB_SELECTOR = LABEL_INVOCATION
 RUNNING_POD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
@@ -39,22 +39,24 @@ class PodRecord:
     summary: PodSummary
 
 
-def _invocation_label(obj: dict[str, Any]) -> str | None:
-    labels = obj["metadata"].get("labels") or {}
-    value = labels.get(LABEL_INVOCATION)
-    return str(value) if value else None
-
-
-def job_record(obj: dict[str, Any]) -> JobRecord | None:
-    if _invocation_label(obj) != obj["metadata"]["name"]:
+def job_record(obj: Observed) -> JobRecord | None:
+    meta = obj.metadata
+    if meta.labels.get(LABEL_INVOCATION) != meta.name:
         return None  # Jobs are named after their invocation; anything else is not ours
-    owners = frozenset(ref.get("uid", "") for ref in obj["metadata"].get("ownerReferences") or [])
-    return JobRecord(summarize_job(obj), owners, chain_from_job(obj))
+    return JobRecord(
+        summarize_job({"metadata": {"name": meta.name}, "status": obj.status}),
+        frozenset(ref.uid for ref in meta.owner_references),
+        parse_chain(meta.annotations.get(ANNOTATION_RESOLVED)),
+    )
 
 
-def pod_record(obj: dict[str, Any]) -> PodRecord | None:
-    invocation = _invocation_label(obj)
-    return PodRecord(invocation, summarize_pod(obj)) if invocation else None
+def pod_record(obj: Observed) -> PodRecord | None:
+    meta = obj.metadata
+    invocation = meta.labels.get(LABEL_INVOCATION)
+    if not invocation:
+        return None
+    pod = {"metadata": {"name": meta.name, "creationTimestamp": meta.creation_timestamp}}
+    return PodRecord(invocation, summarize_pod({**pod, "status": obj.status}))
 
 
 class Jobs:
@@ -68,7 +70,7 @@ class Jobs:
         self.records[key] = record
         self.changed(*key)
 
-    def delete(self, key: Key) -> None:
+    def delete(self, key: Key, record: JobRecord | None = None) -> None:
         if self.records.pop(key, None) is not None:
             self.changed(*key)
 
@@ -94,10 +96,10 @@ class RunningPods:
         self.by_invocation.setdefault(owner, {})[key[1]] = record.summary
         self.changed(*owner)
 
-    def delete(self, key: Key) -> None:
-        record = self._remove(key)
-        if record is not None:
-            self.changed(key[0], record.invocation)
+    def delete(self, key: Key, record: PodRecord | None = None) -> None:
+        removed = self._remove(key)
+        if removed is not None:
+            self.changed(key[0], removed.invocation)
 
     def _remove(self, key: Key) -> PodRecord | None:
         record = self.by_pod.pop(key, None)

@@ -18,9 +18,9 @@ from kitaru.core.names import LABEL_INVOCATION
 from kitaru.core.retention import Retention
 
 from kitaru_operator.events import EventRecorder
+from kitaru_operator.flow_reconcile import FlowReconciler
 from kitaru_operator.flows import (
     DeploymentSink,
-    FlowReconciler,
     Flows,
     RouteSink,
     deployment_record,
@@ -29,6 +29,7 @@ from kitaru_operator.flows import (
 from kitaru_operator.informer import Informer
 from kitaru_operator.invocations import reconcile_invocation
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
+from kitaru_operator.objects import FinishedInvocation, Object, Observed
 from kitaru_operator.retention import (
     FINISHED_SELECTOR,
     RetentionKeeper,
@@ -79,16 +80,19 @@ async def start(config: OperatorConfig) -> Runtime:
         pods=RunningPods(owner_changed),
         retention=RetentionKeeper(api, config.retention, _version_retention(flows)),
     )
-    needed: list[Informer[Any]] = []
+    needed: list[Informer[Any, Any]] = []
     for scope in config.scopes:
         needed += [
-            Informer(api, DEPLOYMENT, scope, deployment_record, DeploymentSink(flows)),
-            Informer(api, ROUTE, scope, route_record, RouteSink(flows)),
-            Informer(api, JOB, scope, job_record, rt.jobs, label_selector=LABEL_INVOCATION),
+            Informer(api, DEPLOYMENT, scope, Object, deployment_record, DeploymentSink(flows)),
+            Informer(api, ROUTE, scope, Object, route_record, RouteSink(flows)),
+            Informer(
+                api, JOB, scope, Observed, job_record, rt.jobs, label_selector=LABEL_INVOCATION
+            ),
             Informer(
                 api,
                 POD,
                 scope,
+                Observed,
                 pod_record,
                 rt.pods,
                 label_selector=LABEL_INVOCATION,
@@ -97,7 +101,13 @@ async def start(config: OperatorConfig) -> Runtime:
         ]
     finished = [
         Informer(
-            api, INVOCATION, scope, finished_run, rt.retention, field_selector=FINISHED_SELECTOR
+            api,
+            INVOCATION,
+            scope,
+            FinishedInvocation,
+            finished_run,
+            rt.retention,
+            field_selector=FINISHED_SELECTOR,
         )
         for scope in config.scopes
     ]
@@ -110,7 +120,7 @@ async def start(config: OperatorConfig) -> Runtime:
 
 
 async def _when_synced(
-    rt: Runtime, needed: list[Informer[Any]], finished: list[Informer[Any]]
+    rt: Runtime, needed: list[Informer[Any, Any]], finished: list[Informer[Any, Any]]
 ) -> None:
     """Once everything resolution needs is listed: open the gate, reconcile flows, then
     start retention (it reads the versions' retention settings)."""
@@ -125,6 +135,8 @@ async def _when_synced(
     await asyncio.gather(*(informer.synced.wait() for informer in finished))
     rt.retention.listed.set()
     rt.retention.wake.set()
+    kept = sum(len(history) for history in rt.retention.histories.values())
+    logger.info("retention: listed finished runs, %d kept for deletion later", kept)
 
 
 async def _resync_running(rt: Runtime, interval: float) -> None:

@@ -119,9 +119,9 @@ def test_values_schema_rejects_bad_values() -> None:
     bad = helm("template", "x", str(CHART), "--set", "image.pullPolicy=Sometimes", check=False)
     assert bad.returncode != 0
     assert "pullPolicy" in bad.stderr
-    unknown = helm("template", "x", str(CHART), "--set", "replicas=2", check=False)
+    unknown = helm("template", "x", str(CHART), "--set", "replica=2", check=False)
     assert unknown.returncode != 0
-    assert "replicas" in unknown.stderr
+    assert "replica" in unknown.stderr
 
 
 @pytest.mark.cluster
@@ -190,7 +190,7 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
         )
         (operator,) = deployment["items"]
         assert operator["spec"]["replicas"] == 1
-        assert operator["spec"]["strategy"]["type"] == "Recreate"
+        assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
 
         # A flow through the installed operator: it bootstraps `default`, runs the Job.
         apply(*hello_objects(namespace))
@@ -209,7 +209,7 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
         assert done["status"]["phase"] == "Completed", done["status"]
         assert done["status"]["result"] == "hello helm"
 
-        # Upgrade: new ports change the pod template; Recreate replaces the pod.
+        # Upgrade: new ports change the pod template; the new pod takes over the Lease.
         old_pod = running_pod(namespace, release)
         assert old_pod is not None
         new_metrics, new_health = free_port(), free_port()

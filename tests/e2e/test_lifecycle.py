@@ -1,14 +1,17 @@
-"""The end of an invocation's life: after `ttlSecondsAfterFinished` the operator deletes a
-finished invocation, and its Job and pods go with it through owner references."""
+"""The end of an invocation's life: retention deletes a finished invocation after its
+`ttlSecondsAfterFinished`, or once its flow has its history limit of newer finished runs;
+its Job and pods go with it through owner references."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 from flow_support import GROUP, VERSION, Kitaru
-from support import wait_for
+from support import OperatorProcess, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -76,3 +79,42 @@ def test_ttl_deletes_the_invocation_its_job_and_pods(running_operator: Any, kita
     status = kitaru.wait(kept, timeout=120)
     assert status["phase"] == "Completed", status
     assert invocation(kitaru, kept) is not None and kitaru.job_exists(kept)
+
+
+@pytest.fixture
+def limited_operator(namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator with a history limit of 2 finished runs per flow."""
+    operator = OperatorProcess(namespace, tmp_path, extra_args=("--history-limit", "2"))
+    operator.start()
+    yield operator
+    operator.stop()
+
+
+def test_history_limit_keeps_the_newest_runs_and_never_a_running_one(
+    limited_operator: OperatorProcess, kitaru: Kitaru
+) -> None:
+    kitaru.deploy("sleeper", 1, "sleeper", {"seconds": 0})
+    kitaru.wait_default("sleeper")
+    running = kitaru.invoke("sleeper", name="running", inputs={"seconds": 120})
+    kitaru.wait(running, timeout=120, phases=("Running",))
+    quick = []
+    for index in range(3):  # one after the other, so their finish order is known
+        quick.append(kitaru.invoke("sleeper", name=f"quick-{index}"))
+        assert kitaru.wait(quick[-1], timeout=120)["phase"] == "Completed"
+
+    # Three finished runs, a limit of two: the oldest goes, with its Job and pods.
+    wait_for(lambda: invocation(kitaru, quick[0]) is None, 60, message="oldest run deleted")
+    wait_for(lambda: not kitaru.job_exists(quick[0]), 60, message="its Job collected")
+    wait_for(lambda: not pods_of(kitaru, quick[0]), 90, message="its pods collected")
+    assert all(invocation(kitaru, name) is not None for name in quick[1:])
+    # The run that is still running is never a candidate, however old.
+    assert kitaru.status(running)["phase"] == "Running"
+
+    # Once it finishes (cancelled), it is the newest finished run: the next oldest goes.
+    kitaru.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, kitaru.ns, "flowinvocations", running, {"spec": {"cancelRequested": True}}
+    )
+    assert kitaru.wait(running, timeout=60)["phase"] == "Cancelled"
+    wait_for(lambda: invocation(kitaru, quick[1]) is None, 60, message="next oldest deleted")
+    assert invocation(kitaru, quick[2]) is not None and invocation(kitaru, running) is not None
+    assert "deleted by retention" in limited_operator.log()

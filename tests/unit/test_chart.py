@@ -67,12 +67,32 @@ def test_chart_crds_are_copies_of_crds_dir() -> None:
 # --- the operator Deployment ------------------------------------------------------
 
 
+def test_replicas_and_retention_are_values() -> None:
+    docs = render(
+        "--set",
+        "replicas=2",
+        "--set",
+        "retention.ttlSecondsAfterFinished=0",
+        "--set",
+        "retention.historyLimit=null",
+    )
+    (deployment,) = by_kind(docs, "Deployment").values()
+    assert deployment["spec"]["replicas"] == 2
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--ttl-seconds-after-finished=0" in args  # 0 is a number: delete at once
+    assert "--history-limit=none" in args
+
+
 def test_operator_deployment_defaults() -> None:
     docs = render()
     (deployment,) = by_kind(docs, "Deployment").values()
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Leader election makes a rolling update safe: the new pod waits as a standby.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/kitaru-k8s/operator:0.1.0"
@@ -80,7 +100,14 @@ def test_operator_deployment_defaults() -> None:
         "--namespace=kitaru-system",
         "--liveness=http://0.0.0.0:8081/healthz",
         "--metrics-port=8080",
+        "--leader-elect",
+        "--leader-elect-lease-seconds=15",
+        "--ttl-seconds-after-finished=604800",
+        "--history-limit=1000",
     ]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
+    assert env["POD_NAME"] == {"fieldPath": "metadata.name"}
+    assert env["POD_NAMESPACE"] == {"fieldPath": "metadata.namespace"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "metrics": 8080,
@@ -113,7 +140,10 @@ def test_watch_values_set_args_and_bindings(values: list[str], args: list[str]) 
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][: len(args)] == args
     cluster_bindings = by_kind(docs, "ClusterRoleBinding")
-    role_bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    # The Lease's binding lives in the release namespace, whatever is watched.
+    role_bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and "leader" not in d["metadata"]["name"]
+    ]
     if "--all-namespaces" in args:
         assert set(cluster_bindings) == {
             "kitaru-kitaru-operator-framework",
@@ -145,7 +175,8 @@ def test_image_digest_and_extra_args() -> None:
 
 
 def test_operator_rbac_is_least_privilege() -> None:
-    roles = by_kind(render(), "ClusterRole")
+    docs = render()
+    roles = by_kind(docs, "ClusterRole")
     assert set(roles) == {
         "kitaru-kitaru-operator-framework",
         "kitaru-kitaru-operator-application",
@@ -166,6 +197,16 @@ def test_operator_rbac_is_least_privilege() -> None:
         assert rules_allow(application, "kitaru.dev", status, "update")
     assert rules_allow(application, "batch", "jobs", "create")
     assert rules_allow(application, "", "pods", "watch")
+    assert rules_allow(application, "kitaru.dev", "flowroutes", "patch")
+    (lease_role,) = [d for d in by_kind(docs, "Role").values() if "leader" in d["metadata"]["name"]]
+    assert lease_role["metadata"]["namespace"] == "kitaru-system"
+    assert lease_role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
     # The operator never writes versions and never reads secrets, config maps or logs.
     for verb in ("create", "update", "patch", "delete"):
         assert not rules_allow(application, "kitaru.dev", "flowdeployments", verb)
@@ -255,7 +296,7 @@ def test_metrics_service_and_service_monitor() -> None:
 
 
 def test_schema_rejects_unknown_and_bad_values() -> None:
-    for bad in ("replicas=2", "image.pullPolicy=Sometimes", "metrics.port=0"):
+    for bad in ("replicas=0", "image.pullPolicy=Sometimes", "metrics.port=0", "replica=2"):
         proc = subprocess.run(
             [helm_binary(), "template", "x", str(CHART), "--set", bad],
             capture_output=True,

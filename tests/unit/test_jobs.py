@@ -13,7 +13,7 @@ from kitaru.core.jobs import (
     NotRunnable,
     build_chain,
     build_job,
-    chain_from_job,
+    parse_chain,
     source_key,
     source_sha256,
 )
@@ -184,15 +184,15 @@ def test_chain_round_trips_through_the_job_annotation() -> None:
     manifest = build_job(
         "i", "u", "ns", dep.flow, chain, dep, {}, FlowInvocationSpec(flow=dep.flow)
     )
-    assert chain_from_job(manifest) == chain
+    assert parse_chain(manifest["metadata"]["annotations"][ANNOTATION_RESOLVED]) == chain
     assert chain.deployment == "research-agent-v2"
     assert chain.snapshot_name == "kitaru::research_agent::v2"
     assert chain.source_sha256 == SHA
 
 
-@pytest.mark.parametrize("annotations", [{}, {ANNOTATION_RESOLVED: "not json"}])
-def test_chain_from_job_without_a_good_annotation(annotations: dict[str, str]) -> None:
-    assert chain_from_job({"metadata": {"annotations": annotations}}) is None
+@pytest.mark.parametrize("annotation", [None, "", "not json"])
+def test_no_chain_without_a_good_annotation(annotation: str | None) -> None:
+    assert parse_chain(annotation) is None
 
 
 @pytest.mark.parametrize(

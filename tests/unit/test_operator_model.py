@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 from kitaru.core.routing import AmbiguousTag, RouteView, resolve
 from kitaru.core.status import derive_deployment_status
+from kitaru_operator.flow_reconcile import status_is_current
 from kitaru_operator.flows import (
+    DeploymentRecord,
     FlowLookup,
     Flows,
-    _is_current,
-    _tag_changes,
     deployment_record,
     route_record,
+    tag_changes,
 )
+from kitaru_operator.objects import Object
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NS = "project"
@@ -49,13 +51,13 @@ def route(flow: str, tag: str, *versions: int, exclusive: bool = True) -> dict[s
 
 
 def put_deployment(flows: Flows, obj: dict[str, Any]) -> None:
-    record = deployment_record(obj)
+    record = deployment_record(Object.model_validate(obj))
     assert record is not None
     flows.put_deployment(NS, record)
 
 
 def put_route(flows: Flows, obj: dict[str, Any]) -> None:
-    record = route_record(obj)
+    record = route_record(Object.model_validate(obj))
     assert record is not None
     flows.put_route(NS, record)
 
@@ -144,7 +146,7 @@ def test_marks_while_a_worker_has_the_flow_queue_it_again_afterwards(big_flow: F
     ],
 )
 def test_tag_changes(old: RouteView | None, new: RouteView, changed: set[int]) -> None:
-    assert _tag_changes(old, new) == changed
+    assert tag_changes(old, new) == changed
 
 
 def test_stored_status_is_current_exactly_when_a_rederive_would_change_nothing() -> None:
@@ -152,23 +154,20 @@ def test_stored_status_is_current_exactly_when_a_rederive_would_change_nothing()
     put_route(flows, route("agent", "default", 2))
     put_route(flows, route("agent", "stable", 2))
     state = flows.states[(NS, "agent")]
-    spec = deployment_record(deployment("agent", 2))
-    assert spec is not None
-    stored = derive_deployment_status(
-        spec.spec(), [r.view for r in state.routes.values()], None, 1, T0
-    )
-    record = deployment_record(deployment("agent", 2, status=stored.wire()))
-    assert record is not None
-    assert _is_current(record, state.tags_of(2))
-    assert not _is_current(record, state.tags_of(3))  # tags moved
+    tags = state.tags_of(2)
+    spec = record_of(deployment("agent", 2)).spec()
+    stored = derive_deployment_status(spec, [r.view for r in state.routes.values()], None, 1, T0)
+    record = record_of(deployment("agent", 2, status=stored.wire()))
+    assert status_is_current(record, tags)
+    assert not status_is_current(record, state.tags_of(3))  # tags moved
     changed_since = deployment("agent", 2, status=stored.wire())
     changed_since["metadata"]["generation"] = 2
-    assert not _is_current(record_of(changed_since), state.tags_of(2))  # spec changed since
-    assert not _is_current(record_of(deployment("agent", 2)), state.tags_of(2))  # never derived
+    assert not status_is_current(record_of(changed_since), tags)  # spec changed since
+    assert not status_is_current(record_of(deployment("agent", 2)), tags)  # never derived
 
 
-def record_of(obj: dict[str, Any]) -> Any:
-    record = deployment_record(obj)
+def record_of(obj: dict[str, Any]) -> DeploymentRecord:
+    record = deployment_record(Object.model_validate(obj))
     assert record is not None
     return record
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kitaru.core.retention import Retention, effective_retention, over_history_limit
+from kitaru.core.retention import FlowHistory, Retention, effective_retention
+from kitaru_operator.objects import FinishedInvocation
 from kitaru_operator.retention import RetentionKeeper, finished_run
 
 
@@ -19,12 +20,34 @@ def test_each_knob_comes_from_the_first_layer_that_sets_it() -> None:
 
 
 def test_a_run_goes_once_its_limit_of_newer_runs_exists() -> None:
-    runs = [(float(t), f"r{t}") for t in range(6)]  # r0 oldest ... r5 newest
-    limits: dict[str, int | None] = {name: 3 for _, name in runs}
-    assert over_history_limit(runs, limits, floor=3) == ["r0", "r1", "r2"]
-    limits["r0"], limits["r1"] = 10, None  # kept longer; kept without a limit
-    assert over_history_limit(runs, limits, floor=3) == ["r2"]
-    assert over_history_limit(runs, limits, floor=10) == []  # the scan stops at once
+    history = FlowHistory()
+    for t in (3, 0, 5, 1, 4, 2):  # r0 oldest ... r5 newest, arriving in any order
+        history.add(f"r{t}", float(t), Retention(history_limit=3))
+    assert not history.add("r4", 4.0, Retention(history_limit=3))  # kept already
+    assert history.take_due(now=0) == ["r0", "r1", "r2"]
+    assert history.take_due(now=0) == []
+    assert sorted(history) == ["r3", "r4", "r5"]
+
+
+def test_limits_count_newer_runs_of_every_policy() -> None:
+    history = FlowHistory()
+    history.add("long-kept", 0.0, Retention(history_limit=10))
+    for t in (1, 2, 3):
+        history.add(f"r{t}", float(t), Retention(history_limit=2))
+    assert history.take_due(now=0) == ["r1"]  # two newer runs; long-kept has three, < 10
+    history.remove("r3", 3.0)
+    history.remove("r2")  # without its finish time: looked up by name
+    assert list(history) == ["long-kept"]
+
+
+def test_ttl_takes_the_expired_prefix_and_names_the_next_deadline() -> None:
+    history = FlowHistory()
+    for t in (10, 20, 30):
+        history.add(f"r{t}", float(t), Retention(ttl_seconds=100))
+    history.add("short", 25.0, Retention(ttl_seconds=5))
+    assert history.next_deadline() == 30.0  # short: 25 + 5
+    assert history.take_due(now=115) == ["r10", "short"]
+    assert history.next_deadline() == 120.0
 
 
 def run(flow: str, finished_at: float, **spec: Any) -> dict[str, Any]:
@@ -57,7 +80,7 @@ def keeper(defaults: Retention, version: Retention | None = None) -> tuple[Reten
 
 
 def add(kept: RetentionKeeper, obj: dict[str, Any]) -> None:
-    record = finished_run(obj)
+    record = finished_run(FinishedInvocation.model_validate(obj))
     assert record is not None
     kept.upsert(("ns", obj["metadata"]["name"]), record)
 
@@ -112,8 +135,12 @@ def test_ttl_deadlines_come_from_the_run_else_the_version_else_the_operator() ->
 def test_runs_kept_forever_cost_nothing_and_deleted_runs_are_forgotten() -> None:
     kept, _ = keeper(Retention())
     add(kept, run("agent", 1))
-    assert kept.finished_at == {} and kept.histories == {}
+    assert kept.histories == {}
     kept, _ = keeper(Retention(history_limit=5))
     add(kept, run("agent", 1))
-    kept.delete(("ns", "agent-1"))
-    assert kept.finished_at == {} and kept.histories == {}
+    add(kept, run("agent", 2))
+    kept.delete(
+        ("ns", "agent-1"), finished_run(FinishedInvocation.model_validate(run("agent", 1)))
+    )  # a DELETED event
+    kept.delete(("ns", "agent-2"))  # gone while the watch was away: by name
+    assert kept.histories == {}

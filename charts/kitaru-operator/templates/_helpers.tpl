@@ -116,3 +116,11 @@ subjects:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+A retention bound as the operator's flag takes it: the number, or "none" for null
+(0 is a number: delete at once).
+*/}}
+{{- define "kitaru-operator.bound" -}}
+{{- if kindIs "invalid" . }}none{{ else }}{{ int64 . }}{{ end }}
+{{- end }}

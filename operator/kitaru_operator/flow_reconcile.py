@@ -1,0 +1,279 @@
+"""The reconcile of one flow's versions and routes, from the model in `flows`.
+
+A worker takes a dirty flow off the queue and does only what its marks ask:
+
+- bootstrap the `default` route (lowest version) when a version this operator has not
+  reconciled yet exists and no `default` does — a create with a deterministic name;
+- raise the high-water-mark annotation on `default` (compare-and-swap on
+  resourceVersion);
+- drop deleted versions from shared routes (delete a shared route left empty);
+- write each marked status that differs from the stored one, via the status
+  subresource with resourceVersion; post an Event for each real change.
+
+A pass that fails is retried with backoff; a write that loses a compare-and-swap needs
+no retry: the newer object's event marks it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+from kitaru.client.manifests import build_route
+from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
+from kitaru.core.names import ANNOTATION_HIGHEST_VERSION, DEFAULT_TAG
+from kitaru.core.status import derive_deployment_status, derive_route_status
+from kitaru.core.tagging import apply_tag
+
+from kitaru_operator import metrics
+from kitaru_operator.events import EventRecorder, ObjectRef
+from kitaru_operator.flows import (
+    DeploymentRecord,
+    Dirty,
+    FlowKey,
+    Flows,
+    FlowState,
+    RouteRecord,
+    compact,
+)
+from kitaru_operator.kube import DEPLOYMENT, ROUTE, ApiError, AsyncKube, Kind
+
+logger = logging.getLogger("kitaru_operator")
+RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
+
+
+def _status_body(kind: Kind, namespace: str, name: str, rv: str, status: dict) -> dict:
+    """A status-subresource PUT: the API server takes only `status` from it and keeps
+    the rest of the stored object; resourceVersion makes it a compare-and-swap."""
+    return {
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": rv},
+        "status": status,
+    }
+
+
+def status_is_current(record: DeploymentRecord, tags: list[TagRef]) -> bool:
+    wanted = (record.generation, tuple((t.tag, t.exclusive) for t in tags))
+    return record.status_key == wanted
+
+
+class FlowReconciler:
+    """Workers that take dirty flows off the queue and bring them up to date."""
+
+    def __init__(
+        self, api: AsyncKube, flows: Flows, events: EventRecorder, *, concurrency: int = 16
+    ) -> None:
+        self.api, self.flows, self.events = api, flows, events
+        self.concurrency = concurrency
+        self.failures: dict[FlowKey, int] = {}
+
+    async def run(self, workers: int = 4) -> None:
+        await asyncio.gather(*(self._worker() for _ in range(workers)))
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.flows.queue.get()
+            dirty = self.flows.take(key)
+            try:
+                with metrics.RECONCILE_SECONDS.labels("Flow").time():
+                    await self.reconcile(key, dirty)
+                self.failures.pop(key, None)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                self._retry_later(key, dirty, exc)
+            finally:
+                self.flows.done(key)
+
+    def _retry_later(self, key: FlowKey, dirty: Dirty, exc: Exception) -> None:
+        failures = self.failures[key] = self.failures.get(key, 0) + 1
+        delay = RETRY_SECONDS[min(failures - 1, len(RETRY_SECONDS) - 1)]
+        logger.warning("reconcile of flow %s/%s failed (%s); retrying in %gs", *key, exc, delay)
+        asyncio.get_running_loop().call_later(delay, lambda: self.flows.mark(key).merge(dirty))
+
+    async def reconcile(self, key: FlowKey, dirty: Dirty) -> None:
+        namespace, flow = key
+        state = self.flows.state(namespace, flow)
+        if state is None:
+            return
+        await self._default_route(namespace, flow, state, dirty)
+        for tag in sorted(dirty.routes):
+            await self._prune_shared_route(namespace, state, tag)
+        now = datetime.now(UTC)
+        versions = iter(sorted(dirty.versions))
+
+        async def write_statuses() -> None:
+            for version in versions:  # shared: each version is taken by one writer
+                await self._deployment_status(namespace, state, version, now)
+
+        # A bounded number of writers, not a task per version: with 10 000 new versions,
+        # 10 000 derived statuses waiting for the API at once would be the memory peak.
+        await asyncio.gather(*(write_statuses() for _ in range(self.concurrency)))
+        for tag in sorted(dirty.routes):
+            await self._route_status(namespace, state, tag, now)
+
+    # --- `default`: bootstrap and high-water mark ------------------------------------
+
+    async def _default_route(
+        self, namespace: str, flow: str, state: FlowState, dirty: Dirty
+    ) -> None:
+        new = [
+            d
+            for v in dirty.versions
+            if (d := state.deployments.get(v)) is not None and not d.deleting
+        ]
+        if not new:
+            return
+        default = state.routes.get(DEFAULT_TAG)
+        # "The first deployment gets default": only a version this operator has not yet
+        # reconciled (no status) bootstraps it, so the versions of a flow being deleted
+        # on purpose (routes first) never bring it back.
+        if default is None and any(d.status_json is None for d in new):
+            await self._bootstrap_default(namespace, flow, state)
+        elif default is not None and max(d.version for d in new) > default.high_water_mark:
+            await self._raise_high_water_mark(namespace, default, state.highest_version())
+
+    async def _bootstrap_default(self, namespace: str, flow: str, state: FlowState) -> None:
+        versions = [v for v, d in state.deployments.items() if not d.deleting]
+        first = min(versions)
+        body = build_route(apply_tag(None, flow, DEFAULT_TAG, first, True))
+        body["metadata"]["namespace"] = namespace
+        body["metadata"]["annotations"] = {ANNOTATION_HIGHEST_VERSION: str(max(versions))}
+        created = await self.api.create(ROUTE, namespace, body)
+        if created is not None:
+            meta = created["metadata"]
+            ref = ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, meta["name"], meta["uid"])
+            self.events.post(ref, "DefaultRouteCreated", f"{DEFAULT_TAG} routes to version {first}")
+
+    async def _raise_high_water_mark(
+        self, namespace: str, default: RouteRecord, highest: int
+    ) -> None:
+        """Compare-and-swap the annotation up; on conflict the route's own event brings
+        a newer record and the version that is still above the mark marks the flow again."""
+        patch = {
+            "metadata": {
+                "resourceVersion": default.resource_version,
+                "annotations": {ANNOTATION_HIGHEST_VERSION: str(highest)},
+            }
+        }
+        with contextlib.suppress(ApiError):  # 409: changed meanwhile; its event re-marks
+            if await self.api.patch(ROUTE, namespace, default.name, patch):
+                logger.info(
+                    "raised high-water mark of %s/%s to %d", namespace, default.name, highest
+                )
+
+    # --- shared routes drop deleted versions ------------------------------------------
+
+    async def _prune_shared_route(self, namespace: str, state: FlowState, tag: str) -> None:
+        """Drop versions that existed once (<= the high-water mark) and are gone from a
+        shared route. Absence from the model is confirmed with a GET (a version created a
+        moment ago may not have reached it yet). A version above the mark never existed:
+        reported as VersionNotFound instead."""
+        route = state.routes.get(tag)
+        if route is None or route.view.exclusive:
+            return
+        absent = [v for v in route.view.versions if v not in state.deployments]
+        if not absent:
+            return
+        highest = state.highest_version()
+        gone = set()
+        for version in absent:
+            name = f"{route.name.partition('.')[0]}-v{version}"
+            if version <= highest and await self.api.get(DEPLOYMENT, namespace, name) is None:
+                gone.add(version)
+        if not gone:
+            return
+        remaining = sorted(route.view.versions - gone)
+        dropped = ", ".join(str(v) for v in sorted(gone))
+        if not remaining:
+            if await self.api.delete(
+                ROUTE, namespace, route.name, resource_version=route.resource_version
+            ):
+                logger.info(
+                    "deleted shared route %s/%s: its versions %s are gone",
+                    namespace,
+                    route.name,
+                    dropped,
+                )
+            return
+        patch = {
+            "metadata": {"resourceVersion": route.resource_version},
+            "spec": {"versions": remaining},
+        }
+        with contextlib.suppress(ApiError):  # 409: changed meanwhile; its event re-marks
+            if await self.api.patch(ROUTE, namespace, route.name, patch):
+                self.events.post(
+                    route.ref(namespace),
+                    "VersionsRemoved",
+                    f"deleted version(s) {dropped} removed from the route",
+                )
+
+    # --- statuses -------------------------------------------------------------------
+
+    async def _put_status(
+        self, kind: Kind, namespace: str, name: str, rv: str, status: dict
+    ) -> bool:
+        written = await self.api.replace(
+            kind, _status_body(kind, namespace, name, rv, status), "status"
+        )
+        return written is not None  # None: changed meanwhile; its event re-marks it
+
+    async def _deployment_status(
+        self, namespace: str, state: FlowState, version: int, now: datetime
+    ) -> None:
+        record = state.deployments.get(version)
+        if record is None or record.deleting:
+            return
+        tags = state.tags_of(version)
+        if status_is_current(record, tags):
+            return
+        previous = (
+            FlowDeploymentStatus.model_validate_json(record.status_json)
+            if record.status_json
+            else None
+        )
+        status = derive_deployment_status(
+            record.spec(), (r.view for r in state.routes.values()), previous, record.generation, now
+        )
+        written = await self._put_status(
+            DEPLOYMENT, namespace, record.name, record.resource_version, status.wire()
+        )
+        before = previous.tag_summary if previous else ""
+        if written and status.tag_summary != before:
+            self.events.post(
+                record.ref(namespace), "TagsChanged", f"tags: {status.tag_summary or '(none)'}"
+            )
+
+    async def _route_status(
+        self, namespace: str, state: FlowState, tag: str, now: datetime
+    ) -> None:
+        route = state.routes.get(tag)
+        if route is None:
+            return
+        live = {
+            v
+            for v in route.view.versions
+            if (d := state.deployments.get(v)) is not None and not d.deleting
+        }
+        previous = (
+            FlowRouteStatus.model_validate_json(route.status_json) if route.status_json else None
+        )
+        status = derive_route_status(
+            route.view.to_spec(),
+            live,
+            previous,
+            route.generation,
+            now,
+        )
+        wire = status.wire()
+        if route.status_json is not None and compact(wire) == route.status_json:
+            return
+        if not await self._put_status(ROUTE, namespace, route.name, route.resource_version, wire):
+            return
+        ready = status.conditions[-1] if status.conditions else None
+        if ready is not None and (previous is None or previous.conditions != status.conditions):
+            self.events.post(
+                route.ref(namespace), ready.reason, ready.message, warning=ready.status != "True"
+            )
