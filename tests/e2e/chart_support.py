@@ -16,10 +16,9 @@ import uuid
 from typing import Any
 
 from kitaru.core.jobs import source_key, source_sha256
-from support import KUBECONFIG, REPO, bin_dir, kubectl, wait_for
+from support import KUBECONFIG, REPO, bin_dir, kubectl, runner_image, wait_for
 
 CHART = REPO / "charts" / "kitaru-operator"
-RUNNER_IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
 
 
 def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -106,7 +105,7 @@ def hello_objects(namespace: str, version: int = 1) -> list[dict[str, Any]]:
             "flow": "hello",
             "version": version,
             "snapshot": {
-                "image": RUNNER_IMAGE,
+                "image": runner_image(),
                 "entrypoint": "hello:hello",
                 "source": {
                     "configMap": cm_name,

@@ -11,8 +11,8 @@ from typing import Any
 
 import kubernetes
 import pytest
-from flow_support import FINISHED, GROUP, IMAGE, VERSION, Kitaru, reason
-from support import OperatorProcess, wait_for
+from flow_support import FINISHED, GROUP, VERSION, Kitaru, reason
+from support import OperatorProcess, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -37,7 +37,7 @@ def test_inputs_defaults_override_and_validation(kopf_runner: Any, kitaru: Kitar
     }
     chain = default["resolved"]
     assert (chain["selector"], chain["tag"], chain["version"]) == ("default", "default", 1)
-    assert chain["deployment"] == "research-agent-v1" and chain["image"] == IMAGE
+    assert chain["deployment"] == "research-agent-v1" and chain["image"] == runner_image()
     assert chain["sourceSha256"] == kitaru.source["sha256"] and len(chain["inputsHash"]) == 64
 
     override = kitaru.wait(kitaru.invoke("research_agent", inputs={"topic": "serverless routing"}))
