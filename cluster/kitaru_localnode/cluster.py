@@ -508,7 +508,11 @@ def _start_node(
     kube-proxy has synced."""
     paths = state.node
     node.write_configs(paths, state.pki, state.kubeconfigs, ports, built["pause"].ref)
-    launcher.start("containerd", ["containerd", f"--config={paths.containerd_config}"])
+    launcher.start(
+        "containerd",
+        ["containerd", f"--config={paths.containerd_config}"],
+        env={**os.environ, **node.NO_REGISTRY_ENV},
+    )
     ctr_version = ["ctr", f"--address={paths.containerd_socket}", "version"]
     launcher.wait("containerd", functools.partial(_binary_answers, ctr_version), 30)
     try:

@@ -33,6 +33,13 @@ CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 RUNC = Path("/usr/sbin/runc")
 # The node's cgroups (cgroupfs driver, cgroup v1 hierarchies): kubelet's default root.
 KUBEPODS_CGROUP = Path("/sys/fs/cgroup/pids/kubepods")
+# Every image comes from the local build: containerd's registry requests go through a
+# "proxy" on a closed loopback port, so a pull fails at once and nothing leaves the machine.
+NO_REGISTRY_ENV = {
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+}
 # Which state directory owns this machine's node: there is one bridge and one set of
 # kube-proxy rules per machine, so a second cluster runs without a node (`--no-node`).
 NODE_OWNER = Path("/run/kitaru-k8s/node-owner")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import uuid
 from typing import Any
@@ -50,13 +49,6 @@ def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         raise AssertionError(proc.stderr)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def unique(prefix: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes
 import pytest
 from flow_support import FINISHED, GROUP, VERSION, Kitaru, reason
-from support import OperatorProcess, runner_image, wait_for
+from support import OperatorProcess, kubectl, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -103,7 +103,7 @@ def test_selectors_and_resolution_errors(kopf_runner: Any, kitaru: Kitaru) -> No
     assert "--tag or --version" in status["message"]
 
 
-def test_failure_deadline_and_retries(kopf_runner: Any, kitaru: Kitaru, tmp_path: Path) -> None:
+def test_failure_deadline_and_retries(kopf_runner: Any, kitaru: Kitaru) -> None:
     kitaru.deploy("raiser", 1, "raiser")
     kitaru.deploy("sleeper", 1, "sleeper")
     kitaru.deploy("flaky", 1, "flaky")
@@ -111,8 +111,19 @@ def test_failure_deadline_and_retries(kopf_runner: Any, kitaru: Kitaru, tmp_path
         kitaru.wait_default(flow)
     raised = kitaru.invoke("raiser", inputs={"reason": "no luck"})
     late = kitaru.invoke("sleeper", inputs={"seconds": 60}, activeDeadlineSeconds=3)
-    counter = tmp_path / "flaky-counter"
-    flaky = kitaru.invoke("flaky", inputs={"counter": str(counter)}, backoffLimit=2)
+    # The flaky flow keeps its attempt count in a ConfigMap, with the pod's token.
+    for command in (
+        ["create", "role", "counter", "--verb=get,create,update", "--resource=configmaps"],
+        [
+            "create",
+            "rolebinding",
+            "counter",
+            "--role=counter",
+            f"--serviceaccount={kitaru.ns}:default",
+        ],
+    ):
+        kubectl(*command, namespace=kitaru.ns)
+    flaky = kitaru.invoke("flaky", inputs={"counter": "flaky-counter"}, backoffLimit=2)
 
     status = kitaru.wait(raised)
     assert (status["phase"], reason(status)) == ("Failed", "FlowFailed")

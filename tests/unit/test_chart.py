@@ -82,6 +82,7 @@ def test_operator_deployment_defaults() -> None:
         "--metrics-port=8080",
     ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "metrics": 8080,
         "healthz": 8081,
