@@ -86,32 +86,21 @@ build_kubernetes() {
   done
 }
 
-build_etcd() {
-  local mod="$cache/src/etcd-$ETCD_VERSION"
+# A module of our own whose main.go (cluster/go/NAME) calls the upstream entrypoint.
+build_go_main() {
+  local name="$1" require="$2" out="$3"
+  local mod="$cache/src/$name-${require##*@}"
   mkdir -p "$mod"
   cd "$mod"
-  cat >go.mod <<EOF
-module kitaru.local/etcdtool
-
-go 1.24
-EOF
-  cat >main.go <<'EOF'
-// Command etcd is the upstream etcd server entrypoint.
-package main
-
-import (
-	"os"
-
-	"go.etcd.io/etcd/server/v3/etcdmain"
-)
-
-func main() { etcdmain.Main(os.Args) }
-EOF
-  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  printf 'module kitaru.local/%s\n\ngo 1.24\n' "$name" >go.mod
+  cp "$here/go/$name/main.go" main.go
+  go get "$require"
   go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" .
-  mv "$bin/etcd.tmp" "$bin/etcd"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
+  mv "$out.tmp" "$out"
 }
+
+build_etcd() { build_go_main etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$bin/etcd"; }
 
 build_helm() {
   local mod="$cache/src/helm-$HELM_VERSION"
@@ -122,16 +111,9 @@ build_helm() {
   mv "$mod/out/helm" "$bin/helm"
 }
 
+# CoreDNS with only the plugins of the cluster's Corefile (cluster/go/coredns).
 build_coredns() {
-  local mod="$cache/src/coredns-$COREDNS_VERSION"
-  mkdir -p "$mod"
-  cd "$mod"
-  printf 'module kitaru.local/corednstool\n\ngo 1.24\n' >go.mod
-  cp "$here/go/coredns/main.go" main.go
-  go get "github.com/coredns/coredns@$COREDNS_VERSION"
-  go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$coredns_bin/coredns.tmp" .
-  mv "$coredns_bin/coredns.tmp" "$coredns_bin/coredns"
+  build_go_main coredns "github.com/coredns/coredns@$COREDNS_VERSION" "$coredns_bin/coredns"
 }
 
 # crictl talks CRI to containerd: `cluster down` removes every pod sandbox with it.

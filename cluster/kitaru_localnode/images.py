@@ -194,6 +194,16 @@ class Builder:
         record.write_text(json.dumps(asdict(built), indent=2) + "\n")
         return built
 
+    def _from_scratch(self, what: str, ref: str, files: list[str], config: list[str]) -> None:
+        """Commit `ref`: an empty image, `buildah add|copy` of the files, its configuration."""
+        container = self._run(f"{what} container", [*self.buildah, "from", "scratch"]).split()[-1]
+        try:
+            self._run(f"{what} files", [*self.buildah, files[0], container, *files[1:]])
+            self._run(f"{what} configuration", [*self.buildah, "config", *config, container])
+            self._run(f"{what} commit", [*self.buildah, "commit", "-q", container, ref])
+        finally:
+            subprocess.run([*self.buildah, "rm", container], capture_output=True)
+
     def base(self) -> str:
         """The buildah reference of the Debian base, made with mmdebstrap when missing."""
         sources = next((p for p in APT_SOURCES if p.exists()), None)
@@ -221,24 +231,15 @@ class Builder:
                     str(sources),
                 ],
             )
-            container = self._run("base container", [*self.buildah, "from", "scratch"]).split()[-1]
-            try:
-                self._run(
-                    "base root file system", [*self.buildah, "add", container, str(rootfs), "/"]
-                )
-                self._run(
-                    "base configuration",
-                    [
-                        *self.buildah,
-                        "config",
-                        "--env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                        '--cmd=["/bin/sh"]',
-                        container,
-                    ],
-                )
-                self._run("base commit", [*self.buildah, "commit", "-q", container, ref])
-            finally:
-                subprocess.run([*self.buildah, "rm", container], capture_output=True)
+            self._from_scratch(
+                "base",
+                ref,
+                ["add", str(rootfs), "/"],
+                [
+                    "--env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    '--cmd=["/bin/sh"]',
+                ],
+            )
         return ref
 
     def pause(self) -> BuiltImage:
@@ -246,22 +247,12 @@ class Builder:
         key = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
         ref = f"{PAUSE_REF}:{key}"
         if not (self.dir / f"pause-{key}.json").exists() and not self._has_image(ref):
-            container = self._run("pause container", [*self.buildah, "from", "scratch"]).split()[-1]
-            try:
-                self._run("pause binary", [*self.buildah, "copy", container, str(binary), "/pause"])
-                self._run(
-                    "pause configuration",
-                    [
-                        *self.buildah,
-                        "config",
-                        '--entrypoint=["/pause"]',
-                        "--user=65535:65535",
-                        container,
-                    ],
-                )
-                self._run("pause commit", [*self.buildah, "commit", "-q", container, ref])
-            finally:
-                subprocess.run([*self.buildah, "rm", container], capture_output=True)
+            self._from_scratch(
+                "pause",
+                ref,
+                ["copy", str(binary), "/pause"],
+                ['--entrypoint=["/pause"]', "--user=65535:65535"],
+            )
         return self._export("pause", ref, key)
 
     def project(self, image: DockerfileImage, base: str, tag: str) -> BuiltImage:
