@@ -333,6 +333,11 @@ def up(state: State, with_node: bool = True) -> None:
     if is_up(state):
         print(f"already up (KUBECONFIG={state.kubeconfig})")
         return
+    if with_node and (missing := node.missing_prerequisites()):
+        raise ClusterError(
+            f"the node needs {', '.join(missing)}: run `make packages` "
+            "(cluster/install-packages.sh) as root, or start with --no-node"
+        )
     binaries = bin_dir()
     try:
         built = images.build_all(binaries) if with_node else {}

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -270,6 +271,21 @@ def write_configs(
 
 
 # --- the host side -------------------------------------------------------------
+
+
+def missing_prerequisites() -> list[str]:
+    """What the node and the image builds need from the host and do not find."""
+    missing = [
+        t
+        for t in ("containerd", "ctr", "ip", "iptables", "buildah", "mmdebstrap")
+        if shutil.which(t) is None
+    ]
+    missing += [
+        str(p) for p in (RUNC, CNI_BIN_DIR / "bridge", CNI_BIN_DIR / "host-local") if not p.exists()
+    ]
+    if os.geteuid() != 0:
+        missing.append("root (containerd, the bridge and iptables need it)")
+    return missing
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
