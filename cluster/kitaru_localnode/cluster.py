@@ -338,6 +338,11 @@ def up(state: State, with_node: bool = True) -> None:
             f"the node needs {', '.join(missing)}: run `make packages` "
             "(cluster/install-packages.sh) as root, or start with --no-node"
         )
+    if with_node and (owner := node.node_owner()) not in (None, state.root):
+        raise ClusterError(
+            f"this machine's node belongs to the cluster in {owner}; stop it first "
+            "or start this one with --no-node"
+        )
     binaries = bin_dir()
     try:
         built = images.build_all(binaries) if with_node else {}
@@ -345,11 +350,8 @@ def up(state: State, with_node: bool = True) -> None:
         raise ClusterError(str(err)) from err
     # A half-running cluster (something crashed) is restarted from scratch.
     down(state)
-    if with_node and (owner := node.claim_node(state.root)) is not None:
-        raise ClusterError(
-            f"this machine's node belongs to the cluster in {owner}; stop it first "
-            "or start this one with --no-node"
-        )
+    if with_node:
+        node.claim_node(state.root)
     data_flag = f"--data-dir={state.root / 'etcd'}"
     strays = [pid for pid in procs.with_cmdline(data_flag) if pid != os.getpid()]
     if strays:

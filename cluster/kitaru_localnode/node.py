@@ -320,15 +320,10 @@ def node_owner() -> Path | None:
     return owner if alive else None
 
 
-def claim_node(state_root: Path) -> Path | None:
-    """Record this state directory as the machine's node owner; the other owner's path
-    if a live cluster holds it."""
-    owner = node_owner()
-    if owner is not None and owner != state_root:
-        return owner
+def claim_node(state_root: Path) -> None:
+    """Record this state directory as the machine's node owner."""
     NODE_OWNER.parent.mkdir(parents=True, exist_ok=True)
     NODE_OWNER.write_text(f"{state_root}\n")
-    return None
 
 
 def release_node(state_root: Path) -> None:
