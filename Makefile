@@ -7,7 +7,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 KIND_KUBECONFIG := $(CLUSTER_DIR)/kind-kubeconfig
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: help install build-cluster cluster-up cluster-down crds check-crds lint test test-unit demo bench kind-up kind-install
+.PHONY: help install packages build-cluster images cluster-up cluster-down crds check-crds lint test test-unit demo bench bench-node kind-up kind-install
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,10 +15,16 @@ help:
 install: ## pip install the project with its dev extras
 	$(PYTHON) -m pip install -q -e '.[dev]'
 
-build-cluster: ## build the pinned upstream binaries into ~/.cache/kitaru-k8s (once)
+packages: ## apt-get install the Debian packages of the node and the image builds (when missing)
+	bash cluster/install-packages.sh
+
+build-cluster: packages ## build the pinned upstream binaries into ~/.cache/kitaru-k8s (once)
 	bash cluster/build.sh
 
-cluster-up: build-cluster ## start etcd, kube-apiserver, controllers, scheduler and the local node
+images: build-cluster ## build the base, pause, runner and operator images (when their inputs changed)
+	$(PYTHON) -m kitaru_localnode.images --bin-dir "$$(bash cluster/build.sh | tail -1)"
+
+cluster-up: build-cluster ## start the control plane and the node (kubelet, containerd, kube-proxy, CoreDNS)
 	$(PYTHON) -m kitaru_localnode.cluster up
 
 cluster-down: ## stop everything cluster-up started
@@ -57,11 +63,14 @@ BENCH_CLUSTER ?= /tmp/kitaru-bench-cluster
 bench: build-cluster ## benchmarks (figures as ratios to a baseline measured in the same run)
 	$(PYTHON) bench/bench_resolve.py
 	$(PYTHON) bench/bench_cli_start.py
-	$(PYTHON) -m kitaru_localnode.cluster up --dir $(BENCH_CLUSTER)
+	$(PYTHON) -m kitaru_localnode.cluster up --no-node --dir $(BENCH_CLUSTER)
 	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig "$$(bash cluster/build.sh | tail -1)/kubectl" apply -f crds/
 	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_dispatch.py \
 	  && KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_scale.py; rc=$$?; \
 	  $(PYTHON) -m kitaru_localnode.cluster down --dir $(BENCH_CLUSTER); exit $$rc
+
+bench-node: cluster-up ## pod start latency at 5 pods/s and invoke -> result on the local node
+	$(PYTHON) bench/bench_node.py
 
 kind-up: ## a kind cluster (needs Docker and kind) with the chart installed
 	@mkdir -p $(CLUSTER_DIR)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build the pinned upstream Kubernetes control plane, etcd, kubectl and helm
-# from the Go module proxy into a per-user cache outside the checkout.
+# Build the pinned upstream Kubernetes control plane and node programs
+# (kubelet, kube-proxy), etcd, CoreDNS, kubectl and helm from the Go module
+# proxy, and the pod sandbox's pause program from cluster/go/pause, into a
+# per-user cache outside the checkout. Prints the directory of the binaries.
 #
 # The cache is keyed by version, so a fresh clone (what CI makes) reuses the
 # binaries and a version bump builds a new set beside the old one.
@@ -13,9 +15,16 @@ source "$here/versions.env"
 cache="${KITARU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kitaru-k8s}"
 bin="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 logs="$cache/build-logs"
-mkdir -p "$bin" "$logs"
+# CoreDNS, crictl and pause live beside the pinned set, each keyed by its own
+# version (pause by the hash of its source), and are linked into it.
+pause_src="$here/go/pause/main.go"
+coredns_bin="$cache/coredns-$COREDNS_VERSION"
+crictl_bin="$cache/crictl-$CRICTL_VERSION"
+pause_bin="$cache/pause-$(sha256sum "$pause_src" | cut -c1-12)"
+mkdir -p "$bin" "$coredns_bin" "$crictl_bin" "$pause_bin" "$logs"
 
-wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm)
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+wanted=("${k8s_cmds[@]}" etcd helm coredns crictl pause)
 missing=()
 for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
 if [[ ${#missing[@]} -eq 0 ]]; then
@@ -67,42 +76,31 @@ build_kubernetes() {
     echo
     sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 '"$staging_version"'#p' "$gomod"
   } >go.mod
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-    k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler \
-    k8s.io/kubernetes/cmd/kubectl
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  local cmd packages=()
+  for cmd in "${k8s_cmds[@]}"; do packages+=("k8s.io/kubernetes/cmd/$cmd@$K8S_VERSION"); done
+  go get "${packages[@]}"
+  for cmd in "${k8s_cmds[@]}"; do
+    [[ -x "$bin/$cmd" ]] && continue
     go build -trimpath -ldflags "$ldflags_k8s" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
     mv "$bin/$cmd.tmp" "$bin/$cmd"
   done
 }
 
-build_etcd() {
-  local mod="$cache/src/etcd-$ETCD_VERSION"
+# A module of our own whose main.go (cluster/go/NAME) calls the upstream entrypoint.
+build_go_main() {
+  local name="$1" require="$2" out="$3"
+  local mod="$cache/src/$name-${require##*@}"
   mkdir -p "$mod"
   cd "$mod"
-  cat >go.mod <<EOF
-module kitaru.local/etcdtool
-
-go 1.24
-EOF
-  cat >main.go <<'EOF'
-// Command etcd is the upstream etcd server entrypoint.
-package main
-
-import (
-	"os"
-
-	"go.etcd.io/etcd/server/v3/etcdmain"
-)
-
-func main() { etcdmain.Main(os.Args) }
-EOF
-  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  printf 'module kitaru.local/%s\n\ngo 1.24\n' "$name" >go.mod
+  cp "$here/go/$name/main.go" main.go
+  go get "$require"
   go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" .
-  mv "$bin/etcd.tmp" "$bin/etcd"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
+  mv "$out.tmp" "$out"
 }
+
+build_etcd() { build_go_main etcd "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "$bin/etcd"; }
 
 build_helm() {
   local mod="$cache/src/helm-$HELM_VERSION"
@@ -113,10 +111,37 @@ build_helm() {
   mv "$mod/out/helm" "$bin/helm"
 }
 
+# CoreDNS with only the plugins of the cluster's Corefile (cluster/go/coredns).
+build_coredns() {
+  build_go_main coredns "github.com/coredns/coredns@$COREDNS_VERSION" "$coredns_bin/coredns"
+}
+
+# crictl talks CRI to containerd: `cluster down` removes every pod sandbox with it.
+build_crictl() {
+  local mod="$cache/src/crictl-$CRICTL_VERSION"
+  mkdir -p "$mod"
+  cd "$mod"
+  GOBIN="$crictl_bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+}
+
+build_pause() {
+  local mod="$cache/src/${pause_bin##*/}"
+  mkdir -p "$mod"
+  cd "$mod"
+  printf 'module kitaru.local/pause\n\ngo 1.24\n' >go.mod
+  cp "$pause_src" main.go
+  go build -trimpath -ldflags "-s -w" -o "$pause_bin/pause.tmp" .
+  mv "$pause_bin/pause.tmp" "$pause_bin/pause"
+}
+
 start=$(date +%s)
 [[ -x "$bin/etcd" ]] || step etcd build_etcd
 [[ -x "$bin/helm" ]] || step helm build_helm
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+[[ -x "$coredns_bin/coredns" ]] || step coredns build_coredns
+[[ -x "$crictl_bin/crictl" ]] || step crictl build_crictl
+[[ -x "$pause_bin/pause" ]] || step pause build_pause
+ln -sf "$coredns_bin/coredns" "$crictl_bin/crictl" "$pause_bin/pause" "$bin/"
+for b in "${k8s_cmds[@]}"; do
   if [[ ! -x "$bin/$b" ]]; then step kubernetes build_kubernetes; break; fi
 done
 echo "build: done in $(($(date +%s) - start)) s" >&2

@@ -51,6 +51,18 @@ def wait_for(
         time.sleep(interval)
 
 
+def node_images(cluster_dir: Path = CLUSTER_DIR) -> dict[str, dict[str, str]]:
+    """The images `cluster up` imported into the node's containerd (built from the
+    project's Dockerfiles): name -> ref, digest, pinned (repository@digest)."""
+    images: dict[str, dict[str, str]] = json.loads((cluster_dir / "images.json").read_text())
+    return images
+
+
+def runner_image() -> str:
+    """The runner image pinned by digest: what every test flow runs in."""
+    return node_images()["runner"]["pinned"]
+
+
 def bin_dir(cluster_dir: Path = CLUSTER_DIR) -> Path:
     """The pinned binaries: from the cluster's env file, else from the (cached) build."""
     env_file = cluster_dir / "env"
@@ -177,10 +189,12 @@ def create(obj: dict, namespace: str, check: bool = True):
     return kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(obj), check=check)
 
 
-def deployment(flow: str, version: int, *, image: str | None = "kitaru/runner:test") -> dict:
+def deployment(flow: str, version: int, *, image: str | None = "") -> dict:
+    """A FlowDeployment manifest; `image` defaults to the node's runner image, None
+    leaves the snapshot without one."""
     snapshot: dict = {"entrypoint": f"flows.demo:{flow}"}
     if image is not None:
-        snapshot["image"] = image
+        snapshot["image"] = image or runner_image()
     return {
         "apiVersion": "kitaru.dev/v1alpha1",
         "kind": "FlowDeployment",

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 NAMESPACE = "kitaru-demo"
@@ -98,6 +99,31 @@ def prepare_cluster() -> None:
         print(f"Deleting namespace {NAMESPACE} left by an earlier demo (the story starts at v1)")
         kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s")
     kubectl("create", "namespace", NAMESPACE)
+    wait_for_admission()
+
+
+# A version the admission policies check (a server-side dry run stores nothing).
+PROBE = """{"apiVersion": "kitaru.dev/v1alpha1", "kind": "FlowDeployment",
+ "metadata": {"name": "probe-v1"},
+ "spec": {"flow": "probe", "version": 1, "snapshot": {"image": "probe", "entrypoint": "m:f"}}}"""
+
+
+def wait_for_admission(timeout: float = 60) -> None:
+    """Right after the API server starts (or the CRDs are new) its admission policies
+    cannot resolve their FlowRoute parameters for a few seconds and deny every write;
+    wait until they evaluate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(
+            ["kubectl", "create", "--dry-run=server", "-n", NAMESPACE, "-f", "-"],
+            input=PROBE,
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode == 0 or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
 
 
 def operator_running() -> bool:

@@ -1,8 +1,10 @@
 """Start, stop and check the local cluster: `python -m kitaru_localnode.cluster up|down|status`.
 
 Everything lives in one state directory (default `<checkout>/.cluster`): certificates,
-etcd data, logs, pid files, kubeconfigs and the node agent's pod folders. `--dir` runs
-an independent cluster elsewhere (its own ports), which the tests use to check `down`.
+etcd data, logs, pid files, kubeconfigs and the node's containerd and kubelet folders.
+`--dir` runs an independent cluster elsewhere (its own ports); `--no-node` starts the
+control plane alone, on loopback (benchmark clusters, a second cluster beside the one
+that owns the machine's node).
 """
 
 from __future__ import annotations
@@ -21,20 +23,31 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
-from kitaru_localnode import procs
-from kitaru_localnode.pki import NODE_NAME, ensure_pki
+from kitaru_localnode import images, node, procs
+from kitaru_localnode.paths import BUILD_SCRIPT, CHECKOUT
+from kitaru_localnode.pki import NODE_IP, NODE_NAME, ensure_pki
 
-_PKG = Path(__file__).resolve().parent
-_CHECKOUT = _PKG.parents[1] if (_PKG.parent / "build.sh").exists() else Path.cwd()
-BUILD_SCRIPT = _CHECKOUT / "cluster" / "build.sh"
-DEFAULT_DIR = _CHECKOUT / ".cluster"
-SERVICE_CIDR = "10.96.0.0/16"
+DEFAULT_DIR = CHECKOUT / ".cluster"
+SERVICE_CIDR = node.SERVICE_CIDR
 
-# Start order; `down` stops in reverse (the node agent first, then its pods).
-COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "localnode"]
-PORT_NAMES = ["etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kubelet"]
+# Start order; `down` stops in reverse (the kubelet first, the control plane last).
+CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+NODE = ["containerd", "coredns", "kube-proxy", "kubelet"]
+PORT_NAMES = [
+    "etcd",
+    "etcd-peer",
+    "apiserver",
+    "controller-manager",
+    "scheduler",
+    "kubelet",
+    "kubelet-healthz",
+    "kube-proxy-healthz",
+    "kube-proxy-metrics",
+    "coredns-ready",
+]
 
 
 class ClusterError(Exception):
@@ -49,10 +62,20 @@ class State:
         self.pki = self.root / "pki"
         self.logs = self.root / "logs"
         self.pids = self.root / "pids"
-        self.pod_pids = self.pids / "pods"
         self.kubeconfig = self.root / "kubeconfig"
         self.kubeconfigs = self.root / "kubeconfigs"
         self.ports_file = self.root / "ports.json"
+        self.components_file = self.root / "components.json"
+        self.images_file = self.root / "images.json"
+        self.node = node.NodePaths(self.root)
+
+    def components(self) -> list[str]:
+        """What the last `up` started (the control plane alone with --no-node)."""
+        try:
+            names: list[str] = json.loads(self.components_file.read_text())
+            return names
+        except (OSError, ValueError):
+            return CONTROL_PLANE + NODE
 
     def pidfile(self, name: str) -> Path:
         return self.pids / f"{name}.pid"
@@ -215,14 +238,20 @@ def _healthy(url: str, ctx: ssl.SSLContext) -> bool:
     return _get(url, ctx)[0] == 200
 
 
+def _api_host(state: State) -> str:
+    """The API server's address: the node's when the cluster has a node, else loopback."""
+    return "127.0.0.1" if state.components() == CONTROL_PLANE else NODE_IP
+
+
 def _apiserver_ready(state: State, port: int) -> bool:
-    status, body = _get(f"https://127.0.0.1:{port}/readyz", _ssl_context(state))
+    status, body = _get(f"https://{_api_host(state)}:{port}/readyz", _ssl_context(state))
     return status == 200 and body.strip() == b"ok"
 
 
 def _node_ready(state: State, port: int, since: float) -> bool:
     """The Node is Ready with a heartbeat from this run (not a stale one from etcd)."""
-    status, body = _get(f"https://127.0.0.1:{port}/api/v1/nodes/{NODE_NAME}", _ssl_context(state))
+    url = f"https://{_api_host(state)}:{port}/api/v1/nodes/{NODE_NAME}"
+    status, body = _get(url, _ssl_context(state))
     if status != 200:
         return False
     for cond in json.loads(body).get("status", {}).get("conditions", []):
@@ -233,46 +262,96 @@ def _node_ready(state: State, port: int, since: float) -> bool:
 
 
 def _default_sa_exists(state: State, port: int) -> bool:
-    url = f"https://127.0.0.1:{port}/api/v1/namespaces/default/serviceaccounts/default"
+    url = f"https://{_api_host(state)}:{port}/api/v1/namespaces/default/serviceaccounts/default"
     return _get(url, _ssl_context(state))[0] == 200
+
+
+def _create(state: State, port: int, obj: dict) -> None:
+    """POST one object with the admin identity; an existing one is left as it is."""
+    group_version = obj["apiVersion"]
+    prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    plural = obj["kind"].lower() + "s"
+    request = urllib.request.Request(
+        f"https://{_api_host(state)}:{port}{prefix}/{plural}",
+        data=json.dumps(obj).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        urllib.request.urlopen(request, context=_ssl_context(state), timeout=10).close()
+    except urllib.error.HTTPError as err:
+        if err.code != 409:
+            raise ClusterError(f"creating {obj['kind']} {obj['metadata']['name']}: {err}") from err
+
+
+def _binary_answers(argv: list[str]) -> bool:
+    return subprocess.run(argv, capture_output=True).returncode == 0
 
 
 def is_up(state: State) -> bool:
     """Every component recorded and alive, and the API server ready."""
-    if not all(procs.recorded_alive(state.pidfile(n)) for n in COMPONENTS):
+    if not all(procs.recorded_alive(state.pidfile(n)) for n in state.components()):
         return False
     port = state.ports().get("apiserver")
     return port is not None and _apiserver_ready(state, port)
 
 
-def _pod_pidfiles(state: State) -> list[Path]:
-    return sorted(state.pod_pids.glob("*.pid")) if state.pod_pids.is_dir() else []
-
-
 def down(state: State) -> list[str]:
-    """Stop the node agent, then every pod process it recorded, then the control plane."""
+    """Stop the kubelet, remove every pod sandbox, stop the rest of the node and the
+    control plane, then remove what the node left on the host (iptables rules, mounts,
+    the bridge). Components are stopped even when the last `up` failed half-way."""
     leftovers: list[str] = []
-    for name in reversed(COMPONENTS):
+    binaries = _cached_bin_dir(state)
+    for name in reversed(CONTROL_PLANE + NODE):
+        if name == "containerd" and binaries is not None:
+            node.remove_pod_sandboxes(state.node, binaries / "crictl")
         path = state.pidfile(name)
         if procs.stop_groups([path]):
             leftovers.append(name)
         path.unlink(missing_ok=True)
-        if name == "localnode":
-            pod_files = _pod_pidfiles(state)
-            if procs.stop_groups(pod_files, grace=3.0):
-                leftovers.append("pod processes")
-            for f in pod_files:
-                f.unlink(missing_ok=True)
+    if state.node.root.is_dir():
+        node.kill_leftovers(state.node)
+        node.remove_kube_chains()
+        node.remove_cgroups()
+        if node.node_owner() in (None, state.root):
+            node.remove_bridge()
+            node.release_node(state.root)
     return leftovers
 
 
-def up(state: State) -> None:
+def _cached_bin_dir(state: State) -> Path | None:
+    """The binaries of the last `up` (recorded in its env file), without building."""
+    env_file = state.root / "env"
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("export KITARU_BIN_DIR="):
+                return Path(line.split("=", 1)[1])
+    return None
+
+
+def up(state: State, with_node: bool = True) -> None:
     if is_up(state):
         print(f"already up (KUBECONFIG={state.kubeconfig})")
         return
+    if with_node and (missing := node.missing_prerequisites()):
+        raise ClusterError(
+            f"the node needs {', '.join(missing)}: run `make packages` "
+            "(cluster/install-packages.sh) as root, or start with --no-node"
+        )
+    if with_node and (owner := node.node_owner()) not in (None, state.root):
+        raise ClusterError(
+            f"this machine's node belongs to the cluster in {owner}; stop it first "
+            "or start this one with --no-node"
+        )
     binaries = bin_dir()
+    try:
+        built = images.build_all(binaries) if with_node else {}
+    except images.ImageBuildError as err:
+        raise ClusterError(str(err)) from err
     # A half-running cluster (something crashed) is restarted from scratch.
     down(state)
+    if with_node:
+        node.claim_node(state.root)
     data_flag = f"--data-dir={state.root / 'etcd'}"
     strays = [pid for pid in procs.with_cmdline(data_flag) if pid != os.getpid()]
     if strays:
@@ -281,139 +360,39 @@ def up(state: State) -> None:
             f"{state.root / 'etcd'}; stop them first"
         )
     started_at = time.monotonic()
-    for d in (state.logs, state.pids, state.pod_pids, state.root / "etcd"):
+    for d in (state.logs, state.pids, state.root / "etcd"):
         d.mkdir(parents=True, exist_ok=True)
+    components = CONTROL_PLANE + NODE if with_node else CONTROL_PLANE
+    state.components_file.write_text(json.dumps(components) + "\n")
+    (state.root / "env").write_text(
+        f"export KITARU_BIN_DIR={binaries}\n"
+        f"export KUBECONFIG={state.kubeconfig}\n"
+        f'export PATH="$KITARU_BIN_DIR:$PATH"\n'
+    )
     ensure_pki(state.pki)
     ports = choose_ports(state.ports())
     state.ports_file.write_text(json.dumps(ports, indent=2) + "\n")
-    server = f"https://127.0.0.1:{ports['apiserver']}"
+    server = f"https://{_api_host(state)}:{ports['apiserver']}"
     write_kubeconfig(state.kubeconfig, server, state.pki, "admin")
-    for user in ("controller-manager", "scheduler", "node"):
+    for user in ("controller-manager", "scheduler", "node", "kube-proxy", "coredns"):
         write_kubeconfig(state.kubeconfigs / f"{user}.kubeconfig", server, state.pki, user)
 
-    pki = state.pki
     launcher = Launcher(state)
     try:
-        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-        peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
-        launcher.start(
-            "etcd",
-            [
-                str(binaries / "etcd"),
-                "--name=kitaru",
-                f"--data-dir={state.root / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=kitaru={peer_url}",
-                # A throwaway dev store: durability is not worth the fsync latency.
-                "--unsafe-no-fsync=true",
-                "--log-level=warn",
-            ],
-        )
-        launcher.wait("etcd", lambda: _get(f"{etcd_url}/health")[0] == 200, 30)
-
-        launcher.start(
-            "kube-apiserver",
-            [
-                str(binaries / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=Node,RBAC",
-                # ValidatingAdmissionPolicy and the ServiceAccount plugin are on by default.
-                "--enable-admission-plugins=NodeRestriction",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
-                "--kubelet-preferred-address-types=InternalIP",
-                "--allow-privileged=true",
-                # Endpoints may not hold loopback addresses, so the `kubernetes` Service
-                # gets none; pods reach the API server via KUBERNETES_SERVICE_HOST instead.
-                "--endpoint-reconciler-type=none",
-                f"--cert-dir={pki / 'generated'}",
-                "--profiling=false",
-            ],
-        )
-        launcher.wait("kube-apiserver", lambda: _apiserver_ready(state, ports["apiserver"]), 90)
-
-        for name, user, port, extra in (
-            (
-                "kube-controller-manager",
-                "controller-manager",
-                ports["controller-manager"],
-                [
-                    "--use-service-account-credentials=true",
-                    f"--root-ca-file={pki / 'ca.crt'}",
-                    f"--service-account-private-key-file={pki / 'sa.key'}",
-                    f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-                    f"--cluster-signing-key-file={pki / 'ca.key'}",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    "--controllers=*",
-                ],
-            ),
-            ("kube-scheduler", "scheduler", ports["scheduler"], []),
-        ):
-            kubeconfig = state.kubeconfigs / f"{user}.kubeconfig"
-            launcher.start(
-                name,
-                [
-                    str(binaries / name),
-                    f"--kubeconfig={kubeconfig}",
-                    f"--authentication-kubeconfig={kubeconfig}",
-                    f"--authorization-kubeconfig={kubeconfig}",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={port}",
-                    f"--cert-dir={pki / 'generated' / user}",
-                    "--leader-elect=false",
-                    *extra,
-                ],
-            )
-        unverified = _ssl_context(state, verify=False)
-        for name, port_name in (
-            ("kube-controller-manager", "controller-manager"),
-            ("kube-scheduler", "scheduler"),
-        ):
-            url = f"https://127.0.0.1:{ports[port_name]}/healthz"
-            launcher.wait(name, functools.partial(_healthy, url, unverified), 30)
-
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("KUBECONFIG", None)
-        launcher.start(
-            "localnode",
-            [
-                sys.executable,
-                "-m",
-                "kitaru_localnode.agent",
-                f"--dir={state.root}",
-                f"--port={ports['kubelet']}",
-            ],
-            env=env,
-        )
-        agent_started = time.time()
-        launcher.wait(
-            "localnode", lambda: _node_ready(state, ports["apiserver"], agent_started), 30
-        )
+        if with_node:
+            node.ensure_bridge()
+        _start_control_plane(launcher, state, binaries, ports)
+        if with_node:
+            _start_node(launcher, state, binaries, ports, built)
         launcher.wait(
             "kube-controller-manager", lambda: _default_sa_exists(state, ports["apiserver"]), 30
         )
     except (ClusterError, KeyboardInterrupt):
         down(state)
         raise
-
-    (state.root / "env").write_text(
-        f"export KITARU_BIN_DIR={binaries}\n"
-        f"export KUBECONFIG={state.kubeconfig}\n"
-        f'export PATH="$KITARU_BIN_DIR:$PATH"\n'
+    state.images_file.write_text(
+        json.dumps({n: {**asdict(i), "pinned": i.pinned} for n, i in built.items()}, indent=2)
+        + "\n"
     )
     print(
         f"cluster up in {time.monotonic() - started_at:.1f} s: {server}\n"
@@ -422,11 +401,167 @@ def up(state: State) -> None:
     )
 
 
+def _start_control_plane(
+    launcher: Launcher, state: State, binaries: Path, ports: dict[str, int]
+) -> None:
+    """etcd, then the API server on the node's address (loopback without a node), then
+    the controller manager and the scheduler."""
+    pki = state.pki
+    host = _api_host(state)
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+    launcher.start(
+        "etcd",
+        [
+            str(binaries / "etcd"),
+            "--name=kitaru",
+            f"--data-dir={state.root / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=kitaru={peer_url}",
+            # A throwaway dev store: durability is not worth the fsync latency.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+    )
+    launcher.wait("etcd", lambda: _get(f"{etcd_url}/health")[0] == 200, 30)
+
+    # With a node, the `kubernetes` Service's endpoint is the node's address, which pods
+    # reach; without one there is no pod, and Endpoints may not hold loopback addresses.
+    reconciler = "lease" if host == NODE_IP else "none"
+    launcher.start(
+        "kube-apiserver",
+        [
+            str(binaries / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
+            f"--secure-port={ports['apiserver']}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=Node,RBAC",
+            # ValidatingAdmissionPolicy, PodSecurity and the ServiceAccount plugin are on
+            # by default.
+            "--enable-admission-plugins=NodeRestriction",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=true",
+            f"--endpoint-reconciler-type={reconciler}",
+            f"--cert-dir={pki / 'generated'}",
+            "--profiling=false",
+        ],
+    )
+    launcher.wait("kube-apiserver", lambda: _apiserver_ready(state, ports["apiserver"]), 90)
+
+    for name, user, port, extra in (
+        (
+            "kube-controller-manager",
+            "controller-manager",
+            ports["controller-manager"],
+            [
+                "--use-service-account-credentials=true",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*",
+            ],
+        ),
+        ("kube-scheduler", "scheduler", ports["scheduler"], []),
+    ):
+        kubeconfig = state.kubeconfigs / f"{user}.kubeconfig"
+        launcher.start(
+            name,
+            [
+                str(binaries / name),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={pki / 'generated' / user}",
+                "--leader-elect=false",
+                *extra,
+            ],
+        )
+    unverified = _ssl_context(state, verify=False)
+    for name, port_name in (
+        ("kube-controller-manager", "controller-manager"),
+        ("kube-scheduler", "scheduler"),
+    ):
+        url = f"https://127.0.0.1:{ports[port_name]}/healthz"
+        launcher.wait(name, functools.partial(_healthy, url, unverified), 30)
+
+
+def _start_node(
+    launcher: Launcher,
+    state: State,
+    binaries: Path,
+    ports: dict[str, int],
+    built: dict[str, images.BuiltImage],
+) -> None:
+    """containerd (with the images imported), CoreDNS, kube-proxy and the kubelet, which
+    registers the Node; ready when the Node is Ready with a fresh heartbeat and
+    kube-proxy has synced."""
+    paths = state.node
+    node.write_configs(paths, state.pki, state.kubeconfigs, ports, built["pause"].ref)
+    launcher.start(
+        "containerd",
+        ["containerd", f"--config={paths.containerd_config}"],
+        env={**os.environ, **node.NO_REGISTRY_ENV},
+    )
+    ctr_version = ["ctr", f"--address={paths.containerd_socket}", "version"]
+    launcher.wait("containerd", functools.partial(_binary_answers, ctr_version), 30)
+    try:
+        node.import_images(paths, built)
+    except RuntimeError as err:
+        raise ClusterError(str(err)) from err
+
+    for obj in node.COREDNS_RBAC:
+        _create(state, ports["apiserver"], obj)
+    launcher.start("coredns", [str(binaries / "coredns"), f"-conf={paths.corefile}"])
+    ready = f"http://127.0.0.1:{ports['coredns-ready']}/ready"
+    launcher.wait("coredns", lambda: _get(ready)[0] == 200, 30)
+
+    launcher.start(
+        "kube-proxy", [str(binaries / "kube-proxy"), f"--config={paths.kube_proxy_config}"]
+    )
+    kubelet_started = time.time()
+    launcher.start(
+        "kubelet",
+        [
+            str(binaries / "kubelet"),
+            f"--config={paths.kubelet_config}",
+            f"--kubeconfig={state.kubeconfigs / 'node.kubeconfig'}",
+            f"--root-dir={paths.kubelet_root}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={NODE_IP}",
+        ],
+    )
+    launcher.wait("kubelet", lambda: _node_ready(state, ports["apiserver"], kubelet_started), 60)
+    # kube-proxy reports healthy once it has synced its rules for the registered Node.
+    healthz = f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz"
+    launcher.wait("kube-proxy", lambda: _get(healthz)[0] == 200, 30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kitaru_localnode.cluster")
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-node", action="store_true", help="up: the control plane alone, on loopback"
     )
     args = parser.parse_args(argv)
     state = State(args.dir)
@@ -439,10 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     state.root.mkdir(parents=True, exist_ok=True)
     with (state.root / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _locked(args.command, state)
+        return _locked(args.command, state, with_node=not args.no_node)
 
 
-def _locked(command: str, state: State) -> int:
+def _locked(command: str, state: State, with_node: bool) -> int:
     if command == "down":
         leftovers = down(state)
         if leftovers:
@@ -451,7 +586,7 @@ def _locked(command: str, state: State) -> int:
         print("down")
         return 0
     try:
-        up(state)
+        up(state, with_node=with_node)
     except ClusterError as err:
         print(f"cluster up failed: {err}", file=sys.stderr)
         return 1

@@ -13,6 +13,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NODE_NAME = "kitaru-local"
 SERVICE_IP = "10.96.0.1"
+# The gateway of the node's pod bridge: the API server and the kubelet listen there,
+# because pods cannot reach the host's loopback.
+NODE_IP = "10.244.0.1"
 APISERVER_SANS = [
     "localhost",
     "kubernetes",
@@ -29,6 +32,22 @@ CLIENT_CERTS: dict[str, tuple[str, str | None]] = {
     "scheduler": ("system:kube-scheduler", None),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", None),
     "node": (f"system:node:{NODE_NAME}", "system:nodes"),
+    # Bound by the built-in ClusterRoleBinding system:node-proxier.
+    "kube-proxy": ("system:kube-proxy", None),
+    # Bound to the read-only role the cluster creates for CoreDNS.
+    "coredns": ("system:coredns", None),
+}
+
+# file name -> (common name, organisation, subject alternative names) of serving certificates
+SERVING_CERTS: dict[str, tuple[str, str | None, list[str]]] = {
+    "apiserver": ("kube-apiserver", None, ["127.0.0.1", NODE_IP, SERVICE_IP, *APISERVER_SANS]),
+    # The kubelet's HTTPS endpoint (logs, exec, port-forward): the API server dials the
+    # node's InternalIP.
+    "kubelet-serving": (
+        f"system:node:{NODE_NAME}",
+        "system:nodes",
+        ["127.0.0.1", NODE_IP, "localhost", NODE_NAME],
+    ),
 }
 
 
@@ -114,45 +133,50 @@ def _issue(
     _write_pair(pki, name, key, builder.sign(ca_key, hashes.SHA256()))
 
 
+def _sans(cert_file: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(v) for v in alt.get_values_for_type(x509.IPAddress)} | set(
+        alt.get_values_for_type(x509.DNSName)
+    )
+
+
+def _load_ca(pki: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+
+
 def ensure_pki(pki: Path) -> None:
     """Create the CA, serving and client certificates and the service-account key pair.
 
-    Existing files are kept, so kubeconfigs handed out earlier stay valid across restarts.
+    Existing files are kept, so kubeconfigs handed out earlier stay valid across
+    restarts; what is missing is issued by the existing CA, and a serving certificate
+    whose names differ from the wanted ones is issued again.
     """
-    marker = pki / "complete"
-    if marker.exists():
-        return
     pki.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("kitaru-local-ca")
-    ca_cert = _builder(ca_name, ca_name, ca_key, ca=True).sign(ca_key, hashes.SHA256())
-    _write_pair(pki, "ca", ca_key, ca_cert)
-
-    _issue(
-        pki,
-        "apiserver",
-        _name("kube-apiserver"),
-        ca_key,
-        ca_cert,
-        server_sans=["127.0.0.1", SERVICE_IP, *APISERVER_SANS],
-    )
-    # The node agent's HTTPS endpoint (kubectl logs): the API server dials the node's InternalIP.
-    _issue(
-        pki,
-        "node-serving",
-        _name(f"system:node:{NODE_NAME}", "system:nodes"),
-        ca_key,
-        ca_cert,
-        server_sans=["127.0.0.1", "localhost", NODE_NAME],
-    )
-    for name, (cn, org) in CLIENT_CERTS.items():
-        _issue(pki, name, _name(cn, org), ca_key, ca_cert)
-
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write_key(pki / "sa.key", sa_key)
-    (pki / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if not (pki / "ca.crt").exists():
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = _name("kitaru-local-ca")
+        _write_pair(
+            pki,
+            "ca",
+            ca_key,
+            _builder(ca_name, ca_name, ca_key, ca=True).sign(ca_key, hashes.SHA256()),
         )
-    )
-    marker.write_text("ok\n")
+    ca_key, ca_cert = _load_ca(pki)
+    for name, (cn, org, sans) in SERVING_CERTS.items():
+        cert = pki / f"{name}.crt"
+        if not cert.exists() or _sans(cert) != set(sans):
+            _issue(pki, name, _name(cn, org), ca_key, ca_cert, server_sans=sans)
+    for name, (cn, org) in CLIENT_CERTS.items():
+        if not (pki / f"{name}.crt").exists():
+            _issue(pki, name, _name(cn, org), ca_key, ca_cert)
+    if not (pki / "sa.key").exists():
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_key(pki / "sa.key", sa_key)
+        (pki / "sa.pub").write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )

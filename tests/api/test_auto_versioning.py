@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 from kitaru.client import KitaruClient
 from kitaru.client.connection import combine, load_kube_context
-from support import KUBECONFIG, create, deployment, wait_for
+from support import KUBECONFIG, create, deployment, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 FLOW = "research_agent"
-IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
 ENTRYPOINT = "flows.research:research_agent"
 DEPLOYERS = 20
 
@@ -42,7 +41,9 @@ def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, name
         client = client_for(namespace)  # each producer its own client and connections
         try:
             barrier.wait(timeout=60)
-            info = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=IMAGE)
+            info = client.deployments.create_version(
+                FLOW, entrypoint=ENTRYPOINT, image=runner_image()
+            )
             got[n] = info.version
         except BaseException as exc:
             errors.append(exc)
@@ -77,7 +78,7 @@ def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, name
     assert [d.version for d in client.deployments.list(FLOW)] == list(range(1, DEPLOYERS))
 
     # The next deploy gets 21, never the deleted 20.
-    info = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=IMAGE)
+    info = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=runner_image())
     assert info.version == DEPLOYERS + 1
     assert info.snapshot_name == "kitaru::research_agent::v21"
     assert info.tag_names == ["default"]
@@ -96,12 +97,12 @@ def test_a_version_deleted_right_after_its_deploy_is_not_reused(namespace: str) 
     """No operator here: the deploy itself records the high-water mark, so a delete that
     comes before the operator could notice the version cannot free its number."""
     client = client_for(namespace)
-    client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=IMAGE)
+    client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=runner_image())
     second = client.deployments.create_version(
-        FLOW, entrypoint=ENTRYPOINT, image=IMAGE, untagged=True
+        FLOW, entrypoint=ENTRYPOINT, image=runner_image(), untagged=True
     )
     assert high_water_mark(client) == "2"
     client.deployments.delete(FLOW, second.version)
-    third = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=IMAGE)
+    third = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=runner_image())
     assert third.version == 3
     assert "never reused" in create(deployment(FLOW, 2), namespace, check=False).stderr

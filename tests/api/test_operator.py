@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import OperatorProcess, kubectl, route, wait_for
+from support import OperatorProcess, kubectl, route, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -32,7 +32,7 @@ def deployment(flow: str, version: int) -> dict[str, Any]:
         "spec": {
             "flow": flow,
             "version": version,
-            "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "m:f"},
+            "snapshot": {"image": runner_image(), "entrypoint": "m:f"},
         },
     }
 

@@ -1,10 +1,13 @@
-"""The local cluster is real: schemas and CEL, RBAC, Jobs run through the node agent,
-garbage collection, in-cluster clients, and `cluster down` leaving nothing behind."""
+"""The local cluster is real: schemas and CEL, RBAC, Jobs in containers of the runner
+image on the node (containerd + runc), garbage collection, the pod network with cluster
+DNS and Services, exec and port-forward, securityContext enforcement, in-cluster
+clients, and `cluster down` leaving nothing behind."""
 
 from __future__ import annotations
 
 import json
 import random
+import socket
 import ssl
 import subprocess
 import sys
@@ -17,7 +20,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from support import REPO, Cluster, kubectl, wait_for
+from support import KUBECONFIG, REPO, Cluster, bin_dir, kubectl, runner_image, wait_for
 
 
 def _get_json(*args: str, namespace: str | None = None) -> Any:
@@ -72,13 +75,27 @@ def _job_manifest(name: str, script: str, backoff_limit: int) -> str:
                     "spec": {
                         "restartPolicy": "Never",
                         "containers": [
-                            {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+                            {
+                                "name": "main",
+                                "image": runner_image(),
+                                "command": ["sh", "-c", script],
+                            }
                         ],
                     }
                 },
             },
         }
     )
+
+
+def _run_pod(namespace: str, name: str, container: dict[str, Any], **spec: Any) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", **container}], **spec},
+    }
+    kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(pod))
 
 
 def test_apiserver_is_ready() -> None:
@@ -173,7 +190,7 @@ def test_job_runs_to_complete_with_its_output(namespace: str) -> None:
         "create",
         "job",
         "hello",
-        "--image=busybox:1.36",
+        f"--image={runner_image()}",
         "--",
         "sh",
         "-c",
@@ -210,7 +227,7 @@ def test_deleting_a_job_garbage_collects_its_pods(namespace: str) -> None:
         "create",
         "job",
         "sleeper",
-        "--image=busybox",
+        f"--image={runner_image()}",
         "--",
         "sleep",
         str(seconds),
@@ -229,32 +246,151 @@ def test_deleting_a_job_garbage_collects_its_pods(namespace: str) -> None:
     wait_for(lambda: not _processes_with(f"sleep {seconds}"), timeout=10, message="process gone")
 
 
-def test_pod_with_an_unmapped_image_fails_with_a_clear_reason(namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "unmapped"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "registry.invalid/nothing:1.0"}],
+def test_an_image_missing_from_the_node_is_never_pulled(namespace: str) -> None:
+    """Nothing leaves the machine: a missing image with pull policy Never waits with
+    ErrImageNeverPull."""
+    image = "registry.invalid/nothing:1.0"
+    _run_pod(namespace, "missing", {"image": image, "imagePullPolicy": "Never"})
+
+    def waiting() -> dict[str, Any] | None:
+        statuses = _get_json("pod", "missing", namespace=namespace)["status"].get(
+            "containerStatuses", []
+        )
+        state = statuses[0]["state"].get("waiting", {}) if statuses else {}
+        return state if state.get("reason") == "ErrImageNeverPull" else None
+
+    assert image in wait_for(waiting, timeout=60)["message"]
+
+
+def test_security_context_is_enforced(namespace: str) -> None:
+    """runc applies the pod's securityContext: the image's numeric user, a read-only root
+    file system, no capabilities; runAsNonRoot refuses an image that runs as root."""
+    script = (
+        "id -u; touch /probe 2>/dev/null && echo writable || echo read-only; "
+        "grep CapEff /proc/self/status"
+    )
+    _run_pod(
+        namespace,
+        "restricted",
+        {
+            "image": runner_image(),
+            "command": ["sh", "-c", script],
+            "securityContext": {
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "runAsNonRoot": True,
+            },
         },
-    }
-    kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(pod))
-    status = wait_for(lambda: _finished_pod(namespace, "unmapped"), timeout=60)
-    assert status["phase"] == "Failed"
-    waiting = status["containerStatuses"][0]["state"]["waiting"]
-    assert waiting["reason"] == "ImageNotMapped"
-    assert "registry.invalid/nothing:1.0" in waiting["message"]
-    assert "images.yaml" in waiting["message"]
+    )
+    status = wait_for(lambda: _finished_pod(namespace, "restricted"), timeout=60)
+    assert status["phase"] == "Succeeded"
+    lines = kubectl("logs", "restricted", namespace=namespace).stdout.split("\n")
+    assert lines[:2] == ["10001", "read-only"]
+    assert lines[2].split() == ["CapEff:", "0000000000000000"]
+
+    _run_pod(
+        namespace,
+        "as-root",
+        {"image": runner_image(), "command": ["true"], "securityContext": {"runAsUser": 0}},
+        securityContext={"runAsNonRoot": True},
+    )
+
+    def refused() -> str | None:
+        statuses = _get_json("pod", "as-root", namespace=namespace)["status"].get(
+            "containerStatuses", []
+        )
+        waiting = statuses[0]["state"].get("waiting", {}) if statuses else {}
+        return (
+            waiting.get("message")
+            if waiting.get("reason") == "CreateContainerConfigError"
+            else None
+        )
+
+    assert "non-root" in wait_for(refused, timeout=60)
+
+
+def test_services_dns_exec_and_port_forward(namespace: str) -> None:
+    """A Service resolves through cluster DNS and routes through kube-proxy to a pod on the
+    bridge; `kubectl exec` and `kubectl port-forward` reach the pod through the kubelet."""
+    _run_pod(
+        namespace,
+        "web",
+        {
+            "image": runner_image(),
+            "command": ["python", "-m", "http.server", "8000", "--directory", "/opt/kitaru"],
+            "ports": [{"containerPort": 8000}],
+            "readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1},
+        },
+    )
+    kubectl("label", "pod", "web", "app=web", namespace=namespace)
+    kubectl("create", "service", "clusterip", "web", "--tcp=80:8000", namespace=namespace)
+    kubectl("wait", "--for=condition=Ready", "pod/web", "--timeout=60s", namespace=namespace)
+
+    fetch = (
+        "import socket, urllib.request; "
+        f"print(socket.gethostbyname('web.{namespace}.svc.cluster.local')); "
+        "print(urllib.request.urlopen('http://web/', timeout=5).status)"
+    )
+    _run_pod(namespace, "client", {"image": runner_image(), "command": ["python", "-c", fetch]})
+    status = wait_for(lambda: _finished_pod(namespace, "client"), timeout=60)
+    logs = kubectl("logs", "client", namespace=namespace).stdout.split()
+    assert status["phase"] == "Succeeded", logs
+    service_ip = _get_json("service", "web", namespace=namespace)["spec"]["clusterIP"]
+    assert logs == [service_ip, "200"]
+
+    exec_out = kubectl("exec", "web", "--", "sh", "-c", "id -u; hostname", namespace=namespace)
+    assert exec_out.stdout.split() == ["10001", "web"]
+
+    port = _free_port()
+    forward = subprocess.Popen(
+        [*_kubectl_argv(namespace), "port-forward", "pod/web", f"{port}:8000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = wait_for(lambda: _http_get(f"http://127.0.0.1:{port}/"), timeout=30)
+        assert "bin/" in body
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _http_get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body: bytes = response.read()
+            return body.decode()
+    except OSError:
+        return None
+
+
+def _kubectl_argv(namespace: str) -> list[str]:
+    return [str(bin_dir() / "kubectl"), f"--kubeconfig={KUBECONFIG}", f"--namespace={namespace}"]
 
 
 IN_CLUSTER_SCRIPT = textwrap.dedent(
     """
-    import json, os
-    from kubernetes import client, config
-    config.load_incluster_config()
-    ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
-    names = sorted(c.metadata.name for c in client.CoreV1Api().list_namespaced_config_map(ns).items)
+    import json, os, ssl, urllib.request
+    # What a client's in-cluster configuration does: the Service's address from the
+    # environment, the projected token and CA.
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+    ns = open(f"{sa}/namespace").read()
+    request = urllib.request.Request(
+        f"https://{host}:{port}/api/v1/namespaces/{ns}/configmaps",
+        headers={"Authorization": "Bearer " + open(f"{sa}/token").read()},
+    )
+    ctx = ssl.create_default_context(cafile=f"{sa}/ca.crt")
+    items = json.load(urllib.request.urlopen(request, context=ctx, timeout=10))["items"]
+    names = sorted(c["metadata"]["name"] for c in items)
     result = {
         "configmaps": names,
         "pod": os.environ["POD_NAME"],
@@ -291,7 +427,7 @@ def test_pod_calls_the_api_server_in_cluster_style(namespace: str) -> None:
             "containers": [
                 {
                     "name": "main",
-                    "image": "ghcr.io/kitaru-k8s/runner:dev",
+                    "image": runner_image(),
                     "command": ["python", "-c", IN_CLUSTER_SCRIPT],
                     "workingDir": "/workspace/kitaru",
                     "env": [
@@ -317,13 +453,14 @@ def test_pod_calls_the_api_server_in_cluster_style(namespace: str) -> None:
         "greeting": "hi",
         "cwd": "/workspace/kitaru",
     }
-    # The mounts were private to the pod: nothing appeared on the host.
+    # The pod had its own root file system: nothing appeared on the host.
     assert not Path("/etc/kitaru-test").exists()
     assert not Path("/workspace/kitaru").exists()
 
 
 def test_cluster_down_leaves_no_process(tmp_path: Path) -> None:
-    """A throwaway second cluster (own state dir and ports), so the session's survives."""
+    """A throwaway second cluster (own state dir and ports), so the session's survives.
+    The machine has one node, the session cluster's: this one is the control plane alone."""
     state = tmp_path / "cluster"
 
     def cluster(*args: str) -> subprocess.CompletedProcess[str]:
@@ -335,26 +472,26 @@ def test_cluster_down_leaves_no_process(tmp_path: Path) -> None:
             timeout=300,
         )
 
+    refused = cluster("up")
+    assert refused.returncode == 1
+    assert "this machine's node belongs to the cluster in" in refused.stderr
+    assert "--no-node" in refused.stderr
     try:
-        up = cluster("up")
+        up = cluster("up", "--no-node")
         assert up.returncode == 0, up.stdout + up.stderr
         assert cluster("status").returncode == 0
-        assert "already up" in cluster("up").stdout
-        seconds = random.randint(100_000, 999_999)
+        assert "already up" in cluster("up", "--no-node").stdout
         kubeconfig = state / "kubeconfig"
-        kubectl(
-            "run", "sleeper", "--image=busybox", "--", "sleep", str(seconds), kubeconfig=kubeconfig
-        )
-        wait_for(lambda: _processes_with(f"sleep {seconds}"), timeout=60, message="pod process")
-        recorded = [int(p.read_text().split()[0]) for p in (state / "pids").rglob("*.pid")]
-        assert len(recorded) >= 6  # five components and at least one pod process
+        assert "127.0.0.1" in kubeconfig.read_text()  # without a node, loopback only
+        kubectl("create", "namespace", "probe", kubeconfig=kubeconfig)
+        recorded = [int(p.read_text().split()[0]) for p in (state / "pids").glob("*.pid")]
+        assert len(recorded) == 4  # etcd, API server, controller manager, scheduler
     finally:
         down = cluster("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [pid for pid in recorded if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]
     assert not _processes_with(str(state))
-    assert not _processes_with(f"sleep {seconds}")
-    assert not list((state / "pids").rglob("*.pid"))
+    assert not list((state / "pids").glob("*.pid"))
     assert cluster("status").returncode == 1
 
 

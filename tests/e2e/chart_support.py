@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import uuid
 from typing import Any
 
 from kitaru.core.jobs import source_key, source_sha256
-from support import KUBECONFIG, REPO, bin_dir, kubectl, wait_for
+from support import KUBECONFIG, REPO, bin_dir, kubectl, runner_image, wait_for
 
 CHART = REPO / "charts" / "kitaru-operator"
-RUNNER_IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
 
 
 def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -51,13 +49,6 @@ def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         raise AssertionError(proc.stderr)
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def unique(prefix: str) -> str:
@@ -106,7 +97,7 @@ def hello_objects(namespace: str, version: int = 1) -> list[dict[str, Any]]:
             "flow": "hello",
             "version": version,
             "snapshot": {
-                "image": RUNNER_IMAGE,
+                "image": runner_image(),
                 "entrypoint": "hello:hello",
                 "source": {
                     "configMap": cm_name,

@@ -11,13 +11,12 @@ from typing import Any
 import kubernetes
 from kitaru.core.inputs import schema_from_signature
 from kitaru.core.jobs import source_key, source_sha256
-from support import wait_for
+from support import runner_image, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from flows import research
 
 GROUP, VERSION = "kitaru.dev", "v1alpha1"
-IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
 FLOW_FILES = ("flows/__init__.py", "flows/research.py")
 FINISHED = ("Completed", "Failed", "Cancelled")
 
@@ -69,7 +68,7 @@ class Kitaru:
                 "inputs": inputs,
                 "inputSchema": schema_from_signature(getattr(research, function), inputs),
                 "snapshot": {
-                    "image": IMAGE,
+                    "image": runner_image(),
                     "entrypoint": f"flows.research:{function}",
                     "source": self.source,
                 },

@@ -1,10 +1,11 @@
 """The Helm chart with the real, pinned `helm` against the local cluster.
 
-The lifecycle test installs the chart into a fresh namespace, where the node agent runs
-the Deployment's pod (image ghcr.io/kitaru-k8s/operator -> `python -m kitaru_operator`),
-so a FlowInvocation completes through the operator that Helm installed; then it
-upgrades and uninstalls the release and checks that nothing of it is left.
-Pods run as local processes on the host network, so each release gets free ports.
+The lifecycle test installs the chart into a fresh namespace where Pod Security Admission
+enforces `restricted`; the kubelet runs the operator image (built here from
+operator/Dockerfile, pinned by digest) under the chart's securityContext, probes and
+resources, so a FlowInvocation completes through the operator that Helm installed, in a
+container of the runner image. Then it upgrades and uninstalls the release and checks that
+nothing of it is left.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from chart_support import (
     CHART,
     apply,
     condition,
-    free_port,
     get,
     hello_objects,
     helm,
@@ -29,7 +29,7 @@ from chart_support import (
     unique,
     wait_finished,
 )
-from support import wait_for
+from support import node_images, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -82,8 +82,25 @@ def running_pod(namespace: str, release: str) -> dict[str, Any] | None:
     return None
 
 
+def image_values() -> list[str]:
+    """The operator image the node has, pinned by digest."""
+    operator = node_images()["operator"]
+    repository = operator["ref"].rsplit(":", 1)[0]
+    return [
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.digest={operator['digest']}",
+    ]
+
+
 def ports_values(metrics_port: int, health_port: int) -> list[str]:
     return ["--set", f"metrics.port={metrics_port}", "--set", f"liveness.port={health_port}"]
+
+
+def ready(pod: dict[str, Any] | None) -> bool:
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def drop_finalizers(namespace: str) -> None:
@@ -153,8 +170,14 @@ def test_template_is_accepted_by_the_api_server(
 
 @pytest.mark.cluster
 def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
+    kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )
     release = unique("kt")
-    metrics_port, health_port = free_port(), free_port()
     try:
         installed = helm(
             "install",
@@ -162,27 +185,28 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
             str(CHART),
             "--namespace",
             namespace,
-            *ports_values(metrics_port, health_port),
+            *image_values(),
+            "--wait",
+            "--timeout=180s",
         )
         # NOTES.txt tells how to grant the release's roles.
         assert f"--clusterrole={release}-consumer" in installed.stdout
 
-        # The node agent runs the chart's pod: kopf answers on the liveness port the
-        # chart passed in --liveness, and the operator serves Prometheus metrics.
-        wait_for(
-            lambda: running_pod(namespace, release),
+        # The kubelet runs the chart's pod as the chart says, and it passes its probes.
+        pod = wait_for(
+            lambda: (p := running_pod(namespace, release)) and ready(p) and p,
             timeout=120,
             interval=0.5,
-            message="the operator pod to run",
+            message="the operator pod to be Ready",
         )
-        health = f"http://127.0.0.1:{health_port}/healthz"
-        wait_for(
-            lambda: http_status(health) == 200,
-            timeout=90,
-            interval=0.5,
-            message="kopf's liveness endpoint",
-        )
-        metrics = http_body(f"http://127.0.0.1:{metrics_port}/metrics")
+        (container,) = pod["spec"]["containers"]
+        assert pod["spec"]["containers"][0]["image"].endswith(node_images()["operator"]["digest"])
+        assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["imageID"].endswith(node_images()["operator"]["digest"])
+        # Prometheus metrics, straight from the pod's address on the node's bridge.
+        metrics = http_body(f"http://{pod['status']['podIP']}:8080/metrics")
         assert "# TYPE" in metrics
 
         deployment = kubectl_json(
@@ -192,7 +216,8 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
         assert operator["spec"]["replicas"] == 1
         assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
 
-        # A flow through the installed operator: it bootstraps `default`, runs the Job.
+        # A flow through the installed operator: it bootstraps `default`, runs the Job in
+        # a non-root container of the runner image with the source ConfigMap read-only.
         apply(*hello_objects(namespace))
         wait_for(
             lambda: (
@@ -209,42 +234,33 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
         assert done["status"]["phase"] == "Completed", done["status"]
         assert done["status"]["result"] == "hello helm"
 
-        # Upgrade: new ports change the pod template; the new pod takes over the Lease.
-        old_pod = running_pod(namespace, release)
-        assert old_pod is not None
-        new_metrics, new_health = free_port(), free_port()
+        # Upgrade: new ports change the pod template; the new pod starts as a standby and
+        # takes the Lease over when the old one stops.
+        old_uid = pod["metadata"]["uid"]
+        new_metrics, new_health = 9090, 9091
         helm(
             "upgrade",
             release,
             str(CHART),
             "--namespace",
             namespace,
+            *image_values(),
             *ports_values(new_metrics, new_health),
+            "--wait",
+            "--timeout=180s",
         )
-        status = json.loads(helm("status", release, "-n", namespace, "-o", "json").stdout)
-        assert status["version"] == 2
-        assert status["info"]["status"] == "deployed"
+        status_json = json.loads(helm("status", release, "-n", namespace, "-o", "json").stdout)
+        assert status_json["version"] == 2
+        assert status_json["info"]["status"] == "deployed"
 
         def replaced() -> dict[str, Any] | None:
-            pod = running_pod(namespace, release)
-            if pod and pod["metadata"]["uid"] != old_pod["metadata"]["uid"]:
-                return pod
-            return None
+            new = running_pod(namespace, release)
+            return new if ready(new) and new and new["metadata"]["uid"] != old_uid else None
 
-        wait_for(replaced, timeout=120, interval=0.5, message="the upgraded operator pod")
-        new_health_url = f"http://127.0.0.1:{new_health}/healthz"
-        wait_for(
-            lambda: http_status(new_health_url) == 200,
-            timeout=120,
-            interval=0.5,
-            message="the upgraded liveness endpoint",
-        )
-        wait_for(
-            lambda: http_status(health) is None,
-            timeout=120,
-            interval=0.5,
-            message="the old operator process to stop",
-        )
+        new_pod = wait_for(replaced, timeout=120, interval=0.5, message="the upgraded pod")
+        new_ip = new_pod["status"]["podIP"]
+        assert http_status(f"http://{new_ip}:{new_health}/healthz") == 200
+        assert "# TYPE" in http_body(f"http://{new_ip}:{new_metrics}/metrics")
         done = invoke_and_wait(namespace, "hello-after-upgrade", "upgrade")
         assert done["status"]["phase"] == "Completed", done["status"]
         assert done["status"]["result"] == "hello upgrade"
@@ -257,12 +273,6 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
             timeout=120,
             interval=0.5,
             message="every object of the release to be gone",
-        )
-        wait_for(
-            lambda: http_status(new_health_url) is None,
-            timeout=120,
-            interval=0.5,
-            message="the operator process to stop",
         )
         for crd in CRDS:
             assert kubectl("get", "crd", crd, check=False).returncode == 0, crd

@@ -20,7 +20,7 @@ from kitaru.mcp_server import TOOLS
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
-from support import create, deployment, kubectl, wait_for
+from support import create, deployment, kubectl, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -230,7 +230,7 @@ def test_no_default_route_is_a_tool_error(namespace: str, project_dir: Path) -> 
             "flow": "research_agent",
             "version": 1,
             "snapshot": {
-                "image": "ghcr.io/kitaru-k8s/runner:dev",
+                "image": runner_image(),
                 "entrypoint": "research:research_agent",
             },
         },

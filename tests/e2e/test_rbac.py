@@ -16,7 +16,7 @@ import pytest
 from chart_support import CHART, apply, helm, unique
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from support import KUBECONFIG, kubectl, wait_for
+from support import KUBECONFIG, kubectl, runner_image, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
 
@@ -97,7 +97,7 @@ def flow_deployment(version: int) -> dict[str, Any]:
         "spec": {
             "flow": "rbac_probe",
             "version": version,
-            "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "probe:run"},
+            "snapshot": {"image": runner_image(), "entrypoint": "probe:run"},
         },
     }
 

@@ -109,6 +109,7 @@ def test_operator_deployment_defaults() -> None:
     assert env["POD_NAME"] == {"fieldPath": "metadata.name"}
     assert env["POD_NAMESPACE"] == {"fieldPath": "metadata.namespace"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "metrics": 8080,
         "healthz": 8081,

@@ -150,6 +150,27 @@ def test_result_and_runner_message() -> None:
     assert failed.result is None
 
 
+@pytest.mark.parametrize(
+    "finished",
+    [
+        pod("Succeeded", termination_message=ok("hi")),
+        # The kubelet reports the container's exit a relist before the pod's phase.
+        pod("Running", exit_code=0, termination_message=ok("hi")),
+    ],
+    ids=["pod-succeeded", "container-exited-0"],
+)
+def test_a_succeeded_run_completes_before_the_job_does(finished: PodSummary) -> None:
+    """The Job controller marks the Job Complete a batch period after its pod succeeded;
+    the result is final as soon as the run is, and that Job is not deleted."""
+    job = JobSummary("j", active=1, complete=False)
+    done = derive(job, [finished])
+    assert (done.phase, done.result) == (Phase.COMPLETED, "hi")
+    assert done.completion_time == NOW
+    assert not needs_job_deleted(done, job)
+    running = derive(job, [pod("Running", exit_code=1, termination_message=err("E", "m"))])
+    assert running.phase == Phase.RUNNING  # a failed attempt: the Job decides on a retry
+
+
 def test_deadline_message_comes_from_kubernetes() -> None:
     status = derive(
         JobSummary("j", failed=1, failed_reason="DeadlineExceeded", failed_message="too long"),

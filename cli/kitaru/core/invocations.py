@@ -153,6 +153,16 @@ def _latest(pods: Iterable[PodSummary], phase: str) -> PodSummary | None:
     return max(matching, key=lambda p: (p.created, p.name)) if matching else None
 
 
+def _succeeded(pods: Sequence[PodSummary]) -> PodSummary | None:
+    """The latest pod whose run succeeded. A run is one pod at a time, so its success is
+    the run's: the kubelet reports the container terminated with exit code 0 (and the
+    result in its termination message) a relist, about a second, before it marks the pod
+    Succeeded, and the Job controller, which batches pod updates, marks the Job Complete
+    a second after that."""
+    done = [p for p in pods if p.phase == "Succeeded" or p.exit_code == 0]
+    return max(done, key=lambda p: (p.created, p.name)) if done else None
+
+
 def _runner_failure(pods: Sequence[PodSummary]) -> RunnerOutcome | None:
     pod = _latest(pods, "Failed")
     outcome = parse_termination_message(pod.termination_message) if pod else None
@@ -178,8 +188,8 @@ def _verdict(
     job: JobSummary | None,
     pods: Sequence[PodSummary],
 ) -> _Verdict:
-    if job is not None and job.complete:
-        pod = _latest(pods, "Succeeded")
+    pod = _succeeded(pods)
+    if job is not None and (job.complete or pod is not None):
         outcome = parse_termination_message(pod.termination_message) if pod else None
         if outcome and outcome.ok:
             return _Verdict(Phase.COMPLETED, ConditionStatus.TRUE, "Completed", "", outcome.result)
@@ -377,11 +387,13 @@ def derive_invocation_status(
 
 
 def needs_job_deleted(status: FlowInvocationStatus, job: JobSummary | None) -> bool:
-    """A finished invocation whose Job still runs pods (cancelled, image not runnable)."""
+    """A finished invocation whose Job still runs pods (cancelled, image not runnable);
+    a completed run's Job completes by itself."""
     return bool(
         job is not None
         and status.phase is not None
         and status.phase.finished
+        and status.phase is not Phase.COMPLETED
         and not job.complete
         and not job.failed_reason
     )
