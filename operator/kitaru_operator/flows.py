@@ -21,7 +21,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,17 +186,21 @@ class Flows:
     """Every watched flow's versions and routes, and which of them changed since the last
     pass. Fed by the deployment and route informers; read by resolution."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[FlowKey], None] | None = None) -> None:
         self.states: dict[FlowKey, FlowState] = {}
         self.dirty: dict[FlowKey, Dirty] = {}
         self.queue: asyncio.Queue[FlowKey] = asyncio.Queue()
         self.busy: set[FlowKey] = set()
+        # Called after each change of a flow (invocations waiting for it try again).
+        self.on_change = on_change
 
     def state(self, namespace: str, flow: str) -> FlowState | None:
         return self.states.get((namespace, flow))
 
     def mark(self, key: FlowKey) -> Dirty:
         """The flow's pending marks; queues the flow once (not while a worker has it)."""
+        if self.on_change is not None:
+            self.on_change(key)
         dirty = self.dirty.get(key)
         if dirty is None:
             dirty = self.dirty[key] = Dirty()

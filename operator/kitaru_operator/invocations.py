@@ -18,16 +18,19 @@ not rewrite it from a stale body (a lost 409).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kitaru.core.conditions import rfc3339
 from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs, validate_inputs
 from kitaru.core.invocations import (
     Failure,
     JobSummary,
     PodSummary,
+    Waiting,
     derive_invocation_status,
     needs_job_deleted,
     summarize_pod,
@@ -40,19 +43,27 @@ from kitaru.core.models import (
     Phase,
     ResolvedChain,
 )
-from kitaru.core.names import LABEL_INVOCATION
-from kitaru.core.routing import ResolutionError, resolve
+from kitaru.core.names import LABEL_INVOCATION, deployment_name, route_name
+from kitaru.core.routing import (
+    NoDefaultRoute,
+    NoDeployments,
+    ResolutionError,
+    TagNotFound,
+    VersionNotFound,
+    resolve,
+)
 
 from kitaru_operator import metrics
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.flows import FlowLookup
-from kitaru_operator.kube import INVOCATION, JOB, POD
+from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE
 from kitaru_operator.objects import Observed
 from kitaru_operator.runs import JobRecord, job_record
 from kitaru_operator.runtime import Runtime
 
 logger = logging.getLogger("kitaru_operator")
 Body = dict[str, Any]
+RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.5, 8.0
 # The operator watches invocations until they finish (a field selector on the server).
 RUNNING_SELECTOR = ",".join(f"status.phase!={p.value}" for p in Phase if p.finished)
 
@@ -68,10 +79,37 @@ def _ref(body: Body) -> ObjectRef:
     )
 
 
-def _resolve(
-    rt: Runtime, namespace: str, spec: FlowInvocationSpec
-) -> tuple[ResolvedChain | Failure, FlowDeploymentSpec | None, dict[str, Any]]:
-    """Resolve from memory, then merge and validate the inputs."""
+async def _still_converging(rt: Runtime, namespace: str, error: ResolutionError) -> bool:
+    """Whether a resolution failure against memory may be "not yet": a new flow's
+    `default` route (the operator creates it), or what the selector names exists in the
+    API server and the watch has not delivered it yet (one read, on this path only)."""
+    if isinstance(error, NoDefaultRoute):
+        return True
+    if isinstance(error, NoDeployments):
+        return await rt.api.any_item(
+            DEPLOYMENT, namespace, field_selector=f"spec.flow={error.flow}"
+        )
+    if isinstance(error, TagNotFound) and error.tag is not None:
+        return await rt.api.get(ROUTE, namespace, route_name(error.flow, error.tag)) is not None
+    if isinstance(error, VersionNotFound) and error.version is not None:
+        name = deployment_name(error.flow, error.version)
+        return await rt.api.get(DEPLOYMENT, namespace, name) is not None
+    return False
+
+
+def _resolve_deadline(rt: Runtime, body: Body, spec: FlowInvocationSpec) -> datetime:
+    seconds: float = rt.resolve_deadline_seconds
+    if spec.resolve_deadline_seconds is not None:
+        seconds = spec.resolve_deadline_seconds
+    return _parse_time(body["metadata"]["creationTimestamp"]) + timedelta(seconds=seconds)
+
+
+async def _resolve(
+    rt: Runtime, body: Body, spec: FlowInvocationSpec
+) -> tuple[ResolvedChain | Failure | Waiting, FlowDeploymentSpec | None, dict[str, Any]]:
+    """Resolve from memory, then merge and validate the inputs. A failure that may be
+    "not yet" is `Waiting` until the invocation's resolve deadline."""
+    namespace = body["metadata"]["namespace"]
     try:
         resolution = resolve(FlowLookup(rt.flows, namespace), spec.flow, spec.tag, spec.version)
         state = rt.flows.state(namespace, spec.flow)
@@ -83,6 +121,10 @@ def _resolve(
         validate_inputs(merged, deployment.input_schema)
         chain = build_chain(resolution.selector, resolution.tag, deployment, inputs_hash(merged))
     except ResolutionError as exc:
+        deadline = _resolve_deadline(rt, body, spec)
+        if datetime.now(UTC) < deadline and await _still_converging(rt, namespace, exc):
+            until = rfc3339(deadline)
+            return Waiting(f"not resolvable yet, retrying until {until}: {exc.message}"), None, {}
         return Failure(exc.reason, exc.message), None, {}
     except InvalidInputs as exc:
         return Failure("InvalidInputs", exc.message), None, {}
@@ -91,28 +133,42 @@ def _resolve(
     return chain, deployment, merged
 
 
+def _not_ours(job: JobRecord, name: str) -> Waiting | Failure:
+    """A Job of the invocation's name that it does not own: wait while the garbage
+    collector takes an earlier invocation's; anything else is someone else's."""
+    if job.being_collected:
+        return Waiting(f"job {name} of an earlier invocation of this name is being deleted")
+    return Failure(
+        "JobNameTaken",
+        f"a Job named {name} exists and does not belong to this invocation; delete it "
+        f"(kubectl delete job {name}) or invoke under another name",
+    )
+
+
 async def _dispatch(
     rt: Runtime, body: Body, spec: FlowInvocationSpec
-) -> tuple[ResolvedChain | Failure, JobRecord | None]:
-    """Resolve and create the Job; (chain or failure, the Job if one exists now)."""
+) -> tuple[ResolvedChain | Failure | Waiting, JobRecord | None]:
+    """Resolve and create the Job; (outcome, the Job if one of ours exists now)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    outcome, deployment, merged = _resolve(rt, namespace, spec)
-    if isinstance(outcome, Failure) or deployment is None:
+    outcome, deployment, merged = await _resolve(rt, body, spec)
+    if not isinstance(outcome, ResolvedChain) or deployment is None:
         return outcome, None
     manifest = build_job(name, meta["uid"], namespace, spec.flow, outcome, deployment, merged, spec)
     created = await rt.api.create(JOB, namespace, manifest)
-    record = job_record(Observed.model_validate(created)) if created is not None else None
-    if record is not None:
+    if created is not None:
+        record = job_record(Observed.model_validate(created))
         rt.recent_jobs[(namespace, name)] = record
         logger.info("created job %s/%s", namespace, name)
         created_at = _parse_time(meta["creationTimestamp"])
         metrics.DISPATCH_SECONDS.observe(max(0.0, (datetime.now(UTC) - created_at).total_seconds()))
         return outcome, record
-    existing = await rt.api.get(JOB, namespace, name)  # 409: an earlier pass created it
-    record = job_record(Observed.model_validate(existing)) if existing is not None else None
-    if record is None:
-        return outcome, None
+    existing = await rt.api.get(JOB, namespace, name)  # 409: an earlier pass created it?
+    if existing is None:  # deleted meanwhile: the next pass creates it again
+        return Waiting(f"job {name} was being replaced"), None
+    record = job_record(Observed.model_validate(existing))
+    if not record.owned_by(meta["uid"]):
+        return _not_ours(record, name), None
     return record.chain or outcome, record
 
 
@@ -157,6 +213,33 @@ def _latest(rt: Runtime, body: Body) -> Body:
     return body
 
 
+def _retry_later(rt: Runtime, body: Body, spec: FlowInvocationSpec) -> None:
+    """Reconcile a waiting invocation again when its flow changes, and on a backoff timer
+    (half the time waited so far, between 0.5 and 8 s) so the deadline is kept."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    rt.waiting.setdefault((namespace, spec.flow), set()).add(name)
+    waited = (datetime.now(UTC) - _parse_time(meta["creationTimestamp"])).total_seconds()
+    delay = min(max(waited / 2, RETRY_MIN_SECONDS), RETRY_MAX_SECONDS)
+    left = (_resolve_deadline(rt, body, spec) - datetime.now(UTC)).total_seconds()
+    asyncio.get_running_loop().call_later(
+        max(0.0, min(delay, left + 0.1)), wake_invocation, rt, namespace, name
+    )
+
+
+def wake_invocation(rt: Runtime, namespace: str, name: str) -> None:
+    """Reconcile a running invocation again, if it still runs."""
+    body = rt.invocations.get((namespace, name))
+    if body is not None:
+        rt.spawn(reconcile_invocation(rt, body))
+
+
+def wake_waiting(rt: Runtime, flow_key: tuple[str, str]) -> None:
+    """The flow changed: its waiting invocations try again."""
+    for name in rt.waiting.pop(flow_key, ()):
+        wake_invocation(rt, flow_key[0], name)
+
+
 def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
     """The invocation left the watch: deleted, or finished (frozen from then on)."""
     key = (namespace, name)
@@ -192,10 +275,10 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
         return
 
     job = await _job(rt, namespace, name, previous)
-    if job is not None and meta["uid"] not in job.owners:
-        return  # a Job of an earlier invocation of this name, still being collected
-    outcome: ResolvedChain | Failure | None
-    if job is not None:
+    outcome: ResolvedChain | Failure | Waiting | None
+    if job is not None and not job.owned_by(meta["uid"]):
+        outcome, job = _not_ours(job, name), None
+    elif job is not None:
         outcome = job.chain or (previous.resolved if previous else None)
     elif previous is not None and previous.resolved is not None:
         outcome = previous.resolved  # the Job is gone: derive says JobDeleted or Cancelled
@@ -203,6 +286,8 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
         outcome = None
     else:
         outcome, job = await _dispatch(rt, body, spec)
+    if isinstance(outcome, Waiting):
+        _retry_later(rt, body, spec)
 
     summary = job.summary if job else None
     status = derive_invocation_status(

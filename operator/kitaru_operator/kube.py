@@ -226,6 +226,21 @@ class AsyncKube:
                 raise ApiError(response.status, "GET", path, raw.decode(errors="replace"))
             return raw
 
+    async def any_item(self, kind: Kind, namespace: str, *, field_selector: str) -> bool:
+        """Whether any object matches (reads at most one page of one)."""
+        token = ""
+        while True:
+            page = json.loads(
+                await self.list_raw(
+                    kind, namespace, limit=1, continue_token=token, field_selector=field_selector
+                )
+            )
+            if page.get("items"):
+                return True
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return False
+
     async def list_all(
         self, kind: Kind, namespace: str | None, *, label_selector: str = "", limit: int = 500
     ) -> list[Body]:

@@ -21,6 +21,7 @@ class Slim(BaseModel):
 
 
 class OwnerReference(Slim):
+    kind: str = ""
     uid: str = ""
 
 

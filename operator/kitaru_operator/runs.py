@@ -29,8 +29,18 @@ OwnerChanged = Callable[[str, str], None]  # (namespace, invocation name)
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     summary: JobSummary
-    owners: frozenset[str]  # uids of the owner references
+    owners: frozenset[str]  # uids of the FlowInvocations that own it
     chain: ResolvedChain | None  # from the Job's annotation
+    deleting: bool
+
+    def owned_by(self, uid: str) -> bool:
+        return uid in self.owners
+
+    @property
+    def being_collected(self) -> bool:
+        """Deleted, or owned by another invocation (an earlier one of the same name): the
+        garbage collector takes it. Otherwise a Job that is not ours is someone else's."""
+        return self.deleting or bool(self.owners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +49,14 @@ class PodRecord:
     summary: PodSummary
 
 
-def job_record(obj: Observed) -> JobRecord | None:
+def job_record(obj: Observed) -> JobRecord:
+    """A Job, by name: invocations own theirs (ownerReferences decide, not the label)."""
     meta = obj.metadata
-    if meta.labels.get(LABEL_INVOCATION) != meta.name:
-        return None  # Jobs are named after their invocation; anything else is not ours
     return JobRecord(
         summarize_job({"metadata": {"name": meta.name}, "status": obj.status}),
-        frozenset(ref.uid for ref in meta.owner_references),
+        frozenset(ref.uid for ref in meta.owner_references if ref.kind == "FlowInvocation"),
         parse_chain(meta.annotations.get(ANNOTATION_RESOLVED)),
+        meta.deletion_timestamp is not None,
     )
 
 

@@ -43,10 +43,14 @@ class Runtime:
     jobs: Jobs
     pods: RunningPods
     retention: RetentionKeeper
+    # How long an invocation may wait for what it names (unless it says otherwise).
+    resolve_deadline_seconds: float = 60.0
     # Set once versions, routes, Jobs and pods are listed: resolution waits for it.
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     # The running invocations, as the watch last delivered them.
     invocations: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # Invocations waiting for their flow to converge, by (namespace, flow).
+    waiting: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     locks: StripedLocks = field(default_factory=StripedLocks)
     # Jobs this process created that the Job watch has not delivered yet.
     recent_jobs: dict[Key, JobRecord] = field(default_factory=dict)

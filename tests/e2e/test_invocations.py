@@ -80,7 +80,8 @@ def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) 
         assert not kitaru.job_exists(name)
 
     # No default route: a deliberate whole-flow delete removes it (and the operator
-    # does not bootstrap it again meanwhile).
+    # does not bootstrap it again meanwhile). The invocation waits for one until its
+    # resolve deadline, then fails with the same message.
     kitaru.custom.patch_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -94,7 +95,11 @@ def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) 
     )
     status = wait_for(
         lambda: (
-            (s := kitaru.wait(kitaru.invoke("research_agent"), timeout=15)).get("reason")
+            (
+                s := kitaru.wait(
+                    kitaru.invoke("research_agent", resolveDeadlineSeconds=2), timeout=15
+                )
+            ).get("reason")
             == "NoDefaultRoute"
             and s
         ),

@@ -104,6 +104,7 @@ def test_operator_deployment_defaults() -> None:
         "--leader-elect-lease-seconds=15",
         "--ttl-seconds-after-finished=604800",
         "--history-limit=1000",
+        "--resolve-deadline-seconds=60",
     ]
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
     assert env["POD_NAME"] == {"fieldPath": "metadata.name"}

@@ -54,6 +54,15 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Not resolvable *yet*: something the invocation names is still converging (a new
+    flow's `default` route, an object the operator has not seen yet). Retried until the
+    invocation's resolve deadline, then a `Failure`."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class JobSummary:
     name: str
     active: int = 0
@@ -271,7 +280,7 @@ def _as_str(now: datetime | str) -> str:
 def derive_invocation_status(
     spec: FlowInvocationSpec,
     previous_status: FlowInvocationStatus | None,
-    resolution_or_error: ResolvedChain | Failure | None,
+    resolution_or_error: ResolvedChain | Failure | Waiting | None,
     job_summary: JobSummary | None,
     pod_summaries: Sequence[PodSummary],
     now: datetime | str,
@@ -305,6 +314,21 @@ def derive_invocation_status(
             reason=reason if phase.finished else None,
             message=message or None,
         )
+
+    if isinstance(resolution_or_error, Waiting):
+        conditions = set_condition(
+            previous.conditions,
+            RESOLVED,
+            ConditionStatus.FALSE,
+            "Waiting",
+            resolution_or_error.message,
+            timestamp,
+            generation,
+        )
+        conditions = set_condition(
+            conditions, SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", "", timestamp, generation
+        )
+        return _status(conditions, Phase.PENDING, generation, message=resolution_or_error.message)
 
     if isinstance(resolution_or_error, Failure):
         failure = resolution_or_error
