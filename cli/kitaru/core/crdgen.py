@@ -400,7 +400,9 @@ def admission_policies() -> list[dict[str, Any]]:
         [
             {
                 "expression": f"{_NAMESPACE_DELETING} || params.spec.flow != oldObject.spec.flow"
-                " || !params.spec.exclusive || !(oldObject.spec.version in params.spec.versions)",
+                " || !params.spec.exclusive || !(oldObject.spec.version in params.spec.versions)"
+                # A deliberate whole-flow delete marks every route of the flow first.
+                f" || {_annotation('params', ANNOTATION_DELETING_FLOW)} == 'true'",
                 "messageExpression": "'version ' + string(oldObject.spec.version) + ' of flow '"
                 " + oldObject.spec.flow + ' holds the exclusive tag ' + params.spec.tag"
                 f" + ({_OTHER_EXCLUSIVE_TAGS}.size() > 0"
