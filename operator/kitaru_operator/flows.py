@@ -42,7 +42,7 @@ from kitaru.core.versioning import parse_high_water_mark
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.informer import Key
 from kitaru_operator.kube import DEPLOYMENT, ROUTE
-from kitaru_operator.objects import Object
+from kitaru_operator.objects import Object, RouteObject
 
 logger = logging.getLogger("kitaru_operator")
 FlowKey = tuple[str, str]  # (namespace, flow)
@@ -97,6 +97,9 @@ class RouteRecord:
     view: RouteView
     high_water_mark: int
     status_json: bytes | None
+    # spec.versions is applied by someone (server-side apply, e.g. Flux or Argo CD): the
+    # operator does not take deleted versions out of it, it reports them instead.
+    versions_applied: bool = False
 
     def ref(self, namespace: str) -> ObjectRef:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
@@ -130,7 +133,7 @@ def deployment_record(obj: Object) -> DeploymentRecord | None:
     )
 
 
-def route_record(obj: Object) -> RouteRecord | None:
+def route_record(obj: RouteObject) -> RouteRecord | None:
     meta, spec, status = obj.metadata, obj.spec, obj.status
     if "flow" not in spec or "tag" not in spec:
         return None
@@ -147,6 +150,10 @@ def route_record(obj: Object) -> RouteRecord | None:
         ),
         high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
         status_json=compact(status) if status else None,
+        versions_applied=any(
+            entry.operation == "Apply" and "f:versions" in entry.fields_v1.get("f:spec", {})
+            for entry in meta.managed_fields
+        ),
     )
 
 

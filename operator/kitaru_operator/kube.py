@@ -168,14 +168,14 @@ class AsyncKube:
         _, written = await self.call("PUT", path, (404, 409), body)
         return written
 
-    async def patch(self, kind: Kind, namespace: str, name: str, patch: Body) -> Body | None:
-        """JSON merge patch; None if the object is gone."""
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, patch: Body, subresource: str = ""
+    ) -> Body | None:
+        """JSON merge patch; None if the object is gone, or (with a resourceVersion in the
+        patch's metadata) changed meanwhile (409)."""
+        path = kind.item(namespace, name) + (f"/{subresource}" if subresource else "")
         _, patched = await self.call(
-            "PATCH",
-            kind.item(namespace, name),
-            (404,),
-            patch,
-            content_type="application/merge-patch+json",
+            "PATCH", path, (404, 409), patch, content_type="application/merge-patch+json"
         )
         return patched
 

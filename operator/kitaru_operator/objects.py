@@ -49,6 +49,23 @@ class Object(Resource):
     status: dict[str, Any] | None = None
 
 
+class ManagedFieldsEntry(Slim):
+    manager: str = ""
+    operation: str = ""
+    fields_v1: dict[str, Any] = Field(default_factory=dict, alias="fieldsV1")
+
+
+class RouteMeta(Meta):
+    managed_fields: list[ManagedFieldsEntry] = Field(default_factory=list)
+
+
+class RouteObject(Object):
+    """A FlowRoute, with who manages which fields: a route whose versions a GitOps
+    controller applies (server-side apply) is the controller's to change."""
+
+    metadata: RouteMeta = Field(default_factory=RouteMeta)
+
+
 class Observed(Resource):
     """An object the operator only observes (Jobs, pods): no spec."""
 

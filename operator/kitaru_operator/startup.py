@@ -29,7 +29,12 @@ from kitaru_operator.flows import (
 from kitaru_operator.informer import Informer
 from kitaru_operator.invocations import reconcile_invocation, wake_waiting
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
-from kitaru_operator.objects import FinishedInvocation, Object, Observed
+from kitaru_operator.objects import (
+    FinishedInvocation,
+    Object,
+    Observed,
+    RouteObject,
+)
 from kitaru_operator.retention import (
     FINISHED_SELECTOR,
     RetentionKeeper,
@@ -85,7 +90,7 @@ async def start(config: OperatorConfig) -> Runtime:
     for scope in config.scopes:
         needed += [
             Informer(api, DEPLOYMENT, scope, Object, deployment_record, DeploymentSink(flows)),
-            Informer(api, ROUTE, scope, Object, route_record, RouteSink(flows)),
+            Informer(api, ROUTE, scope, RouteObject, route_record, RouteSink(flows)),
             Informer(
                 api, JOB, scope, Observed, job_record, rt.jobs, label_selector=LABEL_INVOCATION
             ),
