@@ -72,6 +72,19 @@ class Observed(Resource):
     status: dict[str, Any] = Field(default_factory=dict)
 
 
+class _JobSpec(Slim):
+    managed_by: str | None = None
+    backoff_limit: int = 6
+    active_deadline_seconds: int | None = None
+
+
+class JobObject(Resource):
+    """A Job: how it is run (by whom, retries, deadline) and its status; no template."""
+
+    spec: _JobSpec = Field(default_factory=_JobSpec)
+    status: dict[str, Any] = Field(default_factory=dict)
+
+
 class _FinishedSpec(Slim):
     flow: str = ""
     ttl_seconds_after_finished: int | None = None

@@ -31,6 +31,7 @@ from kitaru_operator.invocations import reconcile_invocation, wake_waiting
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
 from kitaru_operator.objects import (
     FinishedInvocation,
+    JobObject,
     Object,
     Observed,
     RouteObject,
@@ -92,7 +93,7 @@ async def start(config: OperatorConfig) -> Runtime:
             Informer(api, DEPLOYMENT, scope, Object, deployment_record, DeploymentSink(flows)),
             Informer(api, ROUTE, scope, RouteObject, route_record, RouteSink(flows)),
             Informer(
-                api, JOB, scope, Observed, job_record, rt.jobs, label_selector=LABEL_INVOCATION
+                api, JOB, scope, JobObject, job_record, rt.jobs, label_selector=LABEL_INVOCATION
             ),
             Informer(
                 api,

@@ -10,12 +10,13 @@ never change it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kitaru.core.conditions import rfc3339, set_condition
+from kitaru.core.job_control import LABEL_ATTEMPT, pod_outcome
 from kitaru.core.models import (
     Condition,
     ConditionStatus,
@@ -86,6 +87,10 @@ class PodSummary:
     termination_message: str | None = None
     waiting_reason: str | None = None
     waiting_message: str | None = None
+    ready: bool = False
+    deleting: bool = False
+    attempt: int = 0  # which attempt of its Job (pods the operator creates carry it)
+    job_uid: str | None = None  # the Job whose selector it carries (None: not adopted yet)
 
 
 @dataclass(frozen=True)
@@ -122,14 +127,17 @@ def summarize_job(job: Mapping[str, Any]) -> JobSummary:
 
 
 def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
+    meta = pod["metadata"]
     status = pod.get("status") or {}
     statuses = status.get("containerStatuses") or []
     state = (statuses[0].get("state") or {}) if statuses else {}
     terminated = state.get("terminated") or {}
     waiting = state.get("waiting") or {}
+    labels = meta.get("labels") or {}
+    attempt = labels.get(LABEL_ATTEMPT, "0")
     return PodSummary(
-        name=pod["metadata"]["name"],
-        created=pod["metadata"].get("creationTimestamp") or "",
+        name=meta["name"],
+        created=meta.get("creationTimestamp") or "",
         phase=status.get("phase") or "Pending",
         started_at=(state.get("running") or {}).get("startedAt") or terminated.get("startedAt"),
         finished_at=terminated.get("finishedAt"),
@@ -137,6 +145,13 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
         termination_message=terminated.get("message"),
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
+        ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ),
+        deleting=bool(meta.get("deletionTimestamp")),
+        attempt=int(attempt) if str(attempt).isdigit() else 0,
+        job_uid=labels.get("batch.kubernetes.io/controller-uid"),
     )
 
 
@@ -157,23 +172,17 @@ def parse_termination_message(message: str | None) -> RunnerOutcome | None:
     )
 
 
-def _latest(pods: Iterable[PodSummary], phase: str) -> PodSummary | None:
-    matching = [p for p in pods if p.phase == phase]
-    return max(matching, key=lambda p: (p.created, p.name)) if matching else None
-
-
-def _succeeded(pods: Sequence[PodSummary]) -> PodSummary | None:
-    """The latest pod whose run succeeded. A run is one pod at a time, so its success is
-    the run's: the kubelet reports the container terminated with exit code 0 (and the
-    result in its termination message) a relist, about a second, before it marks the pod
-    Succeeded, and the Job controller, which batches pod updates, marks the Job Complete
-    a second after that."""
-    done = [p for p in pods if p.phase == "Succeeded" or p.exit_code == 0]
+def _ended(pods: Sequence[PodSummary], outcome: str) -> PodSummary | None:
+    """The latest pod whose run ended so ("succeeded", "failed"). A run is one pod at a
+    time, so a pod's end is the attempt's: the kubelet reports the container's exit (and
+    the result in its termination message) a relist, about a second, before it marks the
+    pod Succeeded or Failed (`job_control.pod_outcome`)."""
+    done = [p for p in pods if pod_outcome(p.phase, p.exit_code) == outcome]
     return max(done, key=lambda p: (p.created, p.name)) if done else None
 
 
 def _runner_failure(pods: Sequence[PodSummary]) -> RunnerOutcome | None:
-    pod = _latest(pods, "Failed")
+    pod = _ended(pods, "failed")
     outcome = parse_termination_message(pod.termination_message) if pod else None
     return outcome if outcome and not outcome.ok else None
 
@@ -197,7 +206,7 @@ def _verdict(
     job: JobSummary | None,
     pods: Sequence[PodSummary],
 ) -> _Verdict:
-    pod = _succeeded(pods)
+    pod = _ended(pods, "succeeded")
     if job is not None and (job.complete or pod is not None):
         outcome = parse_termination_message(pod.termination_message) if pod else None
         if outcome and outcome.ok:
