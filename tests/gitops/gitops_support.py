@@ -131,6 +131,14 @@ class GitRepo:
         new["spec"]["snapshot"]["source"]["sha256"] = source_sha256({"hello.py": source.encode()})
         self._write_docs("deployments.yaml", [*docs, new])
 
+    def edit_version(self, version: int, inputs: dict[str, Any]) -> None:
+        """Change a committed version's deploy-time inputs (which the API server refuses)."""
+        docs = self._docs("deployments.yaml")
+        for doc in docs:
+            if doc["spec"]["version"] == version:
+                doc["spec"]["inputs"] = inputs
+        self._write_docs("deployments.yaml", docs)
+
     def remove_version(self, version: int) -> None:
         """Delete hello-v<N> and its source from the repository (routes untouched)."""
         shutil.rmtree(self.hello / f"v{version}")

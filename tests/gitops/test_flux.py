@@ -200,6 +200,39 @@ def test_a_commit_promotes_v3_to_stable_and_a_commit_rolls_it_back(
     assert_runs_version(namespace, resolved(namespace, "after-rollback", "stable"), 2)
 
 
+def test_a_mistaken_commit_is_named_by_the_sync_and_the_next_one_fixes_it(
+    repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
+) -> None:
+    sync.create()
+    good = repo.git("rev-parse", "HEAD")
+    sync.applied(good)
+
+    # A tag moved to a version that does not exist: the example's health check reads
+    # the operator's VersionNotFound and fails the sync at once, not at the timeout.
+    repo.route("stable", 9)
+    typo = repo.commit("promote v9 (there is no v9)")
+    sync.fetch()
+    failed = sync.failed(typo, "HealthCheckFailed", timeout=25)
+    assert f"FlowRoute/{namespace}/hello.stable status: 'Failed'" in failed["message"], failed
+
+    # A committed version edited: the API server refuses it by our rule's message.
+    repo.route("stable", 2)
+    repo.edit_version(1, {"name": "edited"})
+    edited = repo.commit("fix the tag, but edit v1")
+    sync.fetch()
+    refused = sync.failed(edited, "ReconciliationFailed")
+    assert "hello-v1" in refused["message"], refused
+    assert "a deployment version is immutable" in refused["message"], refused
+    hello_v1 = get("flowdeployment", "hello-v1", namespace)
+    assert hello_v1 is not None and hello_v1["spec"]["inputs"] == {"name": "world"}
+
+    repo.edit_version(1, {"name": "world"})
+    fixed = repo.commit("put v1 back as it was")
+    sync.fetch()
+    sync.applied(fixed)
+    wait_for(lambda: settled(namespace, EXAMPLE_ROUTES), timeout=60, message="settled")
+
+
 def test_deleting_a_version_that_holds_stable_is_refused_by_name_and_a_fixed_commit_heals(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
