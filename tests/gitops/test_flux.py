@@ -212,7 +212,8 @@ def test_a_mistaken_commit_is_named_by_the_sync_and_the_next_one_fixes_it(
     repo.route("stable", 9)
     typo = repo.commit("promote v9 (there is no v9)")
     sync.fetch()
-    failed = sync.failed(typo, "HealthCheckFailed", timeout=25)
+    failed = sync.failed(typo, "HealthCheckFailed")
+    assert "failed early due to stalled resources" in failed["message"], failed
     assert f"FlowRoute/{namespace}/hello.stable status: 'Failed'" in failed["message"], failed
 
     # A committed version edited: the API server refuses it by our rule's message.
