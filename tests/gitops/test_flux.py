@@ -164,6 +164,35 @@ def test_first_sync_waits_for_the_operator_then_reports_every_object_healthy(
     assert "Traceback" not in operator.log(), operator.log()
 
 
+def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
+    repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
+) -> None:
+    sync.health_checks = False  # a Kustomization without the example's expressions
+    sync.create()
+    sync.applied(repo.git("rev-parse", "HEAD"))
+    wait_for(lambda: settled(namespace, EXAMPLE_ROUTES), timeout=60, message="settled")
+
+    # The operator is down while a commit edits a route: its status still carries the
+    # old observedGeneration, which kstatus reads as in progress.
+    running_operator.stop()
+    repo.route("stable", 1)
+    moved = repo.commit("stable back to v1")
+    sync.fetch()
+    failed = sync.failed(moved, "HealthCheckFailed")
+    assert f"FlowRoute/{namespace}/hello.stable status: 'InProgress'" in failed["message"]
+    stable = get("flowroute", "hello.stable", namespace)
+    assert stable is not None
+    assert stable["status"]["observedGeneration"] < stable["metadata"]["generation"]
+
+    running_operator.start()
+    sync.applied(moved)
+    wait_for(
+        lambda: settled(namespace, {**EXAMPLE_ROUTES, "stable": [1]}),
+        timeout=60,
+        message="stable on v1, every object Ready",
+    )
+
+
 def test_a_commit_promotes_v3_to_stable_and_a_commit_rolls_it_back(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
