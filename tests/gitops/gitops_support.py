@@ -211,6 +211,12 @@ class FluxSync:
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": self.manifests()}),
         )
 
+    def first_sync(self, repo: GitRepo) -> dict[str, Any]:
+        """Create the GitRepository and Kustomization; wait until the repository's head
+        is applied."""
+        self.create()
+        return self.applied(repo.git("rev-parse", "HEAD"))
+
     def kustomization(self) -> dict[str, Any]:
         found = get("kustomization", self.name, FLUX_NAMESPACE)
         assert found is not None, f"Kustomization {self.name} is gone"
@@ -229,7 +235,9 @@ class FluxSync:
         )
 
     def applied(self, sha: str, timeout: float = 120) -> dict[str, Any]:
-        """Wait until the Kustomization is Ready at commit `sha` and return it."""
+        """Fetch now, then wait until the Kustomization is Ready at commit `sha` and
+        return it."""
+        self.fetch()
 
         def ready() -> dict[str, Any] | None:
             k = self.kustomization()
@@ -246,8 +254,9 @@ class FluxSync:
         return wait_for(ready, timeout=timeout, interval=0.5, message=f"Flux applied {sha}")
 
     def failed(self, sha: str, reason: str, timeout: float = 120) -> dict[str, Any]:
-        """Wait until the Kustomization's last attempt at `sha` failed with `reason`
-        (e.g. PruneFailed, HealthCheckFailed) and return its Ready condition."""
+        """Fetch now, then wait until the Kustomization's last attempt at `sha` failed
+        with `reason` (e.g. PruneFailed, HealthCheckFailed); return its Ready condition."""
+        self.fetch()
 
         def failure() -> dict[str, Any] | None:
             k = self.kustomization()

@@ -168,8 +168,7 @@ def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
     sync.health_checks = False  # a Kustomization without the example's expressions
-    sync.create()
-    sync.applied(repo.git("rev-parse", "HEAD"))
+    sync.first_sync(repo)
     wait_for(lambda: settled(namespace, EXAMPLE_ROUTES), timeout=60, message="settled")
 
     # The operator is down while a commit edits a route: its status still carries the
@@ -177,7 +176,6 @@ def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
     running_operator.stop()
     repo.route("stable", 1)
     moved = repo.commit("stable back to v1")
-    sync.fetch()
     failed = sync.failed(moved, "HealthCheckFailed")
     assert f"FlowRoute/{namespace}/hello.stable status: 'InProgress'" in failed["message"]
     stable = get("flowroute", "hello.stable", namespace)
@@ -196,13 +194,11 @@ def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
 def test_a_commit_promotes_v3_to_stable_and_a_commit_rolls_it_back(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
-    sync.create()
-    sync.applied(repo.git("rev-parse", "HEAD"))
+    sync.first_sync(repo)
 
     repo.add_version(3, V3_SOURCE)
     repo.route("stable", 3)
     promote = repo.commit("hello v3, promoted to stable")
-    sync.fetch()
     sync.applied(promote)
     wait_for(
         lambda: settled(namespace, {**EXAMPLE_ROUTES, "stable": [3]}),
@@ -218,7 +214,6 @@ def test_a_commit_promotes_v3_to_stable_and_a_commit_rolls_it_back(
 
     repo.route("stable", 2)
     rollback = repo.commit("roll stable back to v2")
-    sync.fetch()
     sync.applied(rollback)
     wait_for(
         lambda: settled(namespace, EXAMPLE_ROUTES),
@@ -232,15 +227,12 @@ def test_a_commit_promotes_v3_to_stable_and_a_commit_rolls_it_back(
 def test_a_mistaken_commit_is_named_by_the_sync_and_the_next_one_fixes_it(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
-    sync.create()
-    good = repo.git("rev-parse", "HEAD")
-    sync.applied(good)
+    sync.first_sync(repo)
 
     # A tag moved to a version that does not exist: the example's health check reads
     # the operator's VersionNotFound and fails the sync at once, not at the timeout.
     repo.route("stable", 9)
     typo = repo.commit("promote v9 (there is no v9)")
-    sync.fetch()
     failed = sync.failed(typo, "HealthCheckFailed")
     assert "failed early due to stalled resources" in failed["message"], failed
     assert f"FlowRoute/{namespace}/hello.stable status: 'Failed'" in failed["message"], failed
@@ -249,7 +241,6 @@ def test_a_mistaken_commit_is_named_by_the_sync_and_the_next_one_fixes_it(
     repo.route("stable", 2)
     repo.edit_version(1, {"name": "edited"})
     edited = repo.commit("fix the tag, but edit v1")
-    sync.fetch()
     refused = sync.failed(edited, "ReconciliationFailed")
     assert "hello-v1" in refused["message"], refused
     assert "a deployment version is immutable" in refused["message"], refused
@@ -258,7 +249,6 @@ def test_a_mistaken_commit_is_named_by_the_sync_and_the_next_one_fixes_it(
 
     repo.edit_version(1, {"name": "world"})
     fixed = repo.commit("put v1 back as it was")
-    sync.fetch()
     sync.applied(fixed)
     wait_for(lambda: settled(namespace, EXAMPLE_ROUTES), timeout=60, message="settled")
 
@@ -266,12 +256,10 @@ def test_a_mistaken_commit_is_named_by_the_sync_and_the_next_one_fixes_it(
 def test_deleting_a_version_that_holds_stable_is_refused_by_name_and_a_fixed_commit_heals(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
-    sync.create()
-    sync.applied(repo.git("rev-parse", "HEAD"))
+    sync.first_sync(repo)
 
     repo.remove_version(2)  # stable still routes to it
     bad = repo.commit("remove hello v2")
-    sync.fetch()
     refused = sync.failed(bad, "PruneFailed")
     assert "FlowDeployment/" in refused["message"], refused
     assert (
@@ -291,7 +279,6 @@ def test_deleting_a_version_that_holds_stable_is_refused_by_name_and_a_fixed_com
     repo.route("stable", 1)
     repo.route("reviewed", 1)
     fixed = repo.commit("move stable to v1, then v2 can go")
-    sync.fetch()
     sync.applied(fixed)
     wait_for(
         lambda: (
@@ -314,8 +301,7 @@ def test_flux_and_the_operator_never_fight_at_rest(
     running_operator: OperatorProcess,
     k8s: kubernetes.client.ApiClient,
 ) -> None:
-    sync.create()
-    sync.applied(repo.git("rev-parse", "HEAD"))
+    sync.first_sync(repo)
     wait_for(lambda: settled(namespace, EXAMPLE_ROUTES), timeout=60, message="settled")
 
     def reconciliations() -> int:
@@ -387,8 +373,7 @@ def test_removing_a_flow_prunes_what_our_rules_allow_and_names_what_they_refuse(
     running_operator: OperatorProcess,
     tmp_path: Path,
 ) -> None:
-    sync.create()
-    sync.applied(repo.git("rev-parse", "HEAD"))
+    sync.first_sync(repo)
 
     repo.remove_flow()
     retired = repo.commit("retire the hello flow")
@@ -425,17 +410,14 @@ def test_removing_a_flow_prunes_what_our_rules_allow_and_names_what_they_refuse(
 def test_a_flow_retired_in_two_commits_is_pruned_whole(
     repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
 ) -> None:
-    sync.create()
-    sync.applied(repo.git("rev-parse", "HEAD"))
+    sync.first_sync(repo)
 
     repo.annotate_route("default", "kitaru.dev/deleting-flow", "true")
     allow = repo.commit("hello: its default route may be deleted")
-    sync.fetch()
     sync.applied(allow)
 
     repo.remove_flow()
     retired = repo.commit("retire the hello flow")
-    sync.fetch()
     sync.applied(retired)
     wait_for(
         lambda: routes(namespace) == {} and versions(namespace) == set(),
