@@ -59,8 +59,8 @@ def sources(namespace: str) -> set[str]:
 
 
 def settled(namespace: str, expected_routes: dict[str, list[int]]) -> bool:
-    """The flow's objects are exactly `expected_routes` (and the versions they name, or
-    more) and the operator has reconciled every one of them."""
+    """The flow's routes are exactly `expected_routes`, and the operator has judged
+    every route and version Ready at its current generation."""
     objects = items("flowroutes", namespace) + items("flowdeployments", namespace)
     return routes(namespace) == expected_routes and all(operator_ready(o) for o in objects)
 
@@ -102,8 +102,11 @@ def assert_runs_version(namespace: str, invocation: dict[str, Any], version: int
     job = get("job", invocation["status"]["jobName"], namespace)
     assert job is not None
     assert job["metadata"]["labels"]["kitaru.dev/version"] == str(version)
-    volumes = job["spec"]["template"]["spec"]["volumes"]
-    assert f"hello-source-v{version}" in [v.get("configMap", {}).get("name") for v in volumes]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == deployment["spec"]["snapshot"]["image"]
+    assert f"hello-source-v{version}" in [
+        v.get("configMap", {}).get("name") for v in pod["volumes"]
+    ]
 
 
 def argocd_health(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
