@@ -7,7 +7,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 KIND_KUBECONFIG := $(CLUSTER_DIR)/kind-kubeconfig
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: help install packages build-cluster images cluster-up cluster-down crds check-crds lint test test-unit demo bench bench-node bench-pods kind-up kind-install
+.PHONY: help install packages build-cluster build-gitops images cluster-up cluster-down crds check-crds lint test test-unit test-gitops demo bench bench-node bench-pods kind-up kind-install
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,6 +20,9 @@ packages: ## apt-get install the Debian packages of the node and the image build
 
 build-cluster: packages ## build the pinned upstream binaries into ~/.cache/kitaru-k8s (once)
 	bash cluster/build.sh
+
+build-gitops: ## build Flux's source- and kustomize-controller and its git test server into ~/.cache/kitaru-k8s (once)
+	bash cluster/build.sh gitops
 
 images: build-cluster ## build the base, pause, runner and operator images (when their inputs changed)
 	$(PYTHON) -m kitaru_localnode.images --bin-dir "$$(bash cluster/build.sh | tail -1)"
@@ -47,13 +50,18 @@ lint: ## ruff, formatting, mypy and the import contracts of the pure core
 test-unit: ## the fast tier: pure rules, no cluster
 	$(PYTHON) -m pytest -q tests/unit
 
-test: lint build-cluster ## everything: lint, unit, API and end-to-end tiers on the local cluster
+test: lint build-cluster build-gitops ## everything: lint, unit, API, end-to-end and GitOps tiers on the local cluster
 	@started=0; \
 	if ! $(PYTHON) -m kitaru_localnode.cluster status >/dev/null 2>&1; then \
 	  $(PYTHON) -m kitaru_localnode.cluster up || exit 1; started=1; fi; \
 	$(PYTHON) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$started = 1 ]; then $(PYTHON) -m kitaru_localnode.cluster down; fi; \
 	exit $$rc
+
+# KITARU_TEST_CLUSTER_DIR=DIR runs it on another cluster, e.g. a control plane of its own
+# (`python -m kitaru_localnode.cluster up --no-node --dir DIR`): its stories need no pod.
+test-gitops: build-cluster build-gitops ## the GitOps tier alone: Flux syncs examples/gitops from a git server
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/gitops
 
 demo: install cluster-up ## the product story on the local cluster
 	$(PYTHON) -m kitaru.demo

@@ -4,9 +4,19 @@
 # proxy, and the pod sandbox's pause program from cluster/go/pause, into a
 # per-user cache outside the checkout. Prints the directory of the binaries.
 #
+# `build.sh gitops` builds the GitOps tier's programs instead — Flux's
+# source-controller and kustomize-controller (with their CRDs and the
+# source-controller's ClusterRole) and Flux's test git server — and prints their
+# directory (bin/, crds/, rbac/).
+#
 # The cache is keyed by version, so a fresh clone (what CI makes) reuses the
 # binaries and a version bump builds a new set beside the old one.
 set -euo pipefail
+mode="${1:-cluster}"
+if [[ $mode != cluster && $mode != gitops ]]; then
+  echo "usage: build.sh [gitops]" >&2
+  exit 2
+fi
 
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -27,7 +37,23 @@ k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet 
 wanted=("${k8s_cmds[@]}" etcd helm coredns crictl pause)
 missing=()
 for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
-if [[ ${#missing[@]} -eq 0 ]]; then
+
+# The GitOps set: each program in a folder keyed by its version (the git server's
+# also by the hash of its main.go), linked into one folder keyed by all of them.
+gitserver_src="$here/go/gittestserver/main.go"
+source_controller="$cache/flux-source-controller-$FLUX_SOURCE_CONTROLLER_VERSION"
+kustomize_controller="$cache/flux-kustomize-controller-$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
+gitserver="$cache/gittestserver-$GITTESTSERVER_VERSION-$(sha256sum "$gitserver_src" | cut -c1-12)"
+gitops="$cache/gitops-sc-$FLUX_SOURCE_CONTROLLER_VERSION-kc-$FLUX_KUSTOMIZE_CONTROLLER_VERSION-${gitserver##*/}"
+gitops_ready() {
+  [[ -x "$gitops/bin/source-controller" && -x "$gitops/bin/kustomize-controller" &&
+    -x "$gitops/bin/gittestserver" ]]
+}
+if [[ $mode == gitops ]] && gitops_ready; then
+  echo "$gitops"
+  exit 0
+fi
+if [[ $mode == cluster && ${#missing[@]} -eq 0 ]]; then
   echo "$bin"
   exit 0
 fi
@@ -134,7 +160,59 @@ build_pause() {
   mv "$pause_bin/pause.tmp" "$pause_bin/pause"
 }
 
+# A Flux controller's main package is its module's root, and its go.mod replaces the
+# api submodule with ./api, which the module's zip lacks: build a copy of the module
+# that requires the published api module of the same version instead. Extra
+# arguments are more `go mod edit` flags. The CRDs (and RBAC) come from its config/.
+build_flux_controller() {
+  local name="$1" version="$2" out="$3"
+  shift 3
+  local src mod="$cache/src/flux-$name-$version"
+  src="$(go mod download -json "github.com/fluxcd/$name@$version" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  rm -rf "$mod"
+  cp -r "$src" "$mod"
+  chmod -R u+w "$mod"
+  cd "$mod"
+  go mod edit -dropreplace "github.com/fluxcd/$name/api" "$@"
+  go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" .
+  mkdir -p "$out/crds"
+  cp config/crd/bases/*.yaml "$out/crds/"
+  if [[ -f config/rbac/role.yaml ]]; then
+    mkdir -p "$out/rbac"
+    cp config/rbac/role.yaml "$out/rbac/$name.yaml"
+  fi
+  mv "$out/$name.tmp" "$out/$name"
+}
+
+build_source_controller() {
+  build_flux_controller source-controller "$FLUX_SOURCE_CONTROLLER_VERSION" "$source_controller" \
+    -replace="github.com/fluxcd/pkg/artifact=github.com/fluxcd/pkg/artifact@$FLUX_ARTIFACT_VERSION"
+}
+
+build_kustomize_controller() {
+  build_flux_controller kustomize-controller "$FLUX_KUSTOMIZE_CONTROLLER_VERSION" "$kustomize_controller"
+}
+
+build_gittestserver() {
+  build_go_main gittestserver "github.com/fluxcd/pkg/gittestserver@$GITTESTSERVER_VERSION" \
+    "$gitserver/gittestserver"
+}
+
 start=$(date +%s)
+if [[ $mode == gitops ]]; then
+  mkdir -p "$source_controller" "$kustomize_controller" "$gitserver"
+  [[ -x "$gitserver/gittestserver" ]] || step gittestserver build_gittestserver
+  [[ -x "$source_controller/source-controller" ]] || step source-controller build_source_controller
+  [[ -x "$kustomize_controller/kustomize-controller" ]] || step kustomize-controller build_kustomize_controller
+  mkdir -p "$gitops/bin" "$gitops/crds" "$gitops/rbac"
+  ln -sf "$source_controller"/crds/*.yaml "$kustomize_controller"/crds/*.yaml "$gitops/crds/"
+  ln -sf "$source_controller"/rbac/*.yaml "$gitops/rbac/"
+  ln -sf "$source_controller/source-controller" "$kustomize_controller/kustomize-controller" \
+    "$gitserver/gittestserver" "$gitops/bin/"
+  echo "build: done in $(($(date +%s) - start)) s" >&2
+  echo "$gitops"
+  exit 0
+fi
 [[ -x "$bin/etcd" ]] || step etcd build_etcd
 [[ -x "$bin/helm" ]] || step helm build_helm
 [[ -x "$coredns_bin/coredns" ]] || step coredns build_coredns

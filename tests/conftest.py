@@ -1,8 +1,9 @@
 """Session-wide fixtures: the local cluster, an admin API client, a namespace per test
-and the operator under `kopf.testing.KopfRunner`.
+and the operator as a process (`running_operator`).
 
-Tests under tests/api, tests/e2e, tests/cluster and tests/chaos are marked `cluster`. If the cluster
-cannot be started they are skipped, except with CI=true, where that is a failure.
+Tests under tests/api, tests/e2e, tests/cluster, tests/chaos and tests/gitops are marked
+`cluster`. If the cluster cannot be started they are skipped, except with CI=true, where
+that is a failure.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from support import (
     wait_for,
 )
 
-CLUSTER_TIERS = {"api", "e2e", "cluster", "chaos"}
+CLUSTER_TIERS = {"api", "e2e", "cluster", "chaos", "gitops"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -135,9 +136,11 @@ def crds_installed(cluster: object) -> Iterator[None]:
     )
     probe = f"t-crds-probe-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", probe)
+    # The probe never runs: any image will do, also on a cluster without a node.
+    probe_version = deployment("probe", 1, image="kitaru.local/probe:never-run")
     try:
         wait_for(
-            lambda: create(deployment("probe", 1), probe, check=False).returncode == 0,
+            lambda: create(probe_version, probe, check=False).returncode == 0,
             timeout=30,
             message="FlowDeployments can be created",
         )
@@ -148,7 +151,7 @@ def crds_installed(cluster: object) -> Iterator[None]:
         ):
             wait_for(lambda a=args: _denied(*a, namespace=probe), timeout=60, message=str(args))
         wait_for(
-            lambda: "never reused" in create(deployment("probe", 1), probe, check=False).stderr,
+            lambda: "never reused" in create(probe_version, probe, check=False).stderr,
             timeout=60,
             message="reused versions are denied",
         )

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-CLUSTER_DIR = REPO / ".cluster"
+# The cluster the suite uses (and starts when it is down): the checkout's own, or the
+# state directory in KITARU_TEST_CLUSTER_DIR (e.g. a control-plane-only cluster started
+# with `python -m kitaru_localnode.cluster up --no-node --dir DIR` beside the one that
+# owns the machine's node; only tiers that need no running pod pass there).
+CLUSTER_DIR = Path(os.environ.get("KITARU_TEST_CLUSTER_DIR") or REPO / ".cluster").resolve()
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 
 T = TypeVar("T")

@@ -180,3 +180,11 @@ def ensure_pki(pki: Path) -> None:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+
+
+def ensure_client_cert(pki: Path, name: str, cn: str, org: str | None = None) -> None:
+    """A client certificate `<name>.crt` for a program beside the cluster (Flux in the
+    GitOps tier), issued by the cluster's CA when missing."""
+    if not (pki / f"{name}.crt").exists():
+        ca_key, ca_cert = _load_ca(pki)
+        _issue(pki, name, _name(cn, org), ca_key, ca_cert)

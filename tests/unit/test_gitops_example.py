@@ -1,6 +1,7 @@
 """examples/gitops offline: the committed source hashes match the source files, the
 Argo CD ConfigMap embeds the Lua health scripts unchanged, and the scripts give the
-documented health for sample objects (run with lupa, a Lua runtime from PyPI).
+documented health for sample objects and for statuses made by the operator's own status
+code (run with lupa, a Lua runtime from PyPI). tests/gitops runs the example with Flux.
 """
 
 from __future__ import annotations
@@ -10,10 +11,22 @@ from typing import Any
 
 import pytest
 import yaml
+from kitaru.core.invocations import Failure, JobSummary, PodSummary, derive_invocation_status
 from kitaru.core.jobs import source_sha256
+from kitaru.core.models import (
+    FlowDeploymentSpec,
+    FlowInvocationSpec,
+    FlowRouteSpec,
+    ResolvedChain,
+    SelectorKind,
+    Snapshot,
+)
+from kitaru.core.routing import RouteView
+from kitaru.core.status import derive_deployment_status, derive_route_status
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gitops"
 HEALTH = EXAMPLE / "argocd" / "health"
+NOW = "2025-01-01T00:00:00Z"
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -45,17 +58,23 @@ def test_routes_name_their_flow_and_tag() -> None:
         assert not spec["exclusive"] or len(spec["versions"]) == 1
 
 
-def test_argocd_configmap_embeds_the_scripts() -> None:
+def test_argocd_configmap_embeds_a_script_for_every_kind() -> None:
     (cm,) = _docs(EXAMPLE / "argocd" / "argocd-cm.yaml")
-    data = cm["data"]
-    assert (
-        data["resource.customizations.health.kitaru.dev_FlowInvocation"]
-        == (HEALTH / "flowinvocation.lua").read_text()
-    )
-    assert (
-        data["resource.customizations.health.kitaru.dev_FlowRoute"]
-        == (HEALTH / "flowroute.lua").read_text()
-    )
+    assert cm["data"] == {
+        f"resource.customizations.health.kitaru.dev_{kind}": (
+            HEALTH / f"{kind.lower()}.lua"
+        ).read_text()
+        for kind in ("FlowDeployment", "FlowInvocation", "FlowRoute")
+    }
+
+
+def test_the_flux_example_syncs_the_project_folder() -> None:
+    source, kustomization = _docs(EXAMPLE / "flux" / "team-a.yaml")
+    assert kustomization["spec"]["sourceRef"]["name"] == source["metadata"]["name"]
+    assert kustomization["spec"]["path"] == "./examples/gitops/team-a"
+    assert kustomization["spec"]["prune"] and kustomization["spec"]["wait"]
+    project = yaml.safe_load((EXAMPLE / "team-a" / "kustomization.yaml").read_text())
+    assert project["resources"] == ["../hello"]
 
 
 def health(script: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -119,3 +138,94 @@ def _route(ready: dict[str, Any] | None, observed: int = 2) -> dict[str, Any]:
 )
 def test_flowroute_health(obj: dict[str, Any], expected: str, message: str) -> None:
     assert health("flowroute.lua", obj) == {"status": expected, "message": message}
+
+
+# --- the Argo CD scripts on statuses made by the operator's own status code ----------
+
+ROUTE = FlowRouteSpec(flow="hello", tag="stable", exclusive=True, versions=[2])
+
+
+def _live(spec: Any, status: Any, generation: int = 1) -> dict[str, Any]:
+    """A live object as Argo CD sees it: spec and the status the operator wrote."""
+    return {
+        "metadata": {"name": "x", "generation": generation},
+        "spec": spec.wire(),
+        "status": status.wire(),
+    }
+
+
+def _ready_message(obj: dict[str, Any]) -> str:
+    return next(c["message"] for c in obj["status"]["conditions"] if c["type"] == "Ready")
+
+
+def test_flowroute_health_of_derived_statuses() -> None:
+    ready = _live(ROUTE, derive_route_status(ROUTE, {1, 2}, None, 1, NOW))
+    assert health("flowroute.lua", ready) == {"status": "Healthy", "message": _ready_message(ready)}
+    moved = ROUTE.model_copy(update={"versions": [3]})
+    missing = _live(moved, derive_route_status(moved, {1, 2}, None, 1, NOW))
+    assert health("flowroute.lua", missing) == {
+        "status": "Degraded",
+        "message": _ready_message(missing),
+    }
+    # Edited (generation 2) and not yet seen by the operator: Progressing, whatever it was.
+    stale = _live(ROUTE, derive_route_status(ROUTE, {1, 2}, None, 1, NOW), generation=2)
+    assert health("flowroute.lua", stale)["status"] == "Progressing"
+
+
+def test_flowdeployment_health_of_derived_statuses() -> None:
+    spec = FlowDeploymentSpec(
+        flow="hello", version=2, snapshot=Snapshot(image="runner:1", entrypoint="hello:hello")
+    )
+    runnable = _live(
+        spec, derive_deployment_status(spec, [RouteView.from_spec(ROUTE)], None, 1, NOW)
+    )
+    assert health("flowdeployment.lua", runnable) == {
+        "status": "Healthy",
+        "message": _ready_message(runnable),
+    }
+    no_image = spec.model_copy(update={"snapshot": Snapshot(entrypoint="hello:hello")})
+    stuck = _live(no_image, derive_deployment_status(no_image, [], None, 1, NOW))
+    assert health("flowdeployment.lua", stuck) == {
+        "status": "Degraded",
+        "message": _ready_message(stuck),
+    }
+    assert health("flowdeployment.lua", {"metadata": {"generation": 1}}) == {
+        "status": "Progressing",
+        "message": "Waiting for the operator",
+    }
+
+
+CHAIN = ResolvedChain(
+    selector=SelectorKind.TAG,
+    tag="stable",
+    version=2,
+    deployment="hello-v2",
+    snapshot_name="kitaru::hello::v2",
+    image="runner:1",
+    inputs_hash="h",
+)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "job", "pods", "expected"),
+    [
+        (None, None, [], "Progressing"),
+        (CHAIN, JobSummary("j", active=1), [PodSummary("p", NOW, "Running")], "Progressing"),
+        (
+            CHAIN,
+            JobSummary("j", succeeded=1, complete=True),
+            [PodSummary("p", NOW, "Succeeded", termination_message='{"ok": true, "result": 1}')],
+            "Healthy",
+        ),
+        (Failure("UnknownTag", "flow 'hello' has no tag 'nope'"), None, [], "Degraded"),
+    ],
+)
+def test_flowinvocation_health_of_derived_statuses(
+    outcome: Any, job: JobSummary | None, pods: list[PodSummary], expected: str
+) -> None:
+    spec = FlowInvocationSpec(flow="hello", tag="stable")
+    status = derive_invocation_status(spec, None, outcome, job, pods, NOW, 1)
+    verdict = health("flowinvocation.lua", _live(spec, status))
+    assert verdict["status"] == expected
+    if expected == "Degraded":
+        assert verdict["message"] == status.message
