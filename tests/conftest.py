@@ -21,6 +21,7 @@ from support import (
     CLUSTER_DIR,
     KUBECONFIG,
     REPO,
+    TEST_CLUSTER_ENV,
     Cluster,
     OperatorProcess,
     create,
@@ -55,8 +56,11 @@ def _cluster_cmd(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    """The local cluster, started when it is not up."""
+    """The local cluster, started when it is not up; one named by KITARU_TEST_CLUSTER_DIR
+    must already be running (the tests never start or stop it)."""
     if _cluster_cmd("status").returncode != 0:
+        if os.environ.get(TEST_CLUSTER_ENV):
+            pytest.fail(f"{TEST_CLUSTER_ENV}={CLUSTER_DIR}: no cluster runs there", pytrace=False)
         proc = _cluster_cmd("up")
         if proc.returncode != 0:
             why = f"the local cluster could not be started:\n{proc.stdout}{proc.stderr}"

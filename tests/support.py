@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-CLUSTER_DIR = REPO / ".cluster"
+# The cluster under test: the checkout's own (`make cluster-up`), unless
+# KITARU_TEST_CLUSTER_DIR names another one that is already running, e.g. a
+# control-plane-only cluster (`python -m kitaru_localnode.cluster up --no-node --dir D`)
+# beside the machine's one node. Such a cluster is never started or stopped by the tests.
+TEST_CLUSTER_ENV = "KITARU_TEST_CLUSTER_DIR"
+CLUSTER_DIR = Path(os.environ.get(TEST_CLUSTER_ENV) or REPO / ".cluster")
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 
 T = TypeVar("T")
