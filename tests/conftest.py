@@ -32,6 +32,11 @@ from support import (
 )
 
 CLUSTER_TIERS = {"api", "e2e", "cluster"}
+TEST_NAMESPACE_LABELS = {
+    "kitaru.dev/test": "true",
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -89,13 +94,15 @@ def k8s(cluster: Cluster) -> kubernetes.client.ApiClient:
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, k8s: kubernetes.client.ApiClient) -> Iterator[str]:
     """A fresh namespace for one test (with its `default` ServiceAccount ready), deleted
-    afterwards without waiting for the deletion to finish."""
+    afterwards without waiting for the deletion to finish. Pod Security Admission enforces
+    the `restricted` standard there, as it should in a production project: every pod the
+    suite starts (the runs' Jobs included) must comply."""
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
     core = kubernetes.client.CoreV1Api(k8s)
     core.create_namespace(
         kubernetes.client.V1Namespace(
-            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={"kitaru.dev/test": "true"})
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels=TEST_NAMESPACE_LABELS)
         )
     )
     wait_for(
