@@ -117,7 +117,8 @@ class OperatorProcess:
     """`python -m kitaru_operator` for one namespace as a subprocess that can be SIGKILLed
     and restarted; each run logs to its own `operator-<run>.log` in `log_dir`. `start`
     returns once the operator reports ready (its model of versions and routes listed),
-    or, with `--leader-elect`, once it serves its health endpoint (it may be a standby)."""
+    or, with `--leader-elect`, once it serves its health endpoint (it may be a standby).
+    `kubeconfig` is its credentials: the admin's by default."""
 
     def __init__(
         self,
@@ -125,9 +126,11 @@ class OperatorProcess:
         log_dir: Path,
         resync_seconds: float = 30,
         extra_args: tuple[str, ...] = (),
+        kubeconfig: Path = KUBECONFIG,
     ) -> None:
         self.namespace, self.log_dir, self.resync_seconds = namespace, log_dir, resync_seconds
         self.extra_args = extra_args
+        self.kubeconfig = kubeconfig
         self.runs = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = 0
@@ -153,7 +156,7 @@ class OperatorProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(KUBECONFIG), "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"},
         )
         if wait:
             wait_for(self.ready, timeout=60, message=f"operator run {self.runs} ready")
