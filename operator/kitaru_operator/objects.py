@@ -14,16 +14,13 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
-# The API server stores objects nested up to 10 000 levels deep (its JSON decoder's
-# limit), and a FlowInvocation's inputs are whatever its creator sent. pydantic-core's
-# parser stops at 200 levels and Python's json at the recursion limit (1 000 by
-# default): one deep object would fail every list of its kind in the namespace, so
-# nothing there would be resolved again. `main` raises the recursion limit to
-# RECURSION_LIMIT (kopf decodes with Python's json, then deep-copies each body: two
-# frames a level) and `validate_json` falls back to Python's json where pydantic-core
-# gives up. The rules then refuse such an object on its own (`kitaru.core.payloads`).
-API_MAX_DEPTH = 10_000
-RECURSION_LIMIT = 4 * API_MAX_DEPTH
+# A FlowInvocation's inputs are whatever its creator sent, nested up to the API server's
+# limit (kitaru.core.payloads.API_MAX_DEPTH). pydantic-core's parser stops at 200 levels
+# and Python's json at the recursion limit: one deep object would fail every list of its
+# kind in the namespace, so nothing there would be resolved again. `main` raises the
+# recursion limit (kopf decodes with Python's json, then deep-copies each body) and
+# `validate_json` falls back to Python's json where pydantic-core gives up. The rules then
+# refuse such an object on its own.
 
 T = TypeVar("T")
 
@@ -37,7 +34,7 @@ def _too_deep(error: ValidationError) -> bool:
 
 def validate_json(adapter: TypeAdapter[T], raw: bytes | str) -> T:
     """`adapter.validate_json(raw)`, through Python's json for a document nested deeper
-    than pydantic-core parses (see RECURSION_LIMIT)."""
+    than pydantic-core parses (see above)."""
     try:
         return adapter.validate_json(raw)
     except ValidationError as error:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from kitaru.core.payloads import API_MAX_DEPTH
 from kitaru_operator.flows import deployment_record, parse_deployment_spec
 from kitaru_operator.objects import (
-    API_MAX_DEPTH,
     FinishedInvocation,
     Object,
     ObjectList,
@@ -66,8 +66,8 @@ def test_the_operator_process_decodes_the_api_servers_deepest_object() -> None:
     as deep as the API server allows then work on the operator's main thread."""
     code = (
         "import copy, json, sys\n"
-        "from kitaru_operator.objects import RECURSION_LIMIT\n"
-        "sys.setrecursionlimit(RECURSION_LIMIT)\n"
+        "from kitaru.core.payloads import DECODE_RECURSION_LIMIT\n"
+        "sys.setrecursionlimit(DECODE_RECURSION_LIMIT)\n"
         f'body = json.loads(\'{{"spec": {{"inputs": {deep(API_MAX_DEPTH - 3)}}}}}\')\n'
         "copy.deepcopy(body); json.dumps(body); print('ok')\n"
     )

@@ -11,6 +11,7 @@ import click
 
 from kitaru.cli.output import JSON, TEXT, Output, render, render_error, terminal_safe
 from kitaru.client.errors import KitaruError
+from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 
 if TYPE_CHECKING:
     from kitaru.client import KitaruClient
@@ -55,6 +56,8 @@ class KitaruGroup(click.Group):
         **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
+        # Objects as deep as the API server stores can be listed and printed (payloads).
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), DECODE_RECURSION_LIMIT))
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, False, **extra)
         try:

@@ -20,6 +20,13 @@ from kitaru.core.names import shown
 MAX_DEPTH = 64
 KIB = 1024
 
+# What the API server stores may still be nested up to its own limit (kubectl creates
+# anything). A process that reads every object of a namespace (the operator, the CLI)
+# raises Python's recursion limit to DECODE_RECURSION_LIMIT: json decodes one frame a
+# level, and deep copies, dataclasses.asdict and indented json.dumps take a few more.
+API_MAX_DEPTH = 10_000
+DECODE_RECURSION_LIMIT = 4 * API_MAX_DEPTH
+
 
 def too_large(what: str, size: int, limit: int) -> str:
     """`what` is `size` bytes, over `limit`: exact numbers, so a near miss reads as one."""
