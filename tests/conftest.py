@@ -22,6 +22,7 @@ from support import (
     KUBECONFIG,
     REPO,
     TEST_CLUSTER_ENV,
+    TEST_NAMESPACE_LABELS,
     Cluster,
     OperatorProcess,
     create,
@@ -32,11 +33,6 @@ from support import (
 )
 
 CLUSTER_TIERS = {"api", "e2e", "cluster"}
-TEST_NAMESPACE_LABELS = {
-    "kitaru.dev/test": "true",
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

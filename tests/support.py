@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_CLUSTER_ENV = "KITARU_TEST_CLUSTER_DIR"
 CLUSTER_DIR = Path(os.environ.get(TEST_CLUSTER_ENV) or REPO / ".cluster")
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
+# Every test namespace: Pod Security Admission enforces the `restricted` standard there,
+# as it should in a production project, so every pod the suite starts proves it complies.
+TEST_NAMESPACE_LABELS = {
+    "kitaru.dev/test": "true",
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 T = TypeVar("T")
 
