@@ -27,6 +27,20 @@ def research_agent(topic: str) -> str:
     return f"notes on {topic}"
 """
 
+# The research flow with an optional input, and a flow whose name is not a valid one.
+FLOWS_AND_MORE = """from kitaru import flow
+
+
+@flow
+def research_agent(topic: str, depth: int = 1) -> str:
+    return f"notes on {topic}"
+
+
+@flow
+def BadName(topic: str) -> str:
+    return topic
+"""
+
 
 @dataclass(frozen=True)
 class Result:

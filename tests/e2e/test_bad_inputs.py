@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import kubernetes
 import pytest
-from cli_support import Kitaru, mcp_session, new_project
+from cli_support import FLOWS_AND_MORE, Kitaru, mcp_session, new_project
 from kitaru.client import KitaruClient
 from kitaru.client.connection import resolve_connection
 from kitaru.client.errors import KitaruError
@@ -44,19 +44,6 @@ VERSION = "v1alpha1"
 FLOW = "research_agent"
 CATALOG_DOC = REPO / "docs" / "bad-inputs.md"
 DEPLOY = f'deploy flows/research.py:{FLOW} --input \'{{"topic": "t"}}\''
-
-FLOWS = """from kitaru import flow
-
-
-@flow
-def research_agent(topic: str, depth: int = 1) -> str:
-    return f"notes on {topic} to depth {depth}"
-
-
-@flow
-def BadName(topic: str) -> str:
-    return topic
-"""
 
 MIB = 1024 * 1024
 HUGE = {"topic": "a" * (2 * MIB)}  # over etcd's 1.5 MiB request limit
@@ -123,7 +110,7 @@ def catalog(
         wait_for(lambda: core.read_namespaced_service_account("default", namespace), timeout=30)
         operator.start()
         root = tmp_path_factory.mktemp("catalog")
-        kitaru = new_project(root, namespace, FLOWS)
+        kitaru = new_project(root, namespace, FLOWS_AND_MORE)
         kitaru(DEPLOY)
         kitaru(f"deploy flows/research.py:{FLOW} --tag canary --exclusive")
         for version in (1, 2):
@@ -1013,7 +1000,7 @@ def test_a_route_to_a_deleted_version_is_accepted_and_says_so(catalog: Catalog) 
 def test_deleting_a_version_while_it_is_invoked(namespace: str, tmp_path: Path) -> None:
     """An invocation the operator has not resolved yet when its version is deleted fails
     with VersionNotFound and no Job; one resolved before keeps its Job and its chain."""
-    kitaru = new_project(tmp_path, namespace, FLOWS)
+    kitaru = new_project(tmp_path, namespace, FLOWS_AND_MORE)
     operator = OperatorProcess(namespace, tmp_path / "operator", resync_seconds=5)
     (tmp_path / "operator").mkdir()
     operator.start()
@@ -1062,7 +1049,7 @@ def test_invoking_a_flow_while_it_is_deleted(
     """`kitaru flow delete` races a stream of invocations. Each invoke either starts an
     execution or fails with a resolution error and creates nothing; every execution that
     was started resolves (a Job) or fails with a resolution reason; the flow is gone."""
-    kitaru = new_project(tmp_path, namespace, FLOWS)
+    kitaru = new_project(tmp_path, namespace, FLOWS_AND_MORE)
     for _ in range(4):
         kitaru(DEPLOY)
     client = sdk_client(kitaru)

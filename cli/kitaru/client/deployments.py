@@ -544,8 +544,7 @@ class Deployments:
             check_inputs(inputs)
         deployment = self.get(flow, tag=tag, version=version)
         with core_errors():
-            merged = merge_inputs(deployment.inputs, inputs)
-            validate_inputs(merged, deployment.input_schema)
+            validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
         body = build_invocation(flow, tag=tag, version=version, inputs=inputs, retention=retention)
         created = self._kube.create(INVOCATIONS, body)
         return ExecutionHandle(
