@@ -180,7 +180,10 @@ class Deployments:
         resolution = self.resolve(flow, tag, version)
         obj = self._kube.get(DEPLOYMENTS, deployment_name(flow, resolution.version))
         if obj is None:
-            raise NotFound(f"flow '{flow}' has no version {resolution.version}")
+            # Deleted between the resolution and this read: the same answer as before it.
+            raise NotFound(
+                f"flow '{flow}' has no version {resolution.version}", kind="VersionNotFound"
+            )
         return self._info(obj, self._route_views(flow))
 
     def routes(self, flow: str | None = None) -> builtins.list[RouteInfo]:
