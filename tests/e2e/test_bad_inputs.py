@@ -28,7 +28,7 @@ from kitaru.client import KitaruClient
 from kitaru.client.connection import resolve_connection
 from kitaru.client.errors import KitaruError
 from kitaru.client.source import load_target
-from kitaru.core.names import DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES
+from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES
 from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 from support import (
     REPO,
@@ -40,7 +40,6 @@ from support import (
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
-VERSION = "v1alpha1"
 FLOW = "research_agent"
 CATALOG_DOC = REPO / "docs" / "bad-inputs.md"
 DEPLOY = f'deploy flows/research.py:{FLOW} --input \'{{"topic": "t"}}\''
@@ -48,7 +47,7 @@ DEPLOY = f'deploy flows/research.py:{FLOW} --input \'{{"topic": "t"}}\''
 MIB = 1024 * 1024
 HUGE = {"topic": "a" * (2 * MIB)}  # over etcd's 1.5 MiB request limit
 LARGE = {"topic": "a" * (100 * 1024)}  # under etcd's, over what a run's environment holds
-DEEP = {"topic": json.loads("[" * 65 + "]" * 65)}  # one level more than allowed
+DEEP = {"topic": json.loads("[" * 65 + "]" * 65)}  # 66 levels: more than the 64 allowed
 HOSTILE_TAG = "\x1b]0;pwned\x07\x1b[2J"
 
 
@@ -79,7 +78,7 @@ class Catalog:
         state: dict[str, Any] = {}
         for plural in (DEPLOYMENTS, ROUTES, INVOCATIONS):
             items = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural
+                GROUP, API_VERSION, self.namespace, plural
             )["items"]
             state[plural] = {i["metadata"]["name"]: i["spec"] for i in items}
         config_maps = self.core.list_namespaced_config_map(self.namespace).items
@@ -705,7 +704,12 @@ class KubectlCase:
 
 def _obj(kind: str, name: str, spec: dict[str, Any]) -> str:
     return json.dumps(
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+        {
+            "apiVersion": f"{GROUP}/{API_VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
     )
 
 
@@ -940,7 +944,7 @@ def test_refused_by_the_operator(catalog: Catalog, case: OperatorCase) -> None:
     def failed() -> dict[str, Any] | None:
         status = (
             catalog.custom.get_namespaced_custom_object(
-                GROUP, VERSION, catalog.namespace, INVOCATIONS, name
+                GROUP, API_VERSION, catalog.namespace, INVOCATIONS, name
             ).get("status")
             or {}
         )
@@ -976,7 +980,7 @@ def test_a_route_to_a_deleted_version_is_accepted_and_says_so(catalog: Catalog) 
 
     def not_ready() -> dict[str, Any] | None:
         route = catalog.custom.get_namespaced_custom_object(
-            GROUP, VERSION, catalog.namespace, ROUTES, "research-agent.legacy"
+            GROUP, API_VERSION, catalog.namespace, ROUTES, "research-agent.legacy"
         )
         conditions = (route.get("status") or {}).get("conditions") or []
         ready = next((c for c in conditions if c["type"] == "Ready"), None)
@@ -1082,13 +1086,13 @@ def test_invoking_a_flow_while_it_is_deleted(
     assert {e.kind for e in refused} <= RESOLUTION_FAILURES, {e.kind: e.message for e in refused}
 
     custom = kubernetes.client.CustomObjectsApi(k8s)
-    listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, INVOCATIONS)
+    listed = custom.list_namespaced_custom_object(GROUP, API_VERSION, namespace, INVOCATIONS)
     assert {i["metadata"]["name"] for i in listed["items"]} == set(started)  # refused: nothing
 
     def settled(name: str) -> bool:
         """Dispatched (a Job), or failed with a resolution reason: never stuck."""
         invocation = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, INVOCATIONS, name
+            GROUP, API_VERSION, namespace, INVOCATIONS, name
         )
         status = invocation.get("status") or {}
         return bool(status.get("jobName")) or status.get("reason") in RESOLUTION_FAILURES
