@@ -7,7 +7,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 KIND_KUBECONFIG := $(CLUSTER_DIR)/kind-kubeconfig
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: help install packages build-cluster images cluster-up cluster-down crds check-crds lint test test-unit demo bench bench-node kind-up kind-install
+.PHONY: help install packages build-cluster images cluster-up cluster-down crds check-crds lint test test-unit demo bench bench-node bench-pods kind-up kind-install
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,9 +68,13 @@ bench: build-cluster ## benchmarks (figures as ratios to a baseline measured in 
 	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_dispatch.py \
 	  && KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_scale.py; rc=$$?; \
 	  $(PYTHON) -m kitaru_localnode.cluster down --dir $(BENCH_CLUSTER); exit $$rc
+	$(MAKE) bench-pods
 
 bench-node: cluster-up ## pod start latency at 5 pods/s and invoke -> result on the local node
 	$(PYTHON) bench/bench_node.py
+
+bench-pods: cluster-up ## submit -> pod and submit -> result beside Argo Workflows (builds it once)
+	$(PYTHON) bench/bench_pods.py
 
 kind-up: ## a kind cluster (needs Docker and kind) with the chart installed
 	@mkdir -p $(CLUSTER_DIR)

@@ -25,7 +25,7 @@ from kitaru_operator.flows import (
     deployment_record,
     route_record,
 )
-from kitaru_operator.objects import Object
+from kitaru_operator.objects import Object, RouteObject
 
 NAMESPACE, FLOW = "bench", "research_agent"
 REPEAT, ROUNDS = 10_000, 15
@@ -66,7 +66,7 @@ def build(versions: int) -> Flows:
     bodies += [route("default", 1), route("stable", versions // 2 + 1)]
     for body in bodies:
         routes.upsert(
-            (NAMESPACE, body["metadata"]["name"]), route_record(Object.model_validate(body))
+            (NAMESPACE, body["metadata"]["name"]), route_record(RouteObject.model_validate(body))
         )
     return flows
 

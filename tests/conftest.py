@@ -1,7 +1,7 @@
 """Session-wide fixtures: the local cluster, an admin API client, a namespace per test
 and the operator under `kopf.testing.KopfRunner`.
 
-Tests under tests/api, tests/e2e and tests/cluster are marked `cluster`. If the cluster
+Tests under tests/api, tests/e2e, tests/cluster and tests/chaos are marked `cluster`. If the cluster
 cannot be started they are skipped, except with CI=true, where that is a failure.
 """
 
@@ -32,7 +32,7 @@ from support import (
     wait_for,
 )
 
-CLUSTER_TIERS = {"api", "e2e", "cluster"}
+CLUSTER_TIERS = {"api", "e2e", "cluster", "chaos"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ import fcntl
 import functools
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -79,6 +80,10 @@ class State:
 
     def pidfile(self, name: str) -> Path:
         return self.pids / f"{name}.pid"
+
+    def command_file(self, name: str) -> Path:
+        """How a component was started (argv and environment), for `restart`."""
+        return self.pids / f"{name}.command.json"
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
@@ -214,6 +219,7 @@ class Launcher:
                 cwd=self.state.root,
             )
         procs.write_pidfile(self.state.pidfile(name), proc.pid)
+        self.state.command_file(name).write_text(json.dumps({"argv": argv, "env": env}))
         self.started[name] = proc
 
     def wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
@@ -554,9 +560,26 @@ def _start_node(
     launcher.wait("kube-proxy", lambda: _get(healthz)[0] == 200, 30)
 
 
+def restart(state: State, name: str) -> None:
+    """Crash one component (SIGKILL of its own process, not its group: containerd's shims
+    and their containers live on, as under systemd) and start it again as it was started.
+    For the fault suite; the caller waits for whatever readiness it needs."""
+    recorded = procs.read_pidfile(state.pidfile(name))
+    if recorded is None or not procs.recorded_alive(state.pidfile(name)):
+        raise ClusterError(f"{name} is not running (no live pid in {state.pidfile(name)})")
+    command = json.loads(state.command_file(name).read_text())
+    pid = recorded[0]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while procs.start_time(pid) == recorded[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    Launcher(state).start(name, command["argv"], command["env"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kitaru_localnode.cluster")
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "restart"])
+    parser.add_argument("component", nargs="?", help="restart: which one (e.g. etcd, kubelet)")
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: %(default)s)"
     )
@@ -569,6 +592,16 @@ def main(argv: list[str] | None = None) -> int:
         ok = is_up(state)
         print("up" if ok else "down")
         return 0 if ok else 1
+    if args.command == "restart":
+        if args.component not in state.components():
+            parser.error(f"restart which component? one of: {', '.join(state.components())}")
+        try:
+            restart(state, args.component)
+        except ClusterError as err:
+            print(f"restart failed: {err}", file=sys.stderr)
+            return 1
+        print(f"restarted {args.component}")
+        return 0
     # Concurrent up/down calls on one state directory (two terminals, make test and a
     # human) run one after the other: the second `up` then finds the cluster up.
     state.root.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ no retry: the newer object's event marks it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -158,11 +157,9 @@ class FlowReconciler:
                 "annotations": {ANNOTATION_HIGHEST_VERSION: str(highest)},
             }
         }
-        with contextlib.suppress(ApiError):  # 409: changed meanwhile; its event re-marks
-            if await self.api.patch(ROUTE, namespace, default.name, patch):
-                logger.info(
-                    "raised high-water mark of %s/%s to %d", namespace, default.name, highest
-                )
+        # None: changed meanwhile (409); its event re-marks the flow.
+        if await self.api.patch(ROUTE, namespace, default.name, patch):
+            logger.info("raised high-water mark of %s/%s to %d", namespace, default.name, highest)
 
     # --- shared routes drop deleted versions ------------------------------------------
 
@@ -170,9 +167,11 @@ class FlowReconciler:
         """Drop versions that existed once (<= the high-water mark) and are gone from a
         shared route. Absence from the model is confirmed with a GET (a version created a
         moment ago may not have reached it yet). A version above the mark never existed:
-        reported as VersionNotFound instead."""
+        reported as VersionNotFound instead. So is a gone version of a route whose versions
+        a GitOps controller applies: taking it out would fight the controller on every
+        sync, and the failing status tells its user what to fix in git."""
         route = state.routes.get(tag)
-        if route is None or route.view.exclusive:
+        if route is None or route.view.exclusive or route.versions_applied:
             return
         absent = [v for v in route.view.versions if v not in state.deployments]
         if not absent:
@@ -202,13 +201,13 @@ class FlowReconciler:
             "metadata": {"resourceVersion": route.resource_version},
             "spec": {"versions": remaining},
         }
-        with contextlib.suppress(ApiError):  # 409: changed meanwhile; its event re-marks
-            if await self.api.patch(ROUTE, namespace, route.name, patch):
-                self.events.post(
-                    route.ref(namespace),
-                    "VersionsRemoved",
-                    f"deleted version(s) {dropped} removed from the route",
-                )
+        # None: changed meanwhile (409); its event re-marks the flow.
+        if await self.api.patch(ROUTE, namespace, route.name, patch):
+            self.events.post(
+                route.ref(namespace),
+                "VersionsRemoved",
+                f"deleted version(s) {dropped} removed from the route",
+            )
 
     # --- statuses -------------------------------------------------------------------
 

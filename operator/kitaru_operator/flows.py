@@ -21,7 +21,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from pydantic import TypeAdapter
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.informer import Key
 from kitaru_operator.kube import DEPLOYMENT, ROUTE
-from kitaru_operator.objects import Object, validate_json
+from kitaru_operator.objects import Object, RouteObject, validate_json
 
 logger = logging.getLogger("kitaru_operator")
 FlowKey = tuple[str, str]  # (namespace, flow)
@@ -99,6 +99,9 @@ class RouteRecord:
     view: RouteView
     high_water_mark: int
     status_json: bytes | None
+    # spec.versions is applied by someone (server-side apply, e.g. Flux or Argo CD): the
+    # operator does not take deleted versions out of it, it reports them instead.
+    versions_applied: bool = False
 
     def ref(self, namespace: str) -> ObjectRef:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
@@ -132,7 +135,7 @@ def deployment_record(obj: Object) -> DeploymentRecord | None:
     )
 
 
-def route_record(obj: Object) -> RouteRecord | None:
+def route_record(obj: RouteObject) -> RouteRecord | None:
     meta, spec, status = obj.metadata, obj.spec, obj.status
     if "flow" not in spec or "tag" not in spec:
         return None
@@ -149,6 +152,10 @@ def route_record(obj: Object) -> RouteRecord | None:
         ),
         high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
         status_json=compact(status) if status else None,
+        versions_applied=any(
+            entry.operation == "Apply" and "f:versions" in entry.fields_v1.get("f:spec", {})
+            for entry in meta.managed_fields
+        ),
     )
 
 
@@ -188,17 +195,21 @@ class Flows:
     """Every watched flow's versions and routes, and which of them changed since the last
     pass. Fed by the deployment and route informers; read by resolution."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[FlowKey], None] | None = None) -> None:
         self.states: dict[FlowKey, FlowState] = {}
         self.dirty: dict[FlowKey, Dirty] = {}
         self.queue: asyncio.Queue[FlowKey] = asyncio.Queue()
         self.busy: set[FlowKey] = set()
+        # Called after each change of a flow (invocations waiting for it try again).
+        self.on_change = on_change
 
     def state(self, namespace: str, flow: str) -> FlowState | None:
         return self.states.get((namespace, flow))
 
     def mark(self, key: FlowKey) -> Dirty:
         """The flow's pending marks; queues the flow once (not while a worker has it)."""
+        if self.on_change is not None:
+            self.on_change(key)
         dirty = self.dirty.get(key)
         if dirty is None:
             dirty = self.dirty[key] = Dirty()

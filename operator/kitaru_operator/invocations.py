@@ -18,20 +18,23 @@ not rewrite it from a stale body (a lost 409).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kitaru.core.conditions import rfc3339
 from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs, validate_inputs
 from kitaru.core.invocations import (
     Failure,
-    JobSummary,
     PodSummary,
+    Waiting,
     derive_invocation_status,
     needs_job_deleted,
     summarize_pod,
 )
+from kitaru.core.job_control import adoption_patch, build_pod, control_job, pod_view
 from kitaru.core.jobs import NotRunnable, build_chain, build_job
 from kitaru.core.models import (
     FlowDeploymentSpec,
@@ -40,19 +43,28 @@ from kitaru.core.models import (
     Phase,
     ResolvedChain,
 )
-from kitaru.core.names import LABEL_INVOCATION
-from kitaru.core.routing import ResolutionError, resolve
+from kitaru.core.names import LABEL_INVOCATION, deployment_name, route_name
+from kitaru.core.routing import (
+    NoDefaultRoute,
+    NoDeployments,
+    ResolutionError,
+    TagNotFound,
+    VersionNotFound,
+    resolve,
+)
 
 from kitaru_operator import metrics
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.flows import FlowLookup
-from kitaru_operator.kube import INVOCATION, JOB, POD
-from kitaru_operator.objects import Observed
-from kitaru_operator.runs import JobRecord, job_record
+from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError
+from kitaru_operator.objects import JobObject
+from kitaru_operator.runs import JobRecord, job_record, newer
 from kitaru_operator.runtime import Runtime
 
 logger = logging.getLogger("kitaru_operator")
 Body = dict[str, Any]
+RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.5, 8.0
+POD_RETRY_SECONDS = 10.0  # after the API server refused a pod (quota, policy)
 # The operator watches invocations until they finish (a field selector on the server).
 RUNNING_SELECTOR = ",".join(f"status.phase!={p.value}" for p in Phase if p.finished)
 
@@ -68,10 +80,37 @@ def _ref(body: Body) -> ObjectRef:
     )
 
 
-def _resolve(
-    rt: Runtime, namespace: str, spec: FlowInvocationSpec
-) -> tuple[ResolvedChain | Failure, FlowDeploymentSpec | None, dict[str, Any]]:
-    """Resolve from memory, then merge and validate the inputs."""
+async def _still_converging(rt: Runtime, namespace: str, error: ResolutionError) -> bool:
+    """Whether a resolution failure against memory may be "not yet": a new flow's
+    `default` route (the operator creates it), or what the selector names exists in the
+    API server and the watch has not delivered it yet (one read, on this path only)."""
+    if isinstance(error, NoDefaultRoute):
+        return True
+    if isinstance(error, NoDeployments):
+        return await rt.api.any_item(
+            DEPLOYMENT, namespace, field_selector=f"spec.flow={error.flow}"
+        )
+    if isinstance(error, TagNotFound) and error.tag is not None:
+        return await rt.api.get(ROUTE, namespace, route_name(error.flow, error.tag)) is not None
+    if isinstance(error, VersionNotFound) and error.version is not None:
+        name = deployment_name(error.flow, error.version)
+        return await rt.api.get(DEPLOYMENT, namespace, name) is not None
+    return False
+
+
+def _resolve_deadline(rt: Runtime, body: Body, spec: FlowInvocationSpec) -> datetime:
+    seconds: float = rt.resolve_deadline_seconds
+    if spec.resolve_deadline_seconds is not None:
+        seconds = spec.resolve_deadline_seconds
+    return _parse_time(body["metadata"]["creationTimestamp"]) + timedelta(seconds=seconds)
+
+
+async def _resolve(
+    rt: Runtime, body: Body, spec: FlowInvocationSpec
+) -> tuple[ResolvedChain | Failure | Waiting, FlowDeploymentSpec | None, dict[str, Any]]:
+    """Resolve from memory, then merge and validate the inputs. A failure that may be
+    "not yet" is `Waiting` until the invocation's resolve deadline."""
+    namespace = body["metadata"]["namespace"]
     try:
         resolution = resolve(FlowLookup(rt.flows, namespace), spec.flow, spec.tag, spec.version)
         state = rt.flows.state(namespace, spec.flow)
@@ -83,6 +122,10 @@ def _resolve(
         validate_inputs(merged, deployment.input_schema)
         chain = build_chain(resolution.selector, resolution.tag, deployment, inputs_hash(merged))
     except ResolutionError as exc:
+        deadline = _resolve_deadline(rt, body, spec)
+        if datetime.now(UTC) < deadline and await _still_converging(rt, namespace, exc):
+            until = rfc3339(deadline)
+            return Waiting(f"not resolvable yet, retrying until {until}: {exc.message}"), None, {}
         return Failure(exc.reason, exc.message), None, {}
     except InvalidInputs as exc:
         return Failure("InvalidInputs", exc.message), None, {}
@@ -91,55 +134,170 @@ def _resolve(
     return chain, deployment, merged
 
 
+def _not_ours(job: JobRecord, name: str) -> Waiting | Failure:
+    """A Job of the invocation's name that it does not own: wait while the garbage
+    collector takes an earlier invocation's; anything else is someone else's."""
+    if job.being_collected:
+        return Waiting(f"job {name} of an earlier invocation of this name is being deleted")
+    return Failure(
+        "JobNameTaken",
+        f"a Job named {name} exists and does not belong to this invocation; delete it "
+        f"(kubectl delete job {name}) or invoke under another name",
+    )
+
+
 async def _dispatch(
     rt: Runtime, body: Body, spec: FlowInvocationSpec
-) -> tuple[ResolvedChain | Failure, JobRecord | None]:
-    """Resolve and create the Job; (chain or failure, the Job if one exists now)."""
+) -> tuple[ResolvedChain | Failure | Waiting, JobRecord | None, PodSummary | None]:
+    """Resolve, create the Job and its first pod; (outcome, the Job if one of ours exists
+    now, the pod made in this pass)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    outcome, deployment, merged = _resolve(rt, namespace, spec)
-    if isinstance(outcome, Failure) or deployment is None:
-        return outcome, None
+    outcome, deployment, merged = await _resolve(rt, body, spec)
+    if not isinstance(outcome, ResolvedChain) or deployment is None:
+        return outcome, None, None
     manifest = build_job(name, meta["uid"], namespace, spec.flow, outcome, deployment, merged, spec)
-    created = await rt.api.create(JOB, namespace, manifest)
-    record = job_record(Observed.model_validate(created)) if created is not None else None
-    if record is not None:
+    # The first attempt's pod is made beside the Job, not after it: a user waits for the
+    # pod, and the Job's create would be one more round trip before it. Until the Job
+    # adopts it, the invocation owns it.
+    owner = {
+        "apiVersion": INVOCATION.api_version,
+        "kind": INVOCATION.kind,
+        "name": name,
+        "uid": meta["uid"],
+        "controller": False,
+    }
+    created, early_pod = await asyncio.gather(
+        rt.api.create(JOB, namespace, manifest),
+        _create_pod(rt, build_pod(manifest, 0, owner=owner)),
+    )
+    record: JobRecord | None
+    if created is not None:
+        record = job_record(JobObject.model_validate(created))
         rt.recent_jobs[(namespace, name)] = record
+        rt.job_bodies[(namespace, name)] = created
         logger.info("created job %s/%s", namespace, name)
         created_at = _parse_time(meta["creationTimestamp"])
         metrics.DISPATCH_SECONDS.observe(max(0.0, (datetime.now(UTC) - created_at).total_seconds()))
-        return outcome, record
-    existing = await rt.api.get(JOB, namespace, name)  # 409: an earlier pass created it
-    record = job_record(Observed.model_validate(existing)) if existing is not None else None
-    if record is None:
-        return outcome, None
-    return record.chain or outcome, record
+    else:
+        existing = await rt.api.get(JOB, namespace, name)  # 409: an earlier pass made it?
+        record = job_record(JobObject.model_validate(existing)) if existing is not None else None
+    if record is None or not record.owned_by(meta["uid"]) or not record.managed:
+        # Not ours to run: someone else's Job, one being replaced, or a cluster that runs
+        # it with the built-in controller (JobManagedBy off). Our early pod must go.
+        if early_pod is not None:
+            await rt.api.delete(POD, namespace, early_pod["metadata"]["name"])
+        if record is None:
+            return Waiting(f"job {name} was being replaced"), None, None
+        if not record.owned_by(meta["uid"]):
+            return _not_ours(record, name), None, None
+    elif early_pod is not None and created is not None:
+        adopted = await rt.api.patch(
+            POD, namespace, early_pod["metadata"]["name"], adoption_patch(created)
+        )
+        return outcome, record, summarize_pod(adopted or early_pod)
+    return record.chain or outcome, record, None
+
+
+async def _create_pod(rt: Runtime, pod: Body) -> Body | None:
+    """A pod made beside its Job: None if it exists, or if the API server refuses it (a
+    quota, a policy), which the Job's first pass then reports and retries."""
+    try:
+        return await rt.api.create(POD, pod["metadata"]["namespace"], pod)
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        return None
 
 
 async def _job(
     rt: Runtime, namespace: str, name: str, previous: FlowInvocationStatus | None
 ) -> JobRecord | None:
-    """The invocation's Job: from the watch, else one this process created and the watch
-    has not delivered yet, else (status names a Job the watch lacks) from the API."""
+    """The invocation's Job: the newer of the watch's and the one this process last
+    wrote (or created); else, when the status names a Job the watch lacks, the API's."""
     key = (namespace, name)
-    job = rt.jobs.records.get(key)
-    if job is not None:
-        rt.recent_jobs.pop(key, None)
-        return job
-    job = rt.recent_jobs.get(key)
+    job = newer(rt.jobs.records.get(key), rt.recent_jobs.get(key))
+    if job is not None and job is rt.jobs.records.get(key):
+        rt.recent_jobs.pop(key, None)  # the watch has caught up
     if job is None and previous is not None and previous.job_name:
         found = await rt.api.get(JOB, namespace, name)
-        job = job_record(Observed.model_validate(found)) if found else None
+        job = job_record(JobObject.model_validate(found)) if found else None
     return job
 
 
-async def _pods(rt: Runtime, namespace: str, name: str, job: JobSummary | None) -> list[PodSummary]:
-    """The running pods from the watch; once the Job is finished, every pod from the API
-    (once: the invocation is frozen right after) for their final states and results."""
-    if job is None or not (job.complete or job.failed_reason):
-        return rt.pods.of(namespace, name)
+async def _pods(rt: Runtime, namespace: str, name: str, job: JobRecord | None) -> list[PodSummary]:
+    """The running pods from the watch; every pod from the API when those cannot tell:
+    the Job finished (the final states carry the results), or it is ours to run and none
+    of its pods is running (one ended, or the operator restarted)."""
+    running = rt.pods.of(namespace, name)
+    if job is None:
+        return running
+    summary = job.summary
+    finished = summary.complete or summary.failed_reason
+    idle = job.managed and job.status.get("startTime") and not running
+    if not (finished or idle):
+        return running
     listed = await rt.api.list_all(POD, namespace, label_selector=f"{LABEL_INVOCATION}={name}")
     return [summarize_pod(p) for p in listed]
+
+
+async def _run_job(
+    rt: Runtime, namespace: str, name: str, job: JobRecord, pods: list[PodSummary]
+) -> tuple[JobRecord, list[PodSummary]]:
+    """One pass of running a Job that is ours (`kitaru.core.job_control`): its pod and
+    its status; the Job and pods as they are afterwards."""
+    key = (namespace, name)
+    orphans = [p for p in pods if p.job_uid != job.uid]
+    if orphans:  # made beside the Job (or before a crash): the Job takes them over
+        body = rt.job_bodies.get(key) or await rt.api.get(JOB, namespace, name)
+        if body is None:
+            return job, pods  # deleted meanwhile: its event brings the next pass
+        for pod in orphans:
+            await rt.api.patch(POD, namespace, pod.name, adoption_patch(body))
+    control = control_job(
+        job.backoff_limit,
+        job.active_deadline_seconds,
+        job.status,
+        [pod_view(p) for p in pods],
+        datetime.now(UTC),
+    )
+    for doomed in control.delete:
+        await rt.api.delete(POD, namespace, doomed, propagation="Background")
+    if control.create_attempt is not None:
+        body = rt.job_bodies.get(key) or await rt.api.get(JOB, namespace, name)
+        if body is None:
+            return job, pods  # deleted meanwhile: its event brings the next pass
+        try:
+            created = await rt.api.create(POD, namespace, build_pod(body, control.create_attempt))
+        except ApiError as exc:
+            if exc.status >= 500:
+                raise
+            # Refused (a ResourceQuota, a policy): say so on the Job, as the Job
+            # controller does, and try again later; nothing about the run changes yet.
+            ref = ObjectRef(JOB.api_version, JOB.kind, namespace, name, job.uid)
+            rt.events.post(
+                ref, "FailedCreate", f"pod of attempt {control.create_attempt}: {exc}", warning=True
+            )
+            asyncio.get_running_loop().call_later(
+                POD_RETRY_SECONDS, wake_invocation, rt, namespace, name
+            )
+            return job, pods
+        if created is not None:  # None: an earlier pass made it (deterministic name)
+            logger.info("created pod %s/%s", namespace, created["metadata"]["name"])
+            pods = [*pods, summarize_pod(created)]
+    if control.status is not None:
+        # A patch, not a PUT: a Job's status update keeps only the spec of the stored
+        # object, and would take the metadata (owner references, labels) from the body.
+        patch = {"metadata": {"resourceVersion": job.resource_version}, "status": control.status}
+        written = await rt.api.patch(JOB, namespace, name, patch, "status")
+        if written is not None:  # None: changed meanwhile; its event brings the next pass
+            job = job_record(JobObject.model_validate(written))
+            rt.recent_jobs[key] = job
+    if control.wake_after is not None:
+        asyncio.get_running_loop().call_later(
+            control.wake_after, wake_invocation, rt, namespace, name
+        )
+    return job, pods
 
 
 def _latest(rt: Runtime, body: Body) -> Body:
@@ -157,12 +315,40 @@ def _latest(rt: Runtime, body: Body) -> Body:
     return body
 
 
+def _retry_later(rt: Runtime, body: Body, spec: FlowInvocationSpec) -> None:
+    """Reconcile a waiting invocation again when its flow changes, and on a backoff timer
+    (half the time waited so far, between 0.5 and 8 s) so the deadline is kept."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    rt.waiting.setdefault((namespace, spec.flow), set()).add(name)
+    waited = (datetime.now(UTC) - _parse_time(meta["creationTimestamp"])).total_seconds()
+    delay = min(max(waited / 2, RETRY_MIN_SECONDS), RETRY_MAX_SECONDS)
+    left = (_resolve_deadline(rt, body, spec) - datetime.now(UTC)).total_seconds()
+    asyncio.get_running_loop().call_later(
+        max(0.0, min(delay, left + 0.1)), wake_invocation, rt, namespace, name
+    )
+
+
+def wake_invocation(rt: Runtime, namespace: str, name: str) -> None:
+    """Reconcile a running invocation again, if it still runs."""
+    body = rt.invocations.get((namespace, name))
+    if body is not None:
+        rt.spawn(reconcile_invocation(rt, body))
+
+
+def wake_waiting(rt: Runtime, flow_key: tuple[str, str]) -> None:
+    """The flow changed: its waiting invocations try again."""
+    for name in rt.waiting.pop(flow_key, ()):
+        wake_invocation(rt, flow_key[0], name)
+
+
 def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
     """The invocation left the watch: deleted, or finished (frozen from then on)."""
     key = (namespace, name)
     rt.invocations.pop(key, None)
     rt.written.pop(key, None)
     rt.recent_jobs.pop(key, None)
+    rt.job_bodies.pop(key, None)
 
 
 async def reconcile_invocation(rt: Runtime, body: Body) -> None:
@@ -192,25 +378,38 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
         return
 
     job = await _job(rt, namespace, name, previous)
-    if job is not None and meta["uid"] not in job.owners:
-        return  # a Job of an earlier invocation of this name, still being collected
-    outcome: ResolvedChain | Failure | None
-    if job is not None:
+    early: PodSummary | None = None
+    outcome: ResolvedChain | Failure | Waiting | None
+    if job is not None and not job.owned_by(meta["uid"]):
+        outcome, job = _not_ours(job, name), None
+    elif job is not None:
         outcome = job.chain or (previous.resolved if previous else None)
     elif previous is not None and previous.resolved is not None:
         outcome = previous.resolved  # the Job is gone: derive says JobDeleted or Cancelled
     elif spec.cancel_requested:
         outcome = None
     else:
-        outcome, job = await _dispatch(rt, body, spec)
+        outcome, job, early = await _dispatch(rt, body, spec)
+    if isinstance(outcome, Waiting):
+        _retry_later(rt, body, spec)
 
+    pods = await _pods(rt, namespace, name, job)
+    if early is not None and all(p.name != early.name for p in pods):
+        pods.append(early)  # made this pass; the pod watch has not delivered it yet
+    if (
+        job is not None
+        and job.managed
+        and isinstance(outcome, ResolvedChain)
+        and not spec.cancel_requested
+    ):
+        job, pods = await _run_job(rt, namespace, name, job, pods)
     summary = job.summary if job else None
     status = derive_invocation_status(
         spec,
         previous,
         outcome,
         summary,
-        await _pods(rt, namespace, name, summary),
+        pods,
         datetime.now(UTC),
         meta.get("generation"),
     )

@@ -168,14 +168,14 @@ class AsyncKube:
         _, written = await self.call("PUT", path, (404, 409), body)
         return written
 
-    async def patch(self, kind: Kind, namespace: str, name: str, patch: Body) -> Body | None:
-        """JSON merge patch; None if the object is gone."""
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, patch: Body, subresource: str = ""
+    ) -> Body | None:
+        """JSON merge patch; None if the object is gone, or (with a resourceVersion in the
+        patch's metadata) changed meanwhile (409)."""
+        path = kind.item(namespace, name) + (f"/{subresource}" if subresource else "")
         _, patched = await self.call(
-            "PATCH",
-            kind.item(namespace, name),
-            (404,),
-            patch,
-            content_type="application/merge-patch+json",
+            "PATCH", path, (404, 409), patch, content_type="application/merge-patch+json"
         )
         return patched
 
@@ -225,6 +225,21 @@ class AsyncKube:
             if response.status >= 300:
                 raise ApiError(response.status, "GET", path, raw.decode(errors="replace"))
             return raw
+
+    async def any_item(self, kind: Kind, namespace: str, *, field_selector: str) -> bool:
+        """Whether any object matches (reads at most one page of one)."""
+        token = ""
+        while True:
+            page = json.loads(
+                await self.list_raw(
+                    kind, namespace, limit=1, continue_token=token, field_selector=field_selector
+                )
+            )
+            if page.get("items"):
+                return True
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return False
 
     async def list_all(
         self, kind: Kind, namespace: str | None, *, label_selector: str = "", limit: int = 500

@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how often running invocations are reconciled again (default 30)",
     )
     parser.add_argument(
+        "--resolve-deadline-seconds",
+        type=float,
+        default=float(env("KITARU_RESOLVE_DEADLINE_SECONDS", "60")),
+        help="how long an invocation may wait for what it names to appear, e.g. a new "
+        "flow's default route (default 60; the invocation's resolveDeadlineSeconds wins)",
+    )
+    parser.add_argument(
         "--leader-elect",
         action="store_true",
         default=env("KITARU_LEADER_ELECT", "").lower() == "true",
@@ -103,6 +110,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(args.namespaces or ()),
         retention=Retention(args.ttl_seconds_after_finished, args.history_limit),
         resync_seconds=args.resync_seconds,
+        resolve_deadline_seconds=args.resolve_deadline_seconds,
     )
 
 

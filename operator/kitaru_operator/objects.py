@@ -50,6 +50,7 @@ class Slim(BaseModel):
 
 
 class OwnerReference(Slim):
+    kind: str = ""
     uid: str = ""
 
 
@@ -77,9 +78,39 @@ class Object(Resource):
     status: dict[str, Any] | None = None
 
 
+class ManagedFieldsEntry(Slim):
+    manager: str = ""
+    operation: str = ""
+    fields_v1: dict[str, Any] = Field(default_factory=dict, alias="fieldsV1")
+
+
+class RouteMeta(Meta):
+    managed_fields: list[ManagedFieldsEntry] = Field(default_factory=list)
+
+
+class RouteObject(Object):
+    """A FlowRoute, with who manages which fields: a route whose versions a GitOps
+    controller applies (server-side apply) is the controller's to change."""
+
+    metadata: RouteMeta = Field(default_factory=RouteMeta)
+
+
 class Observed(Resource):
     """An object the operator only observes (Jobs, pods): no spec."""
 
+    status: dict[str, Any] = Field(default_factory=dict)
+
+
+class _JobSpec(Slim):
+    managed_by: str | None = None
+    backoff_limit: int = 6
+    active_deadline_seconds: int | None = None
+
+
+class JobObject(Resource):
+    """A Job: how it is run (by whom, retries, deadline) and its status; no template."""
+
+    spec: _JobSpec = Field(default_factory=_JobSpec)
     status: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,26 +1,28 @@
 """What the operator keeps of running work: the Jobs of invocations and the pods still
 running for them.
 
-Jobs are watched with a label selector (only ours) and kept as summaries; pods only
-while they run (a field selector drops them once Succeeded or Failed), so memory follows
-what is in flight. A finished pod's last state (its termination message carries the
-run's result) is read once, when its Job finishes (`reconcile_invocations._pods`).
+Jobs are watched with a label selector (only ours) and kept as summaries plus what
+running them takes (`kitaru.core.job_control`); pods only while they run (a field
+selector drops them once Succeeded or Failed), so memory follows what is in flight. A
+finished pod's last state (its termination message carries the run's result) is read
+from the API when needed (`invocations._pods`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from kitaru.core.invocations import JobSummary, PodSummary, summarize_job, summarize_pod
+from kitaru.core.job_control import MANAGED_BY
 from kitaru.core.jobs import ANNOTATION_RESOLVED, parse_chain
 from kitaru.core.models import ResolvedChain
 from kitaru.core.names import LABEL_INVOCATION
 
 from kitaru_operator.informer import Key
-from kitaru_operator.objects import Observed
+from kitaru_operator.objects import JobObject, Observed
 
-JOB_SELECTOR = LABEL_INVOCATION
 RUNNING_POD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 
 OwnerChanged = Callable[[str, str], None]  # (namespace, invocation name)
@@ -29,8 +31,25 @@ OwnerChanged = Callable[[str, str], None]  # (namespace, invocation name)
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     summary: JobSummary
-    owners: frozenset[str]  # uids of the owner references
+    owners: frozenset[str]  # uids of the FlowInvocations that own it
     chain: ResolvedChain | None  # from the Job's annotation
+    deleting: bool
+    # Running it ourselves (spec.managedBy, see kitaru.core.job_control):
+    managed: bool
+    uid: str
+    resource_version: str
+    backoff_limit: int
+    active_deadline_seconds: int | None
+    status: dict[str, Any]
+
+    def owned_by(self, uid: str) -> bool:
+        return uid in self.owners
+
+    @property
+    def being_collected(self) -> bool:
+        """Deleted, or owned by another invocation (an earlier one of the same name): the
+        garbage collector takes it. Otherwise a Job that is not ours is someone else's."""
+        return self.deleting or bool(self.owners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +58,29 @@ class PodRecord:
     summary: PodSummary
 
 
-def job_record(obj: Observed) -> JobRecord | None:
+def job_record(obj: JobObject) -> JobRecord:
+    """A Job, by name: invocations own theirs (ownerReferences decide, not the label).
+    It is ours to run only if the API server kept its managedBy (JobManagedBy on)."""
     meta = obj.metadata
-    if meta.labels.get(LABEL_INVOCATION) != meta.name:
-        return None  # Jobs are named after their invocation; anything else is not ours
     return JobRecord(
         summarize_job({"metadata": {"name": meta.name}, "status": obj.status}),
-        frozenset(ref.uid for ref in meta.owner_references),
+        frozenset(ref.uid for ref in meta.owner_references if ref.kind == "FlowInvocation"),
         parse_chain(meta.annotations.get(ANNOTATION_RESOLVED)),
+        meta.deletion_timestamp is not None,
+        obj.spec.managed_by == MANAGED_BY,
+        meta.uid,
+        meta.resource_version,
+        obj.spec.backoff_limit,
+        obj.spec.active_deadline_seconds,
+        obj.status,
     )
+
+
+def newer(a: JobRecord | None, b: JobRecord | None) -> JobRecord | None:
+    """The later of two versions of a Job (resourceVersions of one object only grow)."""
+    if a is None or b is None:
+        return a or b
+    return a if int(a.resource_version or 0) >= int(b.resource_version or 0) else b
 
 
 def pod_record(obj: Observed) -> PodRecord | None:
@@ -55,8 +88,16 @@ def pod_record(obj: Observed) -> PodRecord | None:
     invocation = meta.labels.get(LABEL_INVOCATION)
     if not invocation:
         return None
-    pod = {"metadata": {"name": meta.name, "creationTimestamp": meta.creation_timestamp}}
-    return PodRecord(invocation, summarize_pod({**pod, "status": obj.status}))
+    pod = {
+        "metadata": {
+            "name": meta.name,
+            "creationTimestamp": meta.creation_timestamp,
+            "deletionTimestamp": meta.deletion_timestamp,
+            "labels": meta.labels,
+        },
+        "status": obj.status,
+    }
+    return PodRecord(invocation, summarize_pod(pod))
 
 
 class Jobs:

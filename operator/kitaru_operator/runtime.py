@@ -43,13 +43,19 @@ class Runtime:
     jobs: Jobs
     pods: RunningPods
     retention: RetentionKeeper
+    # How long an invocation may wait for what it names (unless it says otherwise).
+    resolve_deadline_seconds: float = 60.0
     # Set once versions, routes, Jobs and pods are listed: resolution waits for it.
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     # The running invocations, as the watch last delivered them.
     invocations: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # Invocations waiting for their flow to converge, by (namespace, flow).
+    waiting: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     locks: StripedLocks = field(default_factory=StripedLocks)
-    # Jobs this process created that the Job watch has not delivered yet.
+    # Jobs this process created or updated that the Job watch has not delivered yet.
     recent_jobs: dict[Key, JobRecord] = field(default_factory=dict)
+    # The Jobs this process created, whole (their pod template), while their run lasts.
+    job_bodies: dict[Key, dict[str, Any]] = field(default_factory=dict)
     # Invocations whose status this process wrote, until the watch delivers the write:
     # key -> (resourceVersion the write was based on, the object as written).
     written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)

@@ -26,6 +26,7 @@ class OperatorConfig:
         default_factory=lambda: Retention(DEFAULT_TTL_SECONDS, DEFAULT_HISTORY_LIMIT)
     )
     resync_seconds: float = 30.0  # drift correction of running invocations
+    resolve_deadline_seconds: float = 60.0  # how long resolution may wait
 
     @property
     def scopes(self) -> tuple[str | None, ...]:

@@ -27,9 +27,15 @@ from kitaru_operator.flows import (
     route_record,
 )
 from kitaru_operator.informer import Informer
-from kitaru_operator.invocations import reconcile_invocation
+from kitaru_operator.invocations import reconcile_invocation, wake_waiting
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
-from kitaru_operator.objects import FinishedInvocation, Object, Observed
+from kitaru_operator.objects import (
+    FinishedInvocation,
+    JobObject,
+    Object,
+    Observed,
+    RouteObject,
+)
 from kitaru_operator.retention import (
     FINISHED_SELECTOR,
     RetentionKeeper,
@@ -65,7 +71,7 @@ def _version_retention(flows: Flows) -> VersionRetention:
 async def start(config: OperatorConfig) -> Runtime:
     """Build the runtime and start its background work (stopped by `stop`)."""
     api = AsyncKube.from_environment()
-    flows = Flows()
+    flows = Flows(on_change=lambda key: wake_waiting(rt, key))
 
     def owner_changed(namespace: str, name: str) -> None:
         body = rt.invocations.get((namespace, name))
@@ -79,14 +85,15 @@ async def start(config: OperatorConfig) -> Runtime:
         jobs=Jobs(owner_changed),
         pods=RunningPods(owner_changed),
         retention=RetentionKeeper(api, config.retention, _version_retention(flows)),
+        resolve_deadline_seconds=config.resolve_deadline_seconds,
     )
     needed: list[Informer[Any, Any]] = []
     for scope in config.scopes:
         needed += [
             Informer(api, DEPLOYMENT, scope, Object, deployment_record, DeploymentSink(flows)),
-            Informer(api, ROUTE, scope, Object, route_record, RouteSink(flows)),
+            Informer(api, ROUTE, scope, RouteObject, route_record, RouteSink(flows)),
             Informer(
-                api, JOB, scope, Observed, job_record, rt.jobs, label_selector=LABEL_INVOCATION
+                api, JOB, scope, JobObject, job_record, rt.jobs, label_selector=LABEL_INVOCATION
             ),
             Informer(
                 api,

@@ -166,3 +166,34 @@ def test_refusal_names_every_exclusive_tag_the_version_holds(namespace: str) -> 
     named = r"holds the exclusive tag (stable \(and canary\)|canary \(and stable\))"
     assert re.search(named, proc.stderr), proc.stderr
     assert "bench" not in proc.stderr
+
+
+def test_a_versions_source_configmap_outlives_it(namespace: str) -> None:
+    kubectl("create", "configmap", "agent-src", "--from-literal=m.py=x = 1", namespace=namespace)
+    kubectl("create", "configmap", "unused", "--from-literal=a=b", namespace=namespace)
+    version = deployment(FLOW, 1)
+    version["spec"]["snapshot"]["source"] = {"configMap": "agent-src", "sha256": "0" * 64}
+    create(version, namespace)
+    create(deployment(FLOW, 2), namespace)  # a version without source files
+
+    def refused() -> bool:
+        proc = kubectl(
+            "delete", "configmap", "agent-src", "--dry-run=server", namespace=namespace, check=False
+        )
+        return (
+            proc.returncode != 0
+            and (
+                "ConfigMap agent-src holds the source of version 1 of flow research_agent; delete "
+                "that version first: kitaru flow deployments delete research_agent --version 1"
+            )
+            in proc.stderr
+        )
+
+    wait_for(refused, timeout=30, message="the source ConfigMap protected")
+    assert delete("configmap", "unused", namespace).returncode == 0  # others are not
+    assert delete("fdep", "research-agent-v1", namespace).returncode == 0
+    wait_for(
+        lambda: deleted_after_retries("configmap", "agent-src", namespace),
+        timeout=30,
+        message="the ConfigMap deletable once its version is gone",
+    )

@@ -186,3 +186,33 @@ def test_restarts_converge_with_each_effect_once(operator: OperatorProcess, name
     assert log.count(f"FlowRoute/{namespace}/flow-a.default DefaultRouteCreated") == 1
     assert log.count(f"FlowRoute/{namespace}/flow-b.default DefaultRouteCreated") == 1
     assert get(namespace, "froute", "flow-b.default")["spec"]["versions"] == [1]
+
+
+def test_a_route_applied_by_gitops_is_reported_not_rewritten(
+    running_operator: Any, namespace: str
+) -> None:
+    """Taking a deleted version out of a route that a GitOps controller applies would
+    fight the controller on every sync: the route says VersionNotFound instead."""
+    apply(namespace, deployment("flow_g", 1), deployment("flow_g", 2))
+    wait_for(lambda: get(namespace, "froute", "flow-g.default"), 30)
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=kustomize-controller",
+        "-f",
+        "-",
+        namespace=namespace,
+        input=json.dumps(route("flow_g", "reviewed", 1, 2, exclusive=False)),
+    )
+    wait_for(lambda: tag_set(namespace, "flow-g-v2") == {"reviewed"}, 10)
+    kubectl("delete", "fdep", "flow-g-v2", namespace=namespace)
+
+    def reported() -> dict[str, Any] | None:
+        found = get(namespace, "froute", "flow-g.reviewed") or {}
+        ready = [
+            c for c in (found.get("status") or {}).get("conditions", []) if c["type"] == "Ready"
+        ]
+        return found if ready and ready[0]["reason"] == "VersionNotFound" else None
+
+    found = wait_for(reported, 15, message="the applied route reports the missing version")
+    assert found["spec"]["versions"] == [1, 2]  # as git says, until git says otherwise

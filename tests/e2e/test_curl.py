@@ -1,5 +1,7 @@
-"""The printed curl, run with bash and real curl against the local cluster: `kitaru auth
-token` inside it mints a ServiceAccount token, and the invocation completes."""
+"""The printed curl, run with bash and real curl against the local cluster, in a fresh
+project exactly as the product page tells it: `kitaru auth token` inside it mints a token
+for the project's client ServiceAccount (created on first use), and the invocation
+completes."""
 
 from __future__ import annotations
 
@@ -11,31 +13,10 @@ from pathlib import Path
 from cli_support import kitaru_argv, new_project
 from support import kubectl
 
-RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: kitaru-client}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: kitaru-invoker}
-rules:
-  - apiGroups: [kitaru.dev]
-    resources: [flowinvocations]
-    verbs: [create, get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: kitaru-invoker}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: kitaru-invoker}
-subjects: [{kind: ServiceAccount, name: kitaru-client}]
-"""
-
 
 def test_generated_curl_starts_the_pinned_version(
     running_operator: object, namespace: str, tmp_path: Path
 ) -> None:
-    kubectl("apply", "-f", "-", input=RBAC, namespace=namespace)
     kitaru = new_project(tmp_path, namespace)
     kitaru('deploy flows/research.py:research_agent --input \'{"topic": "durable agents"}\'')
     kitaru("deploy flows/research.py:research_agent --tag stable --exclusive")
@@ -44,7 +25,7 @@ def test_generated_curl_starts_the_pinned_version(
         "flow deployments curl research_agent --tag stable --input '{\"topic\": \"it'\\''s curl\"}'"
     ).out
     assert "# This command is pinned to v2; regenerate it if the tag moves." in script
-    assert 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)"' in script
+    assert 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)" || exit 1' in script
 
     # Run it as a script would: `kitaru` on PATH, the same active connection.
     env = {**kitaru.env, "PATH": f"{Path(kitaru_argv()[0]).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -77,10 +58,62 @@ def test_generated_curl_starts_the_pinned_version(
     )
 
 
-def test_auth_token_names_the_missing_service_account(namespace: str, tmp_path: Path) -> None:
+def test_the_client_identity_can_only_invoke_and_read(namespace: str, tmp_path: Path) -> None:
     kitaru = new_project(tmp_path, namespace)
+    token = kitaru("auth token").out.strip()
+    account = f"system:serviceaccount:{namespace}:kitaru-client"
+    for verb, resource, allowed in [
+        ("create", "flowinvocations", "yes"),
+        ("get", "flowinvocations", "yes"),
+        ("list", "flowdeployments", "yes"),
+        ("create", "flowdeployments", "no"),
+        ("update", "flowroutes", "no"),
+        ("delete", "flowinvocations", "no"),
+        ("get", "secrets", "no"),
+    ]:
+        can = kubectl(
+            "auth", "can-i", verb, resource, f"--as={account}", namespace=namespace, check=False
+        )
+        assert can.stdout.strip() == allowed, (verb, resource, can.stdout)
+    assert token and token not in kitaru("auth token -o json").err
+
+
+def test_auth_token_without_rights_to_create_the_client_names_what_to_ask(
+    namespace: str, tmp_path: Path
+) -> None:
+    # A consumer-like user that may mint tokens but not create ServiceAccounts or roles.
+    kubectl("create", "serviceaccount", "limited", namespace=namespace)
+    kubectl(
+        "create",
+        "role",
+        "limited",
+        "--verb=create",
+        "--resource=serviceaccounts/token,flowinvocations.kitaru.dev",
+        namespace=namespace,
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "limited",
+        "--role=limited",
+        f"--serviceaccount={namespace}:limited",
+        namespace=namespace,
+    )
+    token = kubectl("create", "token", "limited", namespace=namespace).stdout.strip()
+    kitaru = new_project(tmp_path, namespace)
+    server = json.loads(kubectl("config", "view", "--minify", "-o", "json").stdout)["clusters"][0][
+        "cluster"
+    ]["server"]
+    kitaru.env.update(
+        KITARU_SERVER_URL=server,
+        KITARU_AUTH_TOKEN=token,
+        KITARU_SERVICE_ACCOUNT="kitaru-client",
+        KITARU_CA_FILE=str(Path(kitaru.env["KUBECONFIG"]).parent / "pki" / "ca.crt"),
+    )
     failed = kitaru("auth token -o json", check=False)
     assert failed.code == 1
     error = json.loads(failed.err)["error"]
     assert error["type"] == "ServiceAccountNotFound"
-    assert "kubectl create serviceaccount kitaru-client" in error["message"]
+    assert "ask a project admin" in error["message"]
+    assert f"kubectl -n {namespace} create serviceaccount kitaru-client" in error["message"]
+    assert token not in failed.err + failed.out

@@ -3,6 +3,7 @@ local node, shipped as a source ConfigMap and checked against its sha256."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -80,7 +81,8 @@ def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) 
         assert not kitaru.job_exists(name)
 
     # No default route: a deliberate whole-flow delete removes it (and the operator
-    # does not bootstrap it again meanwhile).
+    # does not bootstrap it again meanwhile). The invocation waits for one until its
+    # resolve deadline, then fails with the same message.
     kitaru.custom.patch_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -94,7 +96,11 @@ def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) 
     )
     status = wait_for(
         lambda: (
-            (s := kitaru.wait(kitaru.invoke("research_agent"), timeout=15)).get("reason")
+            (
+                s := kitaru.wait(
+                    kitaru.invoke("research_agent", resolveDeadlineSeconds=2), timeout=15
+                )
+            ).get("reason")
             == "NoDefaultRoute"
             and s
         ),
@@ -218,3 +224,39 @@ def test_burst_survives_operator_kills(operator_process: OperatorProcess, kitaru
         30,
         message="every Job to count its one success",
     )
+
+
+def test_the_operator_runs_each_job_as_the_job_api_says(
+    running_operator: Any, kitaru: Kitaru
+) -> None:
+    """The Job names the operator in spec.managedBy; users see a Job like any other."""
+    kitaru.deploy("research_agent", 1, "research_agent", {"topic": "jobs"})
+    kitaru.deploy("raiser", 1, "raiser")
+    kitaru.wait_default("research_agent")
+    kitaru.wait_default("raiser")
+    done = kitaru.invoke("research_agent", name="done")
+    failed = kitaru.invoke("raiser", name="failed")
+    assert kitaru.wait(done, timeout=120)["phase"] == "Completed"
+    assert kitaru.wait(failed, timeout=120)["phase"] == "Failed"
+
+    job = json.loads(kubectl("get", "job", done, "-o", "json", namespace=kitaru.ns).stdout)
+    assert job["spec"]["managedBy"] == "kitaru.dev/operator"
+    status = job["status"]
+    assert status["succeeded"] == 1 and status.get("active", 0) == 0
+    assert status["startTime"] <= status["completionTime"]
+    assert {c["type"] for c in status["conditions"]} == {"SuccessCriteriaMet", "Complete"}
+    assert [o["kind"] for o in job["metadata"]["ownerReferences"]] == ["FlowInvocation"]
+    kubectl("wait", "--for=condition=complete", f"job/{done}", "--timeout=10s", namespace=kitaru.ns)
+    pod = json.loads(kubectl("get", "pod", f"{done}-0", "-o", "json", namespace=kitaru.ns).stdout)
+    (owner,) = pod["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Job", done, True)
+    assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == done
+    # kubectl finds the pod through the Job's own selector.
+    logs = kubectl("logs", f"job/{done}", namespace=kitaru.ns).stdout
+    assert "kitaru runner: starting flow research_agent" in logs, logs
+
+    job = json.loads(kubectl("get", "job", failed, "-o", "json", namespace=kitaru.ns).stdout)
+    conditions = {c["type"]: c for c in job["status"]["conditions"]}
+    assert set(conditions) == {"FailureTarget", "Failed"}
+    assert conditions["Failed"]["reason"] == "BackoffLimitExceeded"
+    assert job["status"]["failed"] == 1 and not job["status"].get("completionTime")

@@ -104,6 +104,7 @@ def test_operator_deployment_defaults() -> None:
         "--leader-elect-lease-seconds=15",
         "--ttl-seconds-after-finished=604800",
         "--history-limit=1000",
+        "--resolve-deadline-seconds=60",
     ]
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
     assert env["POD_NAME"] == {"fieldPath": "metadata.name"}
@@ -198,6 +199,9 @@ def test_operator_rbac_is_least_privilege() -> None:
         assert rules_allow(application, "kitaru.dev", status, "update")
     assert rules_allow(application, "batch", "jobs", "create")
     assert rules_allow(application, "", "pods", "watch")
+    # It runs its Jobs itself (spec.managedBy): their pods and their status.
+    assert rules_allow(application, "", "pods", "create")
+    assert rules_allow(application, "batch", "jobs/status", "update")
     assert rules_allow(application, "kitaru.dev", "flowroutes", "patch")
     (lease_role,) = [d for d in by_kind(docs, "Role").values() if "leader" in d["metadata"]["name"]]
     assert lease_role["metadata"]["namespace"] == "kitaru-system"

@@ -37,7 +37,7 @@ def test_tag_comments_say_it_is_pinned() -> None:
         == "# Tag 'stable' of flow 'research_agent' resolved to v2 when this was generated."
     )
     assert lines[1] == "# This command is pinned to v2; regenerate it if the tag moves."
-    assert lines[2] == 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)"'
+    assert lines[2] == 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)" || exit 1'
 
 
 def test_version_selector_has_no_regenerate_warning() -> None:
@@ -92,3 +92,10 @@ def test_the_script_is_valid_shell_and_expands_the_token() -> None:
     assert "Authorization: Bearer TOKEN123" in args
     body = json.loads(args[args.index("--data") + 1])
     assert body["spec"]["inputs"] == {"topic": "a'b; rm -rf /"}
+
+
+def test_the_script_stops_before_curl_when_no_token_comes() -> None:
+    script = render_curl(**BASE).replace("$(kitaru auth token)", "$(false)")
+    probe = script.replace("curl --fail", "echo CURL-RAN --fail", 1)
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 1 and "CURL-RAN" not in done.stdout

@@ -10,6 +10,7 @@ from kitaru.core.invocations import (
     Failure,
     JobSummary,
     PodSummary,
+    Waiting,
     derive_invocation_status,
     needs_job_deleted,
     parse_termination_message,
@@ -55,7 +56,7 @@ def derive(
     pods: list[PodSummary] = (),  # type: ignore[assignment]
     spec: FlowInvocationSpec = SPEC,
     previous: FlowInvocationStatus | None = None,
-    outcome: ResolvedChain | Failure | None = CHAIN,
+    outcome: ResolvedChain | Failure | Waiting | None = CHAIN,
 ) -> FlowInvocationStatus:
     return derive_invocation_status(spec, previous, outcome, job, list(pods), NOW, 1)
 
@@ -225,6 +226,20 @@ def test_cancel_before_and_during_the_run() -> None:
         spec=cancel,
     )
     assert finished.phase == Phase.COMPLETED
+
+
+def test_waiting_is_pending_until_it_resolves_or_fails() -> None:
+    waiting = derive(None, outcome=Waiting("not resolvable yet, retrying: no default route"))
+    assert waiting.phase == Phase.PENDING and waiting.reason is None
+    assert condition(waiting, "Resolved") == ("False", "Waiting")
+    assert condition(waiting, "Succeeded") == ("Unknown", "Pending")
+    assert waiting.message == "not resolvable yet, retrying: no default route"
+    # Waiting again changes nothing (no status write per retry) ...
+    assert derive(None, previous=waiting, outcome=Waiting(waiting.message or "")) == waiting
+    # ... and once resolved, the run goes on as any other.
+    resolved = derive(JobSummary("j", active=1), [pod("Running")], previous=waiting)
+    assert condition(resolved, "Resolved") == ("True", "Resolved")
+    assert resolved.phase == Phase.RUNNING and resolved.message is None
 
 
 def test_unresolved_without_cancel_is_pending() -> None:

@@ -18,7 +18,7 @@ from kitaru_operator.flows import (
     route_record,
     tag_changes,
 )
-from kitaru_operator.objects import Object
+from kitaru_operator.objects import Object, RouteObject
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NS = "project"
@@ -57,7 +57,7 @@ def put_deployment(flows: Flows, obj: dict[str, Any]) -> None:
 
 
 def put_route(flows: Flows, obj: dict[str, Any]) -> None:
-    record = route_record(Object.model_validate(obj))
+    record = route_record(RouteObject.model_validate(obj))
     assert record is not None
     flows.put_route(NS, record)
 
@@ -184,3 +184,21 @@ def test_resolution_reads_the_model() -> None:
     with pytest.raises(AmbiguousTag):
         resolve(lookup, "agent", tag="bench")
     assert not FlowLookup(flows, "elsewhere").has_deployments("agent")
+
+
+def test_a_route_whose_versions_are_applied_server_side_is_the_appliers() -> None:
+    def managed(operation: str) -> RouteObject:
+        obj = route("agent", "bench", 1, 2, exclusive=False)
+        obj["metadata"]["managedFields"] = [
+            {
+                "manager": "kustomize-controller",
+                "operation": operation,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:versions": {"v:1": {}, "v:2": {}}}},
+            }
+        ]
+        return RouteObject.model_validate(obj)
+
+    applied, updated = route_record(managed("Apply")), route_record(managed("Update"))
+    assert applied is not None and applied.versions_applied
+    assert updated is not None and not updated.versions_applied

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 from kitaru.core.models import FlowRouteSpec, SelectorKind
 from kitaru.core.routing import (
+    CONVERGING,
     AmbiguousTag,
     ConflictingSelectors,
     NoDefaultRoute,
@@ -149,6 +150,25 @@ def test_errors(
     assert str(caught.value) == caught.value.message
     for fragment in fragments:
         assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("tag", "version", "missing"),
+    [
+        ("prod", None, ("agent", "prod", None)),  # the route
+        (None, 9, ("agent", None, 9)),  # the version asked for
+        ("gone", None, ("agent", "gone", 7)),  # the version a route names
+    ],
+)
+def test_errors_that_may_be_not_yet_name_what_is_missing(
+    tag: str | None, version: int | None, missing: tuple[str, str | None, int | None]
+) -> None:
+    """So the operator can ask the API server whether its own view is only behind."""
+    with pytest.raises(CONVERGING) as caught:
+        resolve(STORY, "agent", tag=tag, version=version)
+    assert (caught.value.flow, caught.value.tag, caught.value.version) == missing
+    assert not issubclass(AmbiguousTag, CONVERGING)
+    assert not issubclass(ConflictingSelectors, CONVERGING)
 
 
 def test_conflicting_selectors_is_a_value_error() -> None:

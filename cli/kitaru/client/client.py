@@ -58,23 +58,44 @@ class KitaruClient:
     def auth_token(self, seconds: int = 3600) -> str:
         """A short-lived bearer token for the ServiceAccount (TokenRequest API).
 
-        Needs RBAC in the project: `create` on `serviceaccounts/token`.
+        Needs RBAC in the project: `create` on `serviceaccounts/token`. The default
+        account, `kitaru-client`, is created on first use with invoke-and-read rights
+        only (`build_client_identity`) when the caller may do so (a project admin, such as
+        the local cluster's kubeconfig user); others get the commands to ask for.
         """
         account = self.service_account()
         namespace = self.project
         try:
             return self.kube.request_token(account, seconds)
         except NotFound as exc:
-            raise NotFound(
-                f"ServiceAccount {account!r} not found in project {namespace!r}: create it "
-                f"(kubectl create serviceaccount {account} -n {namespace}) or name another "
-                "with KITARU_SERVICE_ACCOUNT",
-                kind="ServiceAccountNotFound",
-            ) from exc
+            if account != DEFAULT_SERVICE_ACCOUNT:
+                raise NotFound(
+                    f"ServiceAccount {account!r} not found in project {namespace!r}: create it "
+                    f"(kubectl create serviceaccount {account} -n {namespace}) or name another "
+                    "with KITARU_SERVICE_ACCOUNT",
+                    kind="ServiceAccountNotFound",
+                ) from exc
+            self._create_client_identity(account, namespace)
         except Rejected as exc:
             raise Rejected(
                 f"cannot mint a token for ServiceAccount {account!r} in {namespace!r}: "
                 f"{exc.message} (needs RBAC: {TOKEN_RBAC})"
+            ) from exc
+        return self.kube.request_token(account, seconds)
+
+    def _create_client_identity(self, account: str, namespace: str) -> None:
+        from kitaru.client.manifests import build_client_identity
+
+        try:
+            self.kube.apply_rbac(build_client_identity(account))
+        except Rejected as exc:
+            raise Rejected(
+                f"ServiceAccount {account!r} does not exist in project {namespace!r} and you "
+                f"may not create it ({exc.message}); ask a project admin to run: kitaru auth "
+                f"token -o json >/dev/null (with their connection), or: kubectl -n {namespace} "
+                f"create serviceaccount {account} && kubectl -n {namespace} create rolebinding "
+                f"{account} --clusterrole=kitaru-consumer --serviceaccount={namespace}:{account}",
+                kind="ServiceAccountNotFound",
             ) from exc
 
     def server_version(self) -> str:

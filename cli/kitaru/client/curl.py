@@ -54,7 +54,8 @@ def render_curl(
         shlex.quote(body),
         shlex.quote(invocations_url(server, namespace)),
     ]
-    lines.append(f'{TOKEN_VARIABLE}="$(kitaru auth token)"')
+    # No token, no request: stop before curl rather than send an empty bearer.
+    lines.append(f'{TOKEN_VARIABLE}="$(kitaru auth token)" || exit 1')
     lines.append(" \\\n  ".join(_pairs(args)))
     return "\n".join(lines) + "\n"
 

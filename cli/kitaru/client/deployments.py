@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
     from kitaru.client.kube import Kube
 
 MAX_ATTEMPTS = 50
+DELETE_SWEEPS = 10
 
 
 def of_flow(flow: str) -> str:
@@ -448,40 +448,45 @@ class Deployments:
         return info
 
     def delete_flow(self, flow: str) -> FlowSummary:
-        """Delete every route and version of `flow`, `default` included (on purpose)."""
+        """Delete every route and version of `flow`, `default` included (on purpose).
+
+        Every route of the flow is marked `kitaru.dev/deleting-flow` first, which lets the
+        API server delete the versions its exclusive tags hold; versions go before routes,
+        so the operator never sees versions without a `default` to bootstrap. A deploy
+        racing the delete leaves something behind: the next sweep, at once, takes it.
+        """
         with core_errors():
             validate_flow(flow)
+        selected = of_flow(flow)
         deleted_versions: set[int] = set()
         deleted_tags: set[str] = set()
-        for attempt in range(10):
-            # A deploy racing the delete (or the operator giving a version it has not seen
-            # yet its `default`) can add a route back: sweep until the flow is empty.
-            if attempt:
-                time.sleep(0.2 * attempt)
-            default = route_name(flow, DEFAULT_TAG)
-            if self._kube.get(ROUTES, default) is not None:
-                self._kube.patch(
-                    ROUTES,
-                    default,
-                    {"metadata": {"annotations": {ANNOTATION_DELETING_FLOW: "true"}}},
-                )
-            for route in self._objects(flow, ROUTES):
-                self._delete_quietly(ROUTES, route["metadata"]["name"])
-                deleted_tags.add(route["spec"]["tag"])
-            for obj in self._objects(flow):
-                with suppress(Rejected):  # a route came back: the next sweep removes it
+        for _ in range(DELETE_SWEEPS):
+            routes = self._kube.list(ROUTES, field_selector=selected)
+            versions = self._kube.list(DEPLOYMENTS, field_selector=selected)
+            if not routes and not versions:
+                break
+            for route in routes:
+                self._mark_deleting(route["metadata"]["name"])
+            for obj in versions:
+                with suppress(Rejected):  # a route created meanwhile: the next sweep marks it
                     self._delete_quietly(DEPLOYMENTS, obj["metadata"]["name"])
                     deleted_versions.add(int(obj["spec"]["version"]))
-            selected = of_flow(flow)
-            if not self._kube.exists(DEPLOYMENTS, field_selector=selected) and not (
-                self._kube.exists(ROUTES, field_selector=selected)
-            ):
-                break
+            for route in routes:
+                self._delete_quietly(ROUTES, route["metadata"]["name"])
+                deleted_tags.add(route["spec"]["tag"])
         else:
-            raise Conflict(f"flow '{flow}' kept getting new routes while being deleted; try again")
+            raise Conflict(
+                f"flow '{flow}' kept getting new versions while being deleted; try again"
+            )
         if not deleted_versions and not deleted_tags:
             raise NotFound(f"flow '{flow}' has no deployments", kind="NoDeployments")
         return FlowSummary(flow, tuple(sorted(deleted_versions)), None, tuple(sorted(deleted_tags)))
+
+    def _mark_deleting(self, route: str) -> None:
+        with suppress(NotFound):
+            self._kube.patch(
+                ROUTES, route, {"metadata": {"annotations": {ANNOTATION_DELETING_FLOW: "true"}}}
+            )
 
     def prune(self, flow: str, keep: int) -> PruneSummary:
         """Delete the flow's versions that hold no tag, except the newest `keep`.

@@ -12,7 +12,7 @@ import builtins
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cached_property
 from typing import Any
 
@@ -299,6 +299,20 @@ class Kube:
         with self.calling(f"logs of pod {pod}"):
             log: str = self.core.read_namespaced_pod_log(pod, self.namespace, container=container)
             return log
+
+    def apply_rbac(self, objects: builtins.list[dict[str, Any]]) -> None:
+        """Create ServiceAccounts, Roles and RoleBindings; existing ones are kept."""
+        from kubernetes import client
+
+        rbac = client.RbacAuthorizationV1Api(self.api_client)
+        create = {
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": rbac.create_namespaced_role,
+            "RoleBinding": rbac.create_namespaced_role_binding,
+        }
+        for obj in objects:
+            with suppress(AlreadyExists), self.creating(f"{obj['kind']} {obj['metadata']['name']}"):
+                create[obj["kind"]](self.namespace, obj)
 
     def request_token(self, service_account: str, seconds: int) -> str:
         from kubernetes import client

@@ -16,11 +16,15 @@ from kitaru.core.models import (
     Stack,
 )
 from kitaru.core.names import (
+    DEPLOYMENTS,
+    GROUP,
     GROUP_VERSION,
+    INVOCATIONS,
     LABEL_FLOW,
     LABEL_SOURCE,
     LABEL_TAG,
     LABEL_VERSION,
+    ROUTES,
     deployment_name,
     flow_dns,
     route_name,
@@ -149,3 +153,33 @@ def build_invocation(
         "metadata": {"generateName": f"{flow_dns(flow)}-", "labels": {LABEL_FLOW: flow}},
         "spec": {k: v for k, v in spec.wire().items() if k != "cancelRequested"},
     }
+
+
+def build_client_identity(name: str) -> list[dict[str, Any]]:
+    """The project's client identity for scripts (`kitaru auth token`, the printed curl):
+    a ServiceAccount allowed to invoke and follow runs and to read versions and routes —
+    nothing else (no deploying, tagging or deleting)."""
+    read = ["get", "list", "watch"]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [INVOCATIONS],
+                    "verbs": ["create", *read],
+                },
+                {"apiGroups": [GROUP], "resources": [DEPLOYMENTS, ROUTES], "verbs": read},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name}],
+        },
+    ]

@@ -346,6 +346,8 @@ def _policy(
     *,
     param_kind: str | None = None,
     variables: list[dict[str, str]] | None = None,
+    group: str = GROUP,
+    version: str = API_VERSION,
 ) -> list[dict[str, Any]]:
     """A ValidatingAdmissionPolicy and its binding (params: same-namespace objects)."""
     spec: dict[str, Any] = {
@@ -353,8 +355,8 @@ def _policy(
         "matchConstraints": {
             "resourceRules": [
                 {
-                    "apiGroups": [GROUP],
-                    "apiVersions": [API_VERSION],
+                    "apiGroups": [group],
+                    "apiVersions": [version],
                     "operations": [operation],
                     "resources": [resource],
                 }
@@ -400,7 +402,9 @@ def admission_policies() -> list[dict[str, Any]]:
         [
             {
                 "expression": f"{_NAMESPACE_DELETING} || params.spec.flow != oldObject.spec.flow"
-                " || !params.spec.exclusive || !(oldObject.spec.version in params.spec.versions)",
+                " || !params.spec.exclusive || !(oldObject.spec.version in params.spec.versions)"
+                # A deliberate whole-flow delete marks every route of the flow first.
+                f" || {_annotation('params', ANNOTATION_DELETING_FLOW)} == 'true'",
                 "messageExpression": "'version ' + string(oldObject.spec.version) + ' of flow '"
                 " + oldObject.spec.flow + ' holds the exclusive tag ' + params.spec.tag"
                 f" + ({_OTHER_EXCLUSIVE_TAGS}.size() > 0"
@@ -449,7 +453,30 @@ def admission_policies() -> list[dict[str, Any]]:
             {"name": "highest", "expression": _annotation("params", ANNOTATION_HIGHEST_VERSION)}
         ],
     )
-    return exclusive_holder + default_route + never_reuse
+    # A version's source files live in a ConfigMap (kitaru deploy makes it immutable
+    # and content-addressed); deleting it while the version exists would leave a route
+    # that cannot run, e.g. when a GitOps prune removes both and the version's delete is
+    # refused.
+    protect_sources = _policy(
+        "kitaru-protect-sources",
+        "configmaps",
+        "DELETE",
+        [
+            {
+                "expression": f"{_NAMESPACE_DELETING} || !has(params.spec.snapshot.source)"
+                " || params.spec.snapshot.source.configMap != oldObject.metadata.name",
+                "messageExpression": "'ConfigMap ' + oldObject.metadata.name + ' holds the "
+                "source of version ' + string(params.spec.version) + ' of flow '"
+                " + params.spec.flow + '; delete that version first: kitaru flow deployments"
+                " delete ' + params.spec.flow + ' --version ' + string(params.spec.version)",
+                "reason": "Forbidden",
+            }
+        ],
+        param_kind="FlowDeployment",
+        group="",
+        version="v1",
+    )
+    return exclusive_holder + default_route + never_reuse + protect_sources
 
 
 # --- files ------------------------------------------------------------------------

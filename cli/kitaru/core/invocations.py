@@ -10,12 +10,13 @@ never change it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kitaru.core.conditions import rfc3339, set_condition
+from kitaru.core.job_control import LABEL_ATTEMPT, pod_outcome
 from kitaru.core.models import (
     Condition,
     ConditionStatus,
@@ -55,6 +56,15 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Not resolvable *yet*: something the invocation names is still converging (a new
+    flow's `default` route, an object the operator has not seen yet). Retried until the
+    invocation's resolve deadline, then a `Failure`."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class JobSummary:
     name: str
     active: int = 0
@@ -78,6 +88,10 @@ class PodSummary:
     termination_message: str | None = None
     waiting_reason: str | None = None
     waiting_message: str | None = None
+    ready: bool = False
+    deleting: bool = False
+    attempt: int = 0  # which attempt of its Job (pods the operator creates carry it)
+    job_uid: str | None = None  # the Job whose selector it carries (None: not adopted yet)
 
 
 @dataclass(frozen=True)
@@ -114,14 +128,17 @@ def summarize_job(job: Mapping[str, Any]) -> JobSummary:
 
 
 def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
+    meta = pod["metadata"]
     status = pod.get("status") or {}
     statuses = status.get("containerStatuses") or []
     state = (statuses[0].get("state") or {}) if statuses else {}
     terminated = state.get("terminated") or {}
     waiting = state.get("waiting") or {}
+    labels = meta.get("labels") or {}
+    attempt = labels.get(LABEL_ATTEMPT, "0")
     return PodSummary(
-        name=pod["metadata"]["name"],
-        created=pod["metadata"].get("creationTimestamp") or "",
+        name=meta["name"],
+        created=meta.get("creationTimestamp") or "",
         phase=status.get("phase") or "Pending",
         started_at=(state.get("running") or {}).get("startedAt") or terminated.get("startedAt"),
         finished_at=terminated.get("finishedAt"),
@@ -129,6 +146,13 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
         termination_message=terminated.get("message"),
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
+        ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ),
+        deleting=bool(meta.get("deletionTimestamp")),
+        attempt=int(attempt) if str(attempt).isdigit() else 0,
+        job_uid=labels.get("batch.kubernetes.io/controller-uid"),
     )
 
 
@@ -156,23 +180,17 @@ def parse_termination_message(message: str | None) -> RunnerOutcome | None:
     )
 
 
-def _latest(pods: Iterable[PodSummary], phase: str) -> PodSummary | None:
-    matching = [p for p in pods if p.phase == phase]
-    return max(matching, key=lambda p: (p.created, p.name)) if matching else None
-
-
-def _succeeded(pods: Sequence[PodSummary]) -> PodSummary | None:
-    """The latest pod whose run succeeded. A run is one pod at a time, so its success is
-    the run's: the kubelet reports the container terminated with exit code 0 (and the
-    result in its termination message) a relist, about a second, before it marks the pod
-    Succeeded, and the Job controller, which batches pod updates, marks the Job Complete
-    a second after that."""
-    done = [p for p in pods if p.phase == "Succeeded" or p.exit_code == 0]
+def _ended(pods: Sequence[PodSummary], outcome: str) -> PodSummary | None:
+    """The latest pod whose run ended so ("succeeded", "failed"). A run is one pod at a
+    time, so a pod's end is the attempt's: the kubelet reports the container's exit (and
+    the result in its termination message) a relist, about a second, before it marks the
+    pod Succeeded or Failed (`job_control.pod_outcome`)."""
+    done = [p for p in pods if pod_outcome(p.phase, p.exit_code) == outcome]
     return max(done, key=lambda p: (p.created, p.name)) if done else None
 
 
 def _runner_failure(pods: Sequence[PodSummary]) -> RunnerOutcome | None:
-    pod = _latest(pods, "Failed")
+    pod = _ended(pods, "failed")
     outcome = parse_termination_message(pod.termination_message) if pod else None
     return outcome if outcome and not outcome.ok else None
 
@@ -196,7 +214,7 @@ def _verdict(
     job: JobSummary | None,
     pods: Sequence[PodSummary],
 ) -> _Verdict:
-    pod = _succeeded(pods)
+    pod = _ended(pods, "succeeded")
     if job is not None and (job.complete or pod is not None):
         outcome = parse_termination_message(pod.termination_message) if pod else None
         if outcome and outcome.ok:
@@ -279,7 +297,7 @@ def _as_str(now: datetime | str) -> str:
 def derive_invocation_status(
     spec: FlowInvocationSpec,
     previous_status: FlowInvocationStatus | None,
-    resolution_or_error: ResolvedChain | Failure | None,
+    resolution_or_error: ResolvedChain | Failure | Waiting | None,
     job_summary: JobSummary | None,
     pod_summaries: Sequence[PodSummary],
     now: datetime | str,
@@ -313,6 +331,21 @@ def derive_invocation_status(
             reason=reason if phase.finished else None,
             message=message or None,
         )
+
+    if isinstance(resolution_or_error, Waiting):
+        conditions = set_condition(
+            previous.conditions,
+            RESOLVED,
+            ConditionStatus.FALSE,
+            "Waiting",
+            resolution_or_error.message,
+            timestamp,
+            generation,
+        )
+        conditions = set_condition(
+            conditions, SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", "", timestamp, generation
+        )
+        return _status(conditions, Phase.PENDING, generation, message=resolution_or_error.message)
 
     if isinstance(resolution_or_error, Failure):
         failure = resolution_or_error

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from kitaru.core.job_control import MANAGED_BY
 from kitaru.core.models import (
     FlowDeploymentSpec,
     FlowInvocationSpec,
@@ -227,6 +228,8 @@ def build_job(
         pod_spec["volumes"] = [{"name": SOURCE_VOLUME, "configMap": {"name": source.config_map}}]
 
     job_spec: dict[str, Any] = {
+        # The operator creates the pod and keeps the status itself (`job_control`).
+        "managedBy": MANAGED_BY,
         "backoffLimit": backoff_limit,
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }

@@ -386,6 +386,14 @@ class FlowInvocationSpec(Model):
         description="Delete this invocation once this many newer finished runs of its flow "
         "exist (default: its version's stack, else the operator's).",
     )
+    resolve_deadline_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=86400,
+        description="How long resolution may wait for what it names to appear (a new flow's "
+        "default route, a tag applied in the same GitOps sync) before the invocation fails "
+        "(default: the operator's, 60 s).",
+    )
     cancel_requested: bool = Field(
         False, description="Set to true to cancel: the run's Job is deleted, phase Cancelled."
     )

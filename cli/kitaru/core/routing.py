@@ -40,13 +40,19 @@ class RouteLookup(Protocol):
 
 
 class ResolutionError(Exception):
-    """An invocation that cannot be resolved; `reason` is CamelCase, `message` says what to do."""
+    """An invocation that cannot be resolved; `reason` is CamelCase, `message` says what to do.
+
+    `flow`, `tag` and `version` name what was missing, so a caller can check whether the
+    API server has it after all (see `CONVERGING`)."""
 
     reason = "ResolutionFailed"
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self, message: str, flow: str = "", tag: str | None = None, version: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.flow, self.tag, self.version = flow, tag, version
 
     def __str__(self) -> str:
         return self.message
@@ -76,6 +82,12 @@ class ConflictingSelectors(ResolutionError, ValueError):
     reason = "ConflictingSelectors"
 
 
+# Errors that can be "not yet" rather than "no": the default route of a new flow is
+# being created, or what the selector names exists but the caller's view lags behind.
+# Ambiguous and conflicting selectors are final whatever happens next.
+CONVERGING = (NoDeployments, NoDefaultRoute, TagNotFound, VersionNotFound)
+
+
 @dataclass(frozen=True)
 class Resolution:
     """What was asked for and the version it resolved to.
@@ -103,13 +115,16 @@ def resolve(
     if not lookup.has_deployments(flow):
         raise NoDeployments(
             f"flow '{flow}' has no deployments yet; deploy it first with: "
-            f"kitaru deploy path/to/file.py:{flow}"
+            f"kitaru deploy path/to/file.py:{flow}",
+            flow,
         )
     if version is not None:
         if not lookup.has_version(flow, version):
             raise VersionNotFound(
                 f"flow '{flow}' has no version {version}; list its versions with: "
-                f"kitaru flow deployments list {flow}"
+                f"kitaru flow deployments list {flow}",
+                flow,
+                version=version,
             )
         return Resolution(SelectorKind.VERSION, None, version)
 
@@ -120,11 +135,15 @@ def resolve(
             raise NoDefaultRoute(
                 f"flow '{flow}' has deployments but none is routed as '{DEFAULT_TAG}'; "
                 f"invoke with --tag or --version, or move {DEFAULT_TAG} with: "
-                f"kitaru flow tag {flow} {DEFAULT_TAG} --version N --exclusive"
+                f"kitaru flow tag {flow} {DEFAULT_TAG} --version N --exclusive",
+                flow,
+                DEFAULT_TAG,
             )
         raise TagNotFound(
             f"flow '{flow}' has no tag '{name}'; list its tags with: kitaru flow show {flow}, "
-            f"or add it with: kitaru flow tag {flow} {name} --version N"
+            f"or add it with: kitaru flow tag {flow} {name} --version N",
+            flow,
+            name,
         )
     if len(route.versions) > 1:
         raise AmbiguousTag(
@@ -136,7 +155,10 @@ def resolve(
         raise VersionNotFound(
             f"tag '{name}' of flow '{flow}' routes to version {resolved}, which no longer "
             f"exists; move the tag with: kitaru flow tag {flow} {name} --version N"
-            + (" --exclusive" if route.exclusive else "")
+            + (" --exclusive" if route.exclusive else ""),
+            flow,
+            name,
+            resolved,
         )
     selector = SelectorKind.DEFAULT if tag is None else SelectorKind.TAG
     return Resolution(selector, name, resolved)

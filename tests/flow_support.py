@@ -13,8 +13,10 @@ from kitaru.core.inputs import schema_from_signature
 from kitaru.core.jobs import source_key, source_sha256
 from support import runner_image, wait_for
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "e2e"))
 from flows import research
+
+E2E = Path(__file__).parent / "e2e"  # the flows package lives beside the e2e tests
 
 GROUP, VERSION = "kitaru.dev", "v1alpha1"
 FLOW_FILES = ("flows/__init__.py", "flows/research.py")
@@ -32,8 +34,7 @@ class Kitaru:
         self.source: dict[str, Any] | None = None
 
     def ship_flows(self) -> dict[str, Any]:
-        root = Path(__file__).parent
-        files = {path: (root / path).read_bytes() for path in FLOW_FILES}
+        files = {path: (E2E / path).read_bytes() for path in FLOW_FILES}
         self.core.create_namespaced_config_map(
             self.ns,
             {
