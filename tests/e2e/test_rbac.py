@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from chart_support import apply, bind, token_client, token_of, unique
+from kitaru.client.client import DEFAULT_SERVICE_ACCOUNT as CLIENT
+from kitaru.client.manifests import build_client_identity
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from support import REPO, kubectl, runner_image, wait_for
@@ -190,7 +192,7 @@ def test_roles_aggregate_into_the_builtin_roles(roles: str, namespace: str) -> N
 
 ROLE_DOC = REPO / "docs" / "security.md"
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
-SUBJECTS = ("viewer", "consumer", "producer", "operator", "runner")
+SUBJECTS = ("viewer", "consumer", "producer", "client", "operator", "runner")
 CLUSTER_SCOPED = {"namespaces"}
 NO_VERBS = "—"
 
@@ -200,11 +202,12 @@ class Row:
     group: str  # "" for the core group
     resource: str
     subresource: str
+    name: str  # "" for any object of the kind
     allowed: dict[str, frozenset[str]]  # subject -> verbs
 
     def __str__(self) -> str:
-        name = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-        return f"{self.group or 'core'} {name}"
+        what = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return " ".join(filter(None, (self.group or "core", what, self.name)))
 
 
 def _cells(line: str) -> list[str]:
@@ -219,14 +222,14 @@ def role_table() -> list[Row]:
     rows = []
     for line in lines:
         resource, *cells = _cells(line)
-        group, name = resource.split()
-        plural, _, sub = name.partition("/")
+        group, kind, *name = resource.split()
+        plural, _, sub = kind.partition("/")
         verbs = {}
         for subject, cell in zip(SUBJECTS, cells, strict=True):
             listed = frozenset() if cell == NO_VERBS else frozenset(cell.split())
             assert listed <= set(VERBS), (resource, subject, cell)
             verbs[subject] = listed
-        rows.append(Row("" if group == "core" else group, plural, sub, verbs))
+        rows.append(Row("" if group == "core" else group, plural, sub, "".join(name), verbs))
     return rows
 
 
@@ -242,6 +245,7 @@ def allowed_verbs(api: client.AuthorizationV1Api, row: Row, namespace: str) -> f
                         group=row.group,
                         resource=row.resource,
                         subresource=row.subresource or None,
+                        name=row.name or None,
                         verb=verb,
                         namespace=None if row.resource in CLUSTER_SCOPED else namespace,
                     )
@@ -254,12 +258,17 @@ def allowed_verbs(api: client.AuthorizationV1Api, row: Row, namespace: str) -> f
 
 
 def test_every_cell_of_the_role_table(roles: str, namespace: str, operator_account: str) -> None:
-    accounts = {"operator": operator_account, "runner": "default"}
+    # The client identity as `kitaru auth token` makes it on first use.
+    identity = json.dumps(
+        {"kind": "List", "apiVersion": "v1", "items": build_client_identity(CLIENT)}
+    )
+    kubectl("apply", "-f", "-", "-n", namespace, input=identity)
+    accounts = {"client": CLIENT, "operator": operator_account, "runner": "default"}
     for subject in ("viewer", "consumer", "producer"):
         bind(namespace, f"as-{subject}", f"{roles}-{subject}")
         accounts[subject] = f"as-{subject}"
     rows = role_table()
-    assert len(rows) * len(SUBJECTS) * len(VERBS) == 560  # the count docs/security.md gives
+    assert len(rows) * len(SUBJECTS) * len(VERBS) == 798  # the count docs/security.md gives
     apis = {
         s: client.AuthorizationV1Api(token_client(token_of(namespace, accounts[s])))
         for s in SUBJECTS

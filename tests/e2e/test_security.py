@@ -185,8 +185,9 @@ def test_minted_tokens_appear_in_no_output(
 def test_a_run_is_admitted_as_restricted_and_gets_no_token(
     running_operator: Any, namespace: str, tmp_path: Path
 ) -> None:
-    """The Job controller creates the run's pod in a namespace that enforces `restricted`
-    (conftest): being created at all is Pod Security admission's verdict."""
+    """The operator creates the run's pod (it runs the Jobs it makes: spec.managedBy) in
+    a namespace that enforces `restricted` (conftest): being created at all is Pod
+    Security admission's verdict."""
     labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"][
         "labels"
     ]
