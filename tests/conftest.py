@@ -22,6 +22,8 @@ from support import (
     CLUSTER_DIR,
     KUBECONFIG,
     REPO,
+    TEST_CLUSTER_ENV,
+    TEST_NAMESPACE_LABELS,
     Cluster,
     OperatorProcess,
     create,
@@ -56,8 +58,11 @@ def _cluster_cmd(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    """The local cluster, started when it is not up."""
+    """The local cluster, started when it is not up; one named by KITARU_TEST_CLUSTER_DIR
+    must already be running (the tests never start or stop it)."""
     if _cluster_cmd("status").returncode != 0:
+        if os.environ.get(TEST_CLUSTER_ENV):
+            pytest.fail(f"{TEST_CLUSTER_ENV}={CLUSTER_DIR}: no cluster runs there", pytrace=False)
         proc = _cluster_cmd("up")
         if proc.returncode != 0:
             why = f"the local cluster could not be started:\n{proc.stdout}{proc.stderr}"
@@ -86,13 +91,15 @@ def k8s(cluster: Cluster) -> kubernetes.client.ApiClient:
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, k8s: kubernetes.client.ApiClient) -> Iterator[str]:
     """A fresh namespace for one test (with its `default` ServiceAccount ready), deleted
-    afterwards without waiting for the deletion to finish."""
+    afterwards without waiting for the deletion to finish. Pod Security Admission enforces
+    the `restricted` standard there, as it should in a production project: every pod the
+    suite starts (the runs' Jobs included) must comply."""
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
     core = kubernetes.client.CoreV1Api(k8s)
     core.create_namespace(
         kubernetes.client.V1Namespace(
-            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={"kitaru.dev/test": "true"})
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels=TEST_NAMESPACE_LABELS)
         )
     )
     wait_for(

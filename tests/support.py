@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-# The cluster the suite uses (and starts when it is down): the checkout's own, or the
-# state directory in KITARU_TEST_CLUSTER_DIR (e.g. a control-plane-only cluster started
-# with `python -m kitaru_localnode.cluster up --no-node --dir DIR` beside the one that
-# owns the machine's node; only tiers that need no running pod pass there).
-CLUSTER_DIR = Path(os.environ.get("KITARU_TEST_CLUSTER_DIR") or REPO / ".cluster").resolve()
+# The cluster under test: the checkout's own (`make cluster-up`), unless
+# KITARU_TEST_CLUSTER_DIR names another one that is already running, e.g. a
+# control-plane-only cluster (`python -m kitaru_localnode.cluster up --no-node --dir D`)
+# beside the machine's one node. Such a cluster is never started or stopped by the tests.
+TEST_CLUSTER_ENV = "KITARU_TEST_CLUSTER_DIR"
+CLUSTER_DIR = Path(os.environ.get(TEST_CLUSTER_ENV) or REPO / ".cluster").resolve()
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
+# Every test namespace: Pod Security Admission enforces the `restricted` standard there,
+# as it should in a production project, so every pod the suite starts proves it complies.
+TEST_NAMESPACE_LABELS = {
+    "kitaru.dev/test": "true",
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 T = TypeVar("T")
 
@@ -116,7 +124,8 @@ class OperatorProcess:
     """`python -m kitaru_operator` for one namespace as a subprocess that can be SIGKILLed
     and restarted; each run logs to its own `operator-<run>.log` in `log_dir`. `start`
     returns once the operator reports ready (its model of versions and routes listed),
-    or, with `--leader-elect`, once it serves its health endpoint (it may be a standby)."""
+    or, with `--leader-elect`, once it serves its health endpoint (it may be a standby).
+    `kubeconfig` is its credentials: the admin's by default."""
 
     def __init__(
         self,
@@ -124,9 +133,11 @@ class OperatorProcess:
         log_dir: Path,
         resync_seconds: float = 30,
         extra_args: tuple[str, ...] = (),
+        kubeconfig: Path = KUBECONFIG,
     ) -> None:
         self.namespace, self.log_dir, self.resync_seconds = namespace, log_dir, resync_seconds
         self.extra_args = extra_args
+        self.kubeconfig = kubeconfig
         self.runs = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = 0
@@ -152,7 +163,7 @@ class OperatorProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(KUBECONFIG), "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"},
         )
         if wait:
             wait_for(self.ready, timeout=60, message=f"operator run {self.runs} ready")

@@ -286,6 +286,7 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
 def build_server() -> MCPServer:
     """The MCP server with every Kitaru tool registered."""
     from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.tools import Tool
     from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
     from kitaru.client.errors import KitaruError
@@ -304,6 +305,26 @@ def build_server() -> MCPServer:
 
         return tool
 
+    def strict(tool: Tool) -> Tool:
+        """Unknown arguments are a tool error rather than ignored: a misspelt `input`
+        must not start a run with the deploy-time inputs instead."""
+        loose = tool.fn_metadata.arg_model
+        config = {**loose.model_config, "extra": "forbid"}
+        tool.fn_metadata.arg_model = type(loose.__name__, (loose,), {"model_config": config})
+        tool.parameters["additionalProperties"] = False
+        return tool
+
+    tools = [
+        strict(
+            Tool.from_function(
+                as_tool(fn),
+                name=fn.__name__,
+                description=inspect.getdoc(fn),
+                annotations=ToolAnnotations(read_only_hint=read_only),
+            )
+        )
+        for fn, read_only in TOOLS
+    ]
     server: MCPServer = MCPServer(
         "kitaru",
         instructions=(
@@ -313,12 +334,6 @@ def build_server() -> MCPServer:
             "before invoking, and kitaru_executions_wait to get a result."
         ),
         log_level="WARNING",
+        tools=tools,
     )
-    for fn, read_only in TOOLS:
-        server.add_tool(
-            as_tool(fn),
-            name=fn.__name__,
-            description=inspect.getdoc(fn),
-            annotations=ToolAnnotations(read_only_hint=read_only),
-        )
     return server

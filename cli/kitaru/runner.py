@@ -20,6 +20,7 @@ from typing import Any
 
 from kitaru.core.inputs import InvalidInputs, validate_inputs
 from kitaru.core.jobs import TERMINATION_MESSAGE_LIMIT, source_key, source_sha256
+from kitaru.core.payloads import json_problem
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 
@@ -108,10 +109,12 @@ def run(env: dict[str, str]) -> tuple[int, str]:
     except Exception as exc:
         return 1, _error(type(exc).__name__, str(exc))
 
-    try:
-        encoded = json.dumps({"ok": True, "result": result})
-    except (TypeError, ValueError) as exc:
-        return 1, _error("ResultNotSerializable", f"the flow's result is not JSON: {exc}")
+    # Checked before encoding: json.dumps would write NaN (not JSON), turn keys into
+    # strings, or exhaust the stack on a deep result.
+    problem = json_problem(result)
+    if problem:
+        return 1, _error("ResultNotSerializable", f"the flow's result is not JSON: {problem}")
+    encoded = json.dumps({"ok": True, "result": result})
     size = len(encoded.encode())
     if size > TERMINATION_MESSAGE_LIMIT:
         return 1, _error(

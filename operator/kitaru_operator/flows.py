@@ -38,15 +38,17 @@ from kitaru.core.names import (
 from kitaru.core.routing import RouteView
 from kitaru.core.tagging import tags_for_version
 from kitaru.core.versioning import parse_high_water_mark
+from pydantic import TypeAdapter
 
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.informer import Key
 from kitaru_operator.kube import DEPLOYMENT, ROUTE
-from kitaru_operator.objects import Object, RouteObject
+from kitaru_operator.objects import Object, RouteObject, validate_json
 
 logger = logging.getLogger("kitaru_operator")
 FlowKey = tuple[str, str]  # (namespace, flow)
 RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
+_DEPLOYMENT_SPEC = TypeAdapter(FlowDeploymentSpec)
 
 
 def compact(value: Any) -> bytes:
@@ -85,7 +87,7 @@ class DeploymentRecord:
 @functools.lru_cache(maxsize=256)
 def parse_deployment_spec(spec_json: bytes) -> FlowDeploymentSpec:
     """Parsed specs of the versions in use (bytes hash once, so hits are cheap)."""
-    return FlowDeploymentSpec.model_validate_json(spec_json)
+    return validate_json(_DEPLOYMENT_SPEC, spec_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
 from kitaru_operator.kube import ApiError, AsyncKube, Kind, WatchExpired
-from kitaru_operator.objects import Item, ObjectList, WatchEvent
+from kitaru_operator.objects import Item, ObjectList, WatchEvent, validate_json
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -103,7 +103,7 @@ class Informer(Generic[Item, T]):
                 label_selector=self.label_selector,
                 field_selector=self.field_selector,
             )
-            page = self.pages.validate_json(raw)
+            page = validate_json(self.pages, raw)
             del raw
             for item in page.items:
                 seen.add((item.metadata.namespace, item.metadata.name))
@@ -125,7 +125,7 @@ class Informer(Generic[Item, T]):
             label_selector=self.label_selector,
             field_selector=self.field_selector,
         ):
-            event = self.events.validate_json(line)
+            event = validate_json(self.events, line)
             if event.type == "ERROR":
                 status = json.loads(line)["object"]
                 if status.get("code") == 410:

@@ -15,6 +15,7 @@ import socket
 import sys
 
 import kopf
+from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
 from kitaru_operator import health, metrics
@@ -168,6 +169,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), DECODE_RECURSION_LIMIT))
     kopf.configure(verbose=args.verbose)
     logging.getLogger("kitaru_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.metrics_port:

@@ -8,10 +8,39 @@ difference between parsing their whole bodies and reading four fields of each.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
+
+# A FlowInvocation's inputs are whatever its creator sent, nested up to the API server's
+# limit (kitaru.core.payloads.API_MAX_DEPTH). pydantic-core's parser stops at 200 levels
+# and Python's json at the recursion limit: one deep object would fail every list of its
+# kind in the namespace, so nothing there would be resolved again. `main` raises the
+# recursion limit (kopf decodes with Python's json, then deep-copies each body) and
+# `validate_json` falls back to Python's json where pydantic-core gives up. The rules then
+# refuse such an object on its own.
+
+T = TypeVar("T")
+
+
+def _too_deep(error: ValidationError) -> bool:
+    return any(
+        e["type"] == "json_invalid" and "recursion limit" in str((e.get("ctx") or {}).get("error"))
+        for e in error.errors(include_url=False, include_input=False)
+    )
+
+
+def validate_json(adapter: TypeAdapter[T], raw: bytes | str) -> T:
+    """`adapter.validate_json(raw)`, through Python's json for a document nested deeper
+    than pydantic-core parses (see above)."""
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as error:
+        if not _too_deep(error):
+            raise
+    return adapter.validate_python(json.loads(raw))
 
 
 class Slim(BaseModel):

@@ -63,39 +63,47 @@ def _processes_with(text: str) -> list[int]:
     return found
 
 
-def _job_manifest(name: str, script: str, backoff_limit: int) -> str:
+# Test namespaces enforce the Pod Security Standard `restricted` (conftest), as a
+# production namespace should: every pod here says what it must.
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _pod_spec(container: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    security = {**RESTRICTED_CONTAINER, **container.get("securityContext", {})}
+    return {
+        "restartPolicy": "Never",
+        "securityContext": RESTRICTED_POD,
+        "containers": [{"name": "main", **container, "securityContext": security}],
+        **spec,
+    }
+
+
+def _job_manifest(name: str, command: list[str], backoff_limit: int = 0) -> str:
+    container = {"image": runner_image(), "command": command}
     return json.dumps(
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": name},
-            "spec": {
-                "backoffLimit": backoff_limit,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "containers": [
-                            {
-                                "name": "main",
-                                "image": runner_image(),
-                                "command": ["sh", "-c", script],
-                            }
-                        ],
-                    }
-                },
-            },
+            "spec": {"backoffLimit": backoff_limit, "template": {"spec": _pod_spec(container)}},
+        }
+    )
+
+
+def _pod(name: str, container: dict[str, Any], **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": _pod_spec(container, **spec),
         }
     )
 
 
 def _run_pod(namespace: str, name: str, container: dict[str, Any], **spec: Any) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", **container}], **spec},
-    }
-    kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(pod))
+    kubectl("create", "-f", "-", namespace=namespace, input=_pod(name, container, **spec))
 
 
 def test_apiserver_is_ready() -> None:
@@ -186,24 +194,16 @@ def test_service_account_token_without_permissions_gets_403(
 
 
 def test_job_runs_to_complete_with_its_output(namespace: str) -> None:
-    kubectl(
-        "create",
-        "job",
-        "hello",
-        f"--image={runner_image()}",
-        "--",
-        "sh",
-        "-c",
-        "echo hello from the local node",
-        namespace=namespace,
-    )
+    manifest = _job_manifest("hello", ["sh", "-c", "echo hello from the local node"])
+    kubectl("create", "-f", "-", namespace=namespace, input=manifest)
     assert wait_for(lambda: _job_finished(namespace, "hello"), timeout=60) == "Complete"
     logs = kubectl("logs", "job/hello", namespace=namespace).stdout
     assert logs == "hello from the local node\n"
 
 
 def test_failing_command_gives_a_failed_job_with_its_exit_code(namespace: str) -> None:
-    kubectl("create", "-f", "-", namespace=namespace, input=_job_manifest("fail", "exit 3", 0))
+    manifest = _job_manifest("fail", ["sh", "-c", "exit 3"])
+    kubectl("create", "-f", "-", namespace=namespace, input=manifest)
     assert wait_for(lambda: _job_finished(namespace, "fail"), timeout=60) == "Failed"
     (pod,) = _job_pods(namespace, "fail")
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -213,7 +213,8 @@ def test_failing_command_gives_a_failed_job_with_its_exit_code(namespace: str) -
 
 
 def test_backoff_limit_retries_happen(namespace: str) -> None:
-    kubectl("create", "-f", "-", namespace=namespace, input=_job_manifest("retry", "exit 1", 2))
+    manifest = _job_manifest("retry", ["sh", "-c", "exit 1"], backoff_limit=2)
+    kubectl("create", "-f", "-", namespace=namespace, input=manifest)
     # The Job controller waits 10 s, then 20 s, between failed attempts.
     assert wait_for(lambda: _job_finished(namespace, "retry"), timeout=150) == "Failed"
     pods = _job_pods(namespace, "retry")
@@ -223,16 +224,8 @@ def test_backoff_limit_retries_happen(namespace: str) -> None:
 
 def test_deleting_a_job_garbage_collects_its_pods(namespace: str) -> None:
     seconds = random.randint(100_000, 999_999)  # a command line no other process has
-    kubectl(
-        "create",
-        "job",
-        "sleeper",
-        f"--image={runner_image()}",
-        "--",
-        "sleep",
-        str(seconds),
-        namespace=namespace,
-    )
+    manifest = _job_manifest("sleeper", ["sleep", str(seconds)])
+    kubectl("create", "-f", "-", namespace=namespace, input=manifest)
     wait_for(
         lambda: [
             p for p in _job_pods(namespace, "sleeper") if p["status"].get("phase") == "Running"
@@ -264,7 +257,9 @@ def test_an_image_missing_from_the_node_is_never_pulled(namespace: str) -> None:
 
 def test_security_context_is_enforced(namespace: str) -> None:
     """runc applies the pod's securityContext: the image's numeric user, a read-only root
-    file system, no capabilities; runAsNonRoot refuses an image that runs as root."""
+    file system, no capabilities. A pod asking for root is refused by Pod Security
+    admission in a `restricted` namespace, and beneath admission by the kubelet
+    (runAsNonRoot)."""
     script = (
         "id -u; touch /probe 2>/dev/null && echo writable || echo read-only; "
         "grep CapEff /proc/self/status"
@@ -289,12 +284,23 @@ def test_security_context_is_enforced(namespace: str) -> None:
     assert lines[:2] == ["10001", "read-only"]
     assert lines[2].split() == ["CapEff:", "0000000000000000"]
 
-    _run_pod(
-        namespace,
-        "as-root",
-        {"image": runner_image(), "command": ["true"], "securityContext": {"runAsUser": 0}},
-        securityContext={"runAsNonRoot": True},
+    as_root = {"image": runner_image(), "command": ["true"], "securityContext": {"runAsUser": 0}}
+    refused_at_admission = kubectl(
+        "create", "-f", "-", namespace=namespace, input=_pod("as-root", as_root), check=False
     )
+    assert refused_at_admission.returncode != 0
+    assert 'violates PodSecurity "restricted:latest": runAsUser=0' in refused_at_admission.stderr
+
+    # `baseline` allows root, so the pod reaches the kubelet, whose runAsNonRoot check is
+    # what is under test here.
+    kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=baseline",
+        "--overwrite",
+    )
+    _run_pod(namespace, "as-root", as_root)
 
     def refused() -> str | None:
         statuses = _get_json("pod", "as-root", namespace=namespace)["status"].get(
@@ -417,31 +423,20 @@ def test_pod_calls_the_api_server_in_cluster_style(namespace: str) -> None:
         f"--serviceaccount={namespace}:default",
         namespace=namespace,
     )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "in-cluster"},
-        "spec": {
-            "restartPolicy": "Never",
-            "volumes": [{"name": "greeting", "configMap": {"name": "greeting"}}],
-            "containers": [
-                {
-                    "name": "main",
-                    "image": runner_image(),
-                    "command": ["python", "-c", IN_CLUSTER_SCRIPT],
-                    "workingDir": "/workspace/kitaru",
-                    "env": [
-                        {
-                            "name": "POD_NAME",
-                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                        }
-                    ],
-                    "volumeMounts": [{"name": "greeting", "mountPath": "/etc/kitaru-test"}],
-                }
+    _run_pod(
+        namespace,
+        "in-cluster",
+        {
+            "image": runner_image(),
+            "command": ["python", "-c", IN_CLUSTER_SCRIPT],
+            "workingDir": "/workspace/kitaru",
+            "env": [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
             ],
+            "volumeMounts": [{"name": "greeting", "mountPath": "/etc/kitaru-test"}],
         },
-    }
-    kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(pod))
+        volumes=[{"name": "greeting", "configMap": {"name": "greeting"}}],
+    )
     status = wait_for(lambda: _finished_pod(namespace, "in-cluster"), timeout=60)
     logs = kubectl("logs", "in-cluster", namespace=namespace).stdout
     assert status["phase"] == "Succeeded", logs

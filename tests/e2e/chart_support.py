@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from kitaru.core.jobs import source_key, source_sha256
+from kubernetes import client, config
 from support import KUBECONFIG, REPO, bin_dir, kubectl, runner_image, wait_for
 
 CHART = REPO / "charts" / "kitaru-operator"
@@ -144,3 +145,67 @@ def wait_finished(namespace: str, name: str, timeout: float = 180) -> dict[str, 
     return wait_for(
         finished, timeout=timeout, interval=0.5, message=f"invocation {namespace}/{name} to finish"
     )
+
+
+# --- RBAC: ServiceAccounts bound to the chart's roles, and their real tokens ----------
+
+
+def bind(namespace: str, service_account: str, cluster_role: str) -> None:
+    """A new ServiceAccount bound to the ClusterRole in `namespace` with a RoleBinding."""
+    kubectl("create", "serviceaccount", service_account, "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        f"{service_account}-binding",
+        "-n",
+        namespace,
+        f"--clusterrole={cluster_role}",
+        f"--serviceaccount={namespace}:{service_account}",
+    )
+
+
+def token_of(namespace: str, service_account: str) -> str:
+    """A fresh short-lived token of the ServiceAccount (TokenRequest API)."""
+    return kubectl(
+        "create", "token", service_account, "-n", namespace, "--duration=10m"
+    ).stdout.strip()
+
+
+def token_client(token: str) -> client.ApiClient:
+    """An API client of the local cluster authenticated only by `token`."""
+    admin = client.Configuration()
+    config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=admin)
+    conf = client.Configuration()
+    conf.host = admin.host
+    conf.ssl_ca_cert = admin.ssl_ca_cert
+    conf.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(conf)
+
+
+def render_user_roles(prefix: str) -> str:
+    """The chart's producer/consumer/viewer ClusterRoles, named `<prefix>-<role>`."""
+    return helm(
+        "template",
+        prefix,
+        str(CHART),
+        "--show-only",
+        "templates/rbac-user-roles.yaml",
+        "--set",
+        f"rbac.userRoles.namePrefix={prefix}",
+    ).stdout
+
+
+def render_operator_rbac(release: str, namespace: str) -> str:
+    """The chart's operator ServiceAccount and RBAC for a release in `namespace` that
+    watches it (the chart's default): `<release>-kitaru-operator`."""
+    return helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac-operator.yaml",
+    ).stdout

@@ -9,10 +9,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcp import ClientSession, StdioServerParameters, stdio_client
 from support import KUBECONFIG
 
 RESEARCH_FLOW = """from kitaru import flow
@@ -22,6 +25,20 @@ RESEARCH_FLOW = """from kitaru import flow
 def research_agent(topic: str) -> str:
     print(f"researching {topic}")
     return f"notes on {topic}"
+"""
+
+# The research flow with an optional input, and a flow whose name is not a valid one.
+FLOWS_AND_MORE = """from kitaru import flow
+
+
+@flow
+def research_agent(topic: str, depth: int = 1) -> str:
+    return f"notes on {topic}"
+
+
+@flow
+def BadName(topic: str) -> str:
+    return topic
 """
 
 
@@ -101,3 +118,13 @@ def new_project(root: Path, namespace: str, flow_source: str = RESEARCH_FLOW) ->
     kitaru = Kitaru(project, user_env(namespace, root))
     kitaru("init")
     return kitaru
+
+
+@asynccontextmanager
+async def mcp_session(cwd: Path, env: dict[str, str]) -> AsyncIterator[ClientSession]:
+    """`kitaru mcp` spawned by the SDK's stdio client, as an assistant would."""
+    argv: list[str] = [*kitaru_argv(), "mcp"]
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=cwd)
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session

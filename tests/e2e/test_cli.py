@@ -8,21 +8,8 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from cli_support import Kitaru, new_project
+from cli_support import FLOWS_AND_MORE, Kitaru, new_project
 from support import kubectl
-
-FLOWS_AND_MORE = """from kitaru import flow
-
-
-@flow
-def research_agent(topic: str, depth: int = 1) -> str:
-    return f"notes on {topic}"
-
-
-@flow
-def BadName(topic: str) -> str:
-    return topic
-"""
 
 
 def snapshot(namespace: str) -> dict[str, list[str]]:

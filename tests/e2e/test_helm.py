@@ -170,13 +170,7 @@ def test_template_is_accepted_by_the_api_server(
 
 @pytest.mark.cluster
 def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
-    kubectl(
-        "label",
-        "namespace",
-        namespace,
-        "pod-security.kubernetes.io/enforce=restricted",
-        "pod-security.kubernetes.io/enforce-version=latest",
-    )
+    # The namespace enforces Pod Security `restricted` (conftest).
     release = unique("kt")
     try:
         installed = helm(

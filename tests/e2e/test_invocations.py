@@ -112,20 +112,22 @@ def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) 
 def test_failure_deadline_and_retries(running_operator: Any, kitaru: Kitaru) -> None:
     kitaru.deploy("raiser", 1, "raiser")
     kitaru.deploy("sleeper", 1, "sleeper")
-    kitaru.deploy("flaky", 1, "flaky")
+    # The flaky flow keeps its attempt count in a ConfigMap, with the pod's token: a run
+    # gets one only from a ServiceAccount its stack names.
+    kitaru.deploy("flaky", 1, "flaky", serviceAccountName="counter")
     for flow in ("raiser", "sleeper", "flaky"):
         kitaru.wait_default(flow)
     raised = kitaru.invoke("raiser", inputs={"reason": "no luck"})
     late = kitaru.invoke("sleeper", inputs={"seconds": 60}, activeDeadlineSeconds=3)
-    # The flaky flow keeps its attempt count in a ConfigMap, with the pod's token.
     for command in (
+        ["create", "serviceaccount", "counter"],
         ["create", "role", "counter", "--verb=get,create,update", "--resource=configmaps"],
         [
             "create",
             "rolebinding",
             "counter",
             "--role=counter",
-            f"--serviceaccount={kitaru.ns}:default",
+            f"--serviceaccount={kitaru.ns}:counter",
         ],
     ):
         kubectl(*command, namespace=kitaru.ns)

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from cli_support import kitaru_argv, user_env
+from cli_support import kitaru_argv, mcp_session, user_env
 from kitaru.core.names import GROUP_VERSION
 from kitaru.mcp_server import TOOLS
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 from support import create, deployment, kubectl, runner_image, wait_for
@@ -36,20 +35,9 @@ def research_agent(topic: str) -> str:
 FLOW_V2 = FLOW_V1.replace("v1 notes on", "v2 report on")
 
 
-@asynccontextmanager
-async def mcp_session(cwd: Path, project: str) -> AsyncIterator[ClientSession]:
-    """`kitaru mcp` spawned by the SDK's stdio client, as an assistant would."""
-    argv: list[str] = [*kitaru_argv(), "mcp"]
-    env = user_env(project, cwd / ".home")
-    params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=cwd)
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        yield session
-
-
 def run_session(cwd: Path, project: str, scenario: Callable[[Tools], Awaitable[None]]) -> None:
     async def main() -> None:
-        async with mcp_session(cwd, project) as session:
+        async with mcp_session(cwd, user_env(project, cwd / ".home")) as session:
             await scenario(Tools(session))
 
     anyio.run(main)

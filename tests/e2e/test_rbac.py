@@ -1,45 +1,31 @@
-"""The chart's user roles with real ServiceAccount tokens (TokenRequest API).
+"""The chart's roles with real ServiceAccount tokens (TokenRequest API).
 
 The roles are rendered from the chart with the pinned helm (a unique name prefix per
 run, since ClusterRoles are cluster-scoped) and bound with RoleBindings, as a platform
 team would. Each request is made with the ServiceAccount's bearer token alone, so the
-API server's RBAC authorizer decides: nothing here mocks it.
+API server's RBAC authorizer decides: nothing here mocks it. The role table of
+docs/security.md is checked cell by cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from chart_support import CHART, apply, helm, unique
-from kubernetes import client, config
+from chart_support import apply, bind, token_client, token_of, unique
+from kitaru.client.client import DEFAULT_SERVICE_ACCOUNT as CLIENT
+from kitaru.client.manifests import build_client_identity
+from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support import KUBECONFIG, kubectl, runner_image, wait_for
+from support import REPO, kubectl, runner_image, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
 
 GROUP, VERSION = "kitaru.dev", "v1alpha1"
-ROLES_TEMPLATE = "templates/rbac-user-roles.yaml"
-
-
-@pytest.fixture(scope="module")
-def roles(cluster: Any) -> Iterator[str]:
-    """Apply the chart's producer/consumer/viewer ClusterRoles; yield their name prefix."""
-    prefix = unique("kt-rbac")
-    rendered = helm(
-        "template",
-        prefix,
-        str(CHART),
-        "--show-only",
-        ROLES_TEMPLATE,
-        "--set",
-        f"rbac.userRoles.namePrefix={prefix}",
-    ).stdout
-    kubectl("apply", "-f", "-", input=rendered)
-    yield prefix
-    kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
 
 
 @pytest.fixture
@@ -52,24 +38,8 @@ def other_namespace(cluster: Any) -> Iterator[str]:
 
 def api_as(namespace: str, service_account: str, cluster_role: str) -> client.CustomObjectsApi:
     """A client authenticated only by a fresh token of a ServiceAccount bound to the role."""
-    kubectl("create", "serviceaccount", service_account, "-n", namespace)
-    kubectl(
-        "create",
-        "rolebinding",
-        f"{service_account}-binding",
-        "-n",
-        namespace,
-        f"--clusterrole={cluster_role}",
-        f"--serviceaccount={namespace}:{service_account}",
-    )
-    token = kubectl("create", "token", service_account, "-n", namespace, "--duration=10m").stdout
-    admin = client.Configuration()
-    config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=admin)
-    conf = client.Configuration()
-    conf.host = admin.host
-    conf.ssl_ca_cert = admin.ssl_ca_cert
-    conf.api_key = {"authorization": f"Bearer {token.strip()}"}
-    return client.CustomObjectsApi(client.ApiClient(conf))
+    bind(namespace, service_account, cluster_role)
+    return client.CustomObjectsApi(token_client(token_of(namespace, service_account)))
 
 
 def status_of(api: client.CustomObjectsApi, verb: str, namespace: str, *args: Any) -> int:
@@ -216,3 +186,112 @@ def test_roles_aggregate_into_the_builtin_roles(roles: str, namespace: str) -> N
         (200, "list", "flowroutes"),
         (403, "create", "flowdeployments", flow_deployment(3)),
     )
+
+
+# --- the role table of docs/security.md, cell by cell --------------------------------
+
+ROLE_DOC = REPO / "docs" / "security.md"
+VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
+SUBJECTS = ("viewer", "consumer", "producer", "client", "operator", "runner")
+CLUSTER_SCOPED = {"namespaces"}
+NO_VERBS = "—"
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str  # "" for the core group
+    resource: str
+    subresource: str
+    name: str  # "" for any object of the kind
+    allowed: dict[str, frozenset[str]]  # subject -> verbs
+
+    def __str__(self) -> str:
+        what = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return " ".join(filter(None, (self.group or "core", what, self.name)))
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def role_table() -> list[Row]:
+    """The table between the role-table markers of docs/security.md."""
+    block = ROLE_DOC.read_text().split("<!-- role-table")[1].split("<!-- /role-table -->")[0]
+    header, _rule, *lines = [line for line in block.splitlines() if line.startswith("|")]
+    assert tuple(_cells(header)[1:]) == SUBJECTS, _cells(header)
+    rows = []
+    for line in lines:
+        resource, *cells = _cells(line)
+        group, kind, *name = resource.split()
+        plural, _, sub = kind.partition("/")
+        verbs = {}
+        for subject, cell in zip(SUBJECTS, cells, strict=True):
+            listed = frozenset() if cell == NO_VERBS else frozenset(cell.split())
+            assert listed <= set(VERBS), (resource, subject, cell)
+            verbs[subject] = listed
+        rows.append(Row("" if group == "core" else group, plural, sub, "".join(name), verbs))
+    return rows
+
+
+def allowed_verbs(api: client.AuthorizationV1Api, row: Row, namespace: str) -> frozenset[str]:
+    """The verbs the API server allows the token's subject on `row` (SelfSubjectAccessReview:
+    the authenticated identity is the token's, nothing else)."""
+    allowed = set()
+    for verb in VERBS:
+        review = api.create_self_subject_access_review(
+            client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(
+                    resource_attributes=client.V1ResourceAttributes(
+                        group=row.group,
+                        resource=row.resource,
+                        subresource=row.subresource or None,
+                        name=row.name or None,
+                        verb=verb,
+                        namespace=None if row.resource in CLUSTER_SCOPED else namespace,
+                    )
+                )
+            )
+        )
+        if review.status.allowed:
+            allowed.add(verb)
+    return frozenset(allowed)
+
+
+def test_every_cell_of_the_role_table(roles: str, namespace: str, operator_account: str) -> None:
+    # The client identity as `kitaru auth token` makes it on first use.
+    identity = json.dumps(
+        {"kind": "List", "apiVersion": "v1", "items": build_client_identity(CLIENT)}
+    )
+    kubectl("apply", "-f", "-", "-n", namespace, input=identity)
+    accounts = {"client": CLIENT, "operator": operator_account, "runner": "default"}
+    for subject in ("viewer", "consumer", "producer"):
+        bind(namespace, f"as-{subject}", f"{roles}-{subject}")
+        accounts[subject] = f"as-{subject}"
+    rows = role_table()
+    assert len(rows) * len(SUBJECTS) * len(VERBS) == 798  # the count docs/security.md gives
+    apis = {
+        s: client.AuthorizationV1Api(token_client(token_of(namespace, accounts[s])))
+        for s in SUBJECTS
+    }
+
+    def mismatches() -> list[str]:
+        wrong = []
+        for subject, api in apis.items():
+            for row in rows:
+                actual = allowed_verbs(api, row, namespace)
+                if actual != row.allowed[subject]:
+                    expected = " ".join(sorted(row.allowed[subject])) or NO_VERBS
+                    allows = " ".join(sorted(actual)) or NO_VERBS
+                    wrong.append(f"{subject} on {row}: table says {expected}, API allows {allows}")
+        return wrong
+
+    wrong: list[str] = []
+
+    def table_holds() -> bool:
+        wrong[:] = mismatches()
+        return not wrong
+
+    # New RoleBindings reach the RBAC authorizer's cache within moments.
+    with contextlib.suppress(AssertionError):
+        wait_for(table_holds, timeout=30, interval=1)
+    assert not wrong, "\n".join(wrong)

@@ -197,3 +197,36 @@ def test_unreachable_server_is_a_short_error(env: dict[str, str]) -> None:
     assert code == 1
     assert err.startswith("Error: cannot reach the API server https://127.0.0.1:1")
     assert len(err) < 200
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "fragment"),
+    [
+        (["invoke", "f", "--version", "abc"], "invoke", "'abc' is not a valid integer"),
+        (["invoke", "f", "--bogus"], "invoke", "No such option '--bogus'"),
+        (["flow", "deployments", "prune", "f", "--keep", "-1"], "flow deployments prune", "x>=0"),
+        (["auth", "token", "--duration", "5"], "auth token", "600<=x<=86400"),
+        (["flow", "tag", "f", "stable"], "flow tag", "Missing option '--version'"),
+        (["executions", "list", "--status", "lost"], "executions list", "'lost' is not one of"),
+    ],
+)
+def test_usage_errors_exit_1_with_the_json_envelope(
+    env: dict[str, str], args: list[str], command: str, fragment: str
+) -> None:
+    code, out, err = run(env, *args, "-o", "json")
+    assert (code, out) == (1, "")
+    error = json.loads(err)
+    assert error["command"] == command
+    assert error["error"]["type"] == "UsageError"
+    assert fragment in error["error"]["message"]
+
+    code, out, err = run(env, *args)
+    assert (code, out) == (1, "")
+    assert "Usage: " in err and fragment in err
+
+
+def test_help_and_version_still_exit_0(env: dict[str, str]) -> None:
+    assert run(env, "--help")[0] == 0
+    assert run(env, "invoke", "--help")[0] == 0
+    code, out, _ = run(env, "--version")
+    assert code == 0 and out.startswith("kitaru, version")

@@ -13,7 +13,9 @@ from kitaru.cli.output import (
     parse_inputs,
     render,
     render_error,
+    result_text,
     table,
+    terminal_safe,
 )
 from kitaru.client.errors import InvalidArguments, KitaruError, ResolutionFailed
 
@@ -49,6 +51,9 @@ def test_inputs_from_a_file(tmp_path: Path) -> None:
         ("null", "not null"),
         ("{topic: x}", "not valid JSON"),
         ("", "not valid JSON"),
+        ('{"n": NaN}', "not valid JSON: NaN is not a JSON number"),
+        ('{"n": -Infinity}', "not valid JSON: -Infinity is not a JSON number"),
+        ("[" * 100_000 + "]" * 100_000, "nested more than 64 levels deep"),
     ],
 )
 def test_inputs_that_are_not_an_object_are_rejected(raw: str, fragment: str) -> None:
@@ -111,3 +116,31 @@ def test_table_aligns_columns_and_formats_cells() -> None:
         "b               -        -",
     ]
     assert table(["A"], [], empty="Nothing.") == "Nothing.\n"
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\rok\x00\x9b31m\u202eevil\x7f"
+
+
+def test_terminal_controls_are_shown_escaped() -> None:
+    assert terminal_safe(HOSTILE) == (
+        "\\x1b]0;pwned\\x07\\x1b[2J\\x0dok\\x00\\x9b31m\\u202eevil\\x7f"
+    )
+    assert terminal_safe("line 1\n\tline 2 ✓ 日本") == "line 1\n\tline 2 ✓ 日本"
+
+
+@pytest.mark.parametrize(
+    "result",
+    [HOSTILE, {"html": "<b>x</b>", "ansi": HOSTILE}, ['{"ok": false}', "</script>"]],
+    ids=["string", "object", "json-looking"],
+)
+def test_a_hostile_result_cannot_reach_the_terminal(result: object) -> None:
+    text = render(
+        "executions get", Output(item={"result": result}, text=result_text(result)), "text"
+    )
+    assert not any(ord(c) < 0x20 and c not in "\n\t" for c in text)
+    assert "\x9b" not in text and "\u202e" not in text
+    # -o json carries the value unchanged.
+    item = json.loads(render("executions get", Output(item={"result": result}), "json"))["item"]
+    assert item["result"] == result
+    failed = render_error("executions wait", KitaruError(f"execution x failed: {HOSTILE}"), "text")
+    assert "\x1b" not in failed and failed.startswith("Error: execution x failed: ")

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+import datetime
 import enum
 from typing import Annotated, Any, Literal
 
 import pytest
 from kitaru.core import inputs as inputs_module
 from kitaru.core.inputs import (
+    MAX_INPUTS_BYTES,
+    MAX_SCHEMA_BYTES,
     InvalidInputs,
+    check_inputs,
     inputs_hash,
     merge_inputs,
     schema_from_signature,
     validate_inputs,
 )
+from kitaru.core.payloads import MAX_DEPTH, json_problem
 from pydantic import BaseModel
 
 
@@ -115,6 +120,90 @@ def test_validator_is_cached_per_schema() -> None:
         validate_inputs({"topic": "x"}, dict(SCHEMA))
     info = inputs_module._validator.cache_info()
     assert (info.misses, info.hits) == (1, 49)
+
+
+def nested(depth: int) -> Any:
+    """A value `depth` levels deep: [[...["x"]...]]."""
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Inputs the API server or a run could not carry, refused before anything is created:
+# the operator, the client and the runner all call check_inputs (via validate_inputs).
+@pytest.mark.parametrize(
+    ("inputs", "fragment"),
+    [
+        pytest.param([1, 2], "inputs must be a JSON object", id="list"),
+        pytest.param("topic", "not str", id="string"),
+        pytest.param(None, "not null", id="null"),
+        pytest.param({"n": float("nan")}, "nan at 'n' is not a JSON number", id="nan"),
+        pytest.param({"n": [float("-inf")]}, "-inf at 'n.0' is not a JSON number", id="infinity"),
+        pytest.param(
+            {"at": datetime.date(2025, 1, 1)}, "date at 'at' is not a JSON value", id="date"
+        ),
+        pytest.param({"s": {1, 2}}, "set at 's' is not a JSON value", id="set"),
+        pytest.param({"b": b"x"}, "bytes at 'b'", id="bytes"),
+        pytest.param({1: "x"}, "key 1 is not a string", id="int-key"),
+        pytest.param({"c": {None: 1}}, "key None at 'c' is not a string", id="nested-key"),
+        pytest.param(
+            {"deep": nested(MAX_DEPTH)},
+            f"nested more than {MAX_DEPTH} levels deep under 'deep'",
+            id="too-deep",
+        ),
+        pytest.param(
+            {"blob": "a" * MAX_INPUTS_BYTES},
+            "inputs are 65,547 bytes as JSON; at most 65,536 (64 KiB): pass large data by",
+            id="too-large",
+        ),
+        pytest.param(
+            {"blob": "a" * (2 * 1024 * 1024)},
+            "inputs are 2,097,163 bytes as JSON",
+            id="over-etcd-limit",
+        ),
+    ],
+)
+def test_inputs_that_cannot_travel_are_refused(inputs: Any, fragment: str) -> None:
+    with pytest.raises(InvalidInputs) as caught:
+        check_inputs(inputs)
+    assert fragment in caught.value.message
+    with pytest.raises(InvalidInputs):
+        validate_inputs(inputs, {})
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"deep": nested(MAX_DEPTH - 2)},  # the object is level 1, the innermost list 63
+        {"blob": "a" * (MAX_INPUTS_BYTES - 20)},
+        {"s": "$(rm -rf /); `id` | cat > /etc/passwd", "u": "Grüße 👋 \u202e", "c": "\x00\x1b[2J"},
+        {"html": "<script>alert(1)</script>", "json": '{"ok": false}', "n": -0.0, "big": 10**30},
+    ],
+    ids=["deepest", "largest", "shell-and-unicode", "html-and-json-looking"],
+)
+def test_plain_json_is_accepted_however_it_looks(inputs: dict[str, Any]) -> None:
+    check_inputs(inputs)
+
+
+def test_json_problem_walks_without_recursion() -> None:
+    # 100 000 levels would overflow a recursive walk.
+    assert json_problem(nested(100_000)) == f"nested more than {MAX_DEPTH} levels deep under '0'"
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        (
+            {"default": "a" * MAX_SCHEMA_BYTES},
+            r"input schema is 98,318 bytes as JSON; at most 98,304 \(96 KiB\)",
+        ),
+        ({"default": nested(MAX_DEPTH)}, "input schema is invalid: nested more than 64 levels"),
+    ],
+)
+def test_a_schema_the_run_could_not_carry_is_refused(schema: dict, fragment: str) -> None:
+    with pytest.raises(InvalidInputs, match=fragment):
+        validate_inputs({}, schema)
 
 
 # --- schema from signature ---------------------------------------------------------

@@ -280,6 +280,12 @@ def test_finished_status_is_frozen_and_rederivation_is_stable() -> None:
         ('{"ok": "yes"}', None),
         (ok([1, 2]), (True, [1, 2], None)),
         (err("ValueError", "m"), (False, None, "ValueError")),
+        # The pod's code may write the message itself: what no status could hold is none.
+        ('{"ok": true, "result": NaN}', None),
+        ('{"ok": true, "result": ' + "[" * 2000 + "]" * 2000 + "}", None),
+        ('{"ok": true, "result": ' + "[" * 65 + "]" * 65 + "}", None),
+        (ok("<b>\x1b[2J</b>"), (True, "<b>\x1b[2J</b>", None)),
+        (ok('{"ok": false}'), (True, '{"ok": false}', None)),
     ],
 )
 def test_parse_termination_message(
@@ -349,3 +355,43 @@ def test_summaries_from_raw_objects() -> None:
         }
     )
     assert (waiting.phase, waiting.waiting_reason) == ("Pending", "ImageNotMapped")
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        "<script>alert(1)</script>",
+        "\x1b]0;pwned\x07\x1b[2J\r\x00\x9b\u202e",
+        '{"ok": false, "type": "Forged"}',
+        {"a": [{"b": ["</div>", None, -0.0, 10**30]}]},
+    ],
+    ids=["html", "ansi", "json-looking", "nested"],
+)
+def test_a_hostile_result_is_stored_as_data(result: Any) -> None:
+    done = pod("Succeeded", exit_code=0, termination_message=ok(result))
+    status = derive(JobSummary(name="j", complete=True), [done])
+    assert (status.phase, status.result) == (Phase.COMPLETED, result)
+    wire = status.wire()
+    assert json.loads(json.dumps(wire, allow_nan=False))["result"] == result
+
+
+def test_a_result_over_the_message_limit_fails_with_its_size() -> None:
+    failed = pod(
+        "Failed",
+        exit_code=1,
+        termination_message=err("ResultTooLarge", "the result is 9000 bytes as JSON"),
+    )
+    status = derive(JobSummary(name="j", failed=1, failed_reason="BackoffLimitExceeded"), [failed])
+    assert (status.phase, status.reason) == (Phase.FAILED, "ResultTooLarge")
+    assert status.result is None and "9000 bytes" in (status.message or "")
+
+
+def test_a_forged_unparseable_result_completes_without_one() -> None:
+    forged = '{"ok": true, "result": ' + "[" * 2000 + "]" * 2000 + "}"
+    done = pod("Succeeded", exit_code=0, termination_message=forged)
+    status = derive(JobSummary(name="j", complete=True), [done])
+    assert (status.phase, status.result, status.message) == (
+        Phase.COMPLETED,
+        None,
+        "the run left no result",
+    )

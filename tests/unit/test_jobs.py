@@ -105,6 +105,8 @@ def test_pod_is_restricted_and_runs_the_runner() -> None:
     pod = manifest["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
     c = container(manifest)
     assert c["command"] == ["python", "-m", "kitaru.runner"]
     assert c["image"] == "ghcr.io/x/runner@sha256:" + "b" * 64
@@ -155,6 +157,8 @@ def test_stack_context() -> None:
     manifest = job(deployment(stack=stack))
     c = container(manifest)
     assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "runner"
+    # The stack asked for an identity: its token is mounted as Kubernetes does by default.
+    assert "automountServiceAccountToken" not in manifest["spec"]["template"]["spec"]
     assert c["resources"] == {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}
     values = env(manifest)
     assert values["A"] == "1"

@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import anyio
+import pytest
 from kitaru.mcp_server import TOOLS, build_server
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 
 
@@ -35,6 +37,21 @@ def test_a_client_error_is_a_tool_error_with_the_cli_message() -> None:
         "error": {"message": result.content[0].text, "type": "InvalidName"}  # type: ignore[union-attr]
     }
     assert result.content[0].text.startswith("invalid flow name 'Not-A-Flow'")  # type: ignore[union-attr]
+
+
+def test_unknown_arguments_are_tool_errors_not_ignored() -> None:
+    """A misspelt `input` must not start a run with the deploy-time inputs instead."""
+    tools = anyio.run(build_server().list_tools)
+    assert all(tool.input_schema["additionalProperties"] is False for tool in tools)
+
+    async def call() -> object:
+        return await build_server().call_tool(
+            "kitaru_deployments_invoke", {"flow": "research_agent", "input": {"topic": "x"}}
+        )
+
+    # In process the SDK raises ToolError; on the wire that is a result with isError.
+    with pytest.raises(ToolError, match=r"input\n.*Extra inputs are not permitted"):
+        anyio.run(call)
 
 
 def test_building_the_server_loads_no_kubernetes_client() -> None:

@@ -38,6 +38,21 @@ def loud(msg):
 
 def not_json(**_):
     return {1, 2}
+
+def nan(**_):
+    return {"score": float("nan")}
+
+def deep(levels: int):
+    value = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+def int_keys(**_):
+    return {1: "one"}
+
+def echo_value(value):
+    return value
 """
 SCHEMA = {
     "type": "object",
@@ -129,6 +144,11 @@ def test_outcomes(
             "4097",
         ),
         ("pkg.flows_mod:not_json", {}, None, "ResultNotSerializable", "not JSON"),
+        ("pkg.flows_mod:nan", {}, None, "ResultNotSerializable", "nan at 'score'"),
+        ("pkg.flows_mod:deep", {"levels": 65}, None, "ResultNotSerializable", "64 levels deep"),
+        # Deeper than json.dumps recurses: refused, not a crash without a message.
+        ("pkg.flows_mod:deep", {"levels": 50_000}, None, "ResultNotSerializable", "64 levels"),
+        ("pkg.flows_mod:int_keys", {}, None, "ResultNotSerializable", "key 1 is not a string"),
         ("pkg.flows_mod:echo", {"depth": "x"}, SCHEMA, "InvalidInputs", "depth"),
         ("pkg.flows_mod:echo", {"topic": "t", "extra": 1}, SCHEMA, "InvalidInputs", "extra"),
         ("pkg.flows_mod:missing", {}, None, "EntrypointNotFound", "missing"),
@@ -173,3 +193,22 @@ def test_main_writes_the_termination_path_and_logs(source: dict[str, str], tmp_p
     assert proc.returncode == 1
     assert json.loads(path.read_text()) == {"ok": False, "type": "ValueError", "message": "no luck"}
     assert "starting flow echo" in proc.stdout and "failed: ValueError" in proc.stdout
+
+
+HOSTILE_RESULTS = [
+    "<script>alert(document.cookie)</script>",
+    "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\x00\x9b\u202e",
+    '{"ok": false, "type": "Forged", "message": "not from the runner"}',
+    ["</div>", {"nested": '["json", "looking"]'}, "$(rm -rf /)", "Grüße 👋"],
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_RESULTS, ids=["html", "ansi", "json-string", "mixed"])
+def test_a_hostile_result_is_data(source: dict[str, str], value: Any) -> None:
+    code, payload = outcome(source, "pkg.flows_mod:echo_value", {"value": value})
+    assert (code, payload) == (0, {"ok": True, "result": value})
+
+
+def test_the_deepest_result_allowed_is_delivered(source: dict[str, str]) -> None:
+    code, payload = outcome(source, "pkg.flows_mod:deep", {"levels": 64})
+    assert code == 0 and payload["ok"] is True

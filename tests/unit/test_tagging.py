@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from kitaru.core.models import TagRef
-from kitaru.core.names import InvalidName
+from kitaru.core.names import InvalidName, InvalidVersion
 from kitaru.core.routing import RouteView
 from kitaru.core.tagging import TagError, apply_tag, remove_tag, tags_for_version
 
@@ -56,7 +56,7 @@ def test_apply_tag(
         ("agent", "Stable", 1, InvalidName),
         ("agent", "-x", 1, InvalidName),
         ("agent", "x" * 64, 1, InvalidName),
-        ("agent", "stable", 0, TagError),
+        ("agent", "stable", 0, InvalidVersion),
     ],
 )
 def test_apply_tag_rejects(flow: str, tag: str, version: int, error: type[Exception]) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from kitaru.cli.output import JSON, TEXT, Output, render, render_error
+from kitaru.cli.output import JSON, TEXT, Output, render, render_error, terminal_safe
 from kitaru.client.errors import KitaruError
+from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 
 if TYPE_CHECKING:
     from kitaru.client import KitaruClient
@@ -31,6 +33,52 @@ def command_path(ctx: click.Context) -> str:
     return ctx.command_path.partition(" ")[2] or ctx.command_path
 
 
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for `-o json` (read raw: a usage error can stop
+    click before it parses the option)."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(
+        arg in ("-ojson", "--output=json") or (arg in ("-o", "--output") and nxt == JSON)
+        for arg, nxt in pairs
+    )
+
+
+class KitaruGroup(click.Group):
+    """The root command. A usage error (an unknown option, a value of the wrong type) is
+    an error like any other: exit code 1, and the JSON error envelope with `-o json`."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        # Objects as deep as the API server stores can be listed and printed (payloads).
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), DECODE_RECURSION_LIMIT))
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.UsageError as error:
+            if _wants_json(argv):
+                name = command_path(error.ctx) if error.ctx else "kitaru"
+                usage = KitaruError(error.format_message(), kind="UsageError")
+                click.echo(render_error(name, usage, JSON), err=True, nl=False)
+            else:
+                error.show()
+            sys.exit(1)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 def kitaru_command(func: Callable[..., Output]) -> Callable[..., None]:
     """Add `-o`, print the Output as text or a JSON envelope, turn KitaruErrors into exit 1."""
 
@@ -46,7 +94,7 @@ def kitaru_command(func: Callable[..., Output]) -> Callable[..., None]:
             click.echo(render_error(name, error, fmt), err=True, nl=False)
             ctx.exit(1)
         if out.stderr and fmt == TEXT:
-            click.echo(out.stderr, err=True, nl=False)
+            click.echo(terminal_safe(out.stderr), err=True, nl=False)
         click.echo(render(name, out, fmt), nl=False)
         ctx.exit(out.exit_code)
 

@@ -8,6 +8,7 @@ import click
 
 from kitaru.cli.base import (
     OUTPUT_HELP,
+    KitaruGroup,
     client,
     input_option,
     is_json,
@@ -25,7 +26,7 @@ from kitaru.core.retention import Retention
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=KitaruGroup, context_settings=CONTEXT)
 @click.option("-o", "--output", type=click.Choice([TEXT, JSON]), default=None, help=OUTPUT_HELP)
 @click.version_option(package_name="kitaru-k8s", prog_name="kitaru")
 def main(output: str | None) -> None:

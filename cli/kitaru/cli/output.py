@@ -12,9 +12,34 @@ from pathlib import Path
 from typing import Any
 
 from kitaru.client.errors import InvalidArguments, KitaruError
+from kitaru.core.payloads import MAX_DEPTH
 
 TEXT = "text"
 JSON = "json"
+
+# What a terminal acts on instead of printing: C0 controls but newline and tab, DEL, C1
+# controls (ANSI escapes start with ESC or CSI) and the bidirectional overrides that
+# reorder text on screen ("Trojan Source"). Text output shows them escaped as \x1b, so
+# a flow's result, message or log cannot move the cursor, clear the screen, retitle the
+# window or hide what it prints; `-o json` carries them unchanged (JSON-escaped).
+_TERMINAL_CONTROLS = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (
+        *(c for c in range(0x20) if chr(c) not in "\n\t"),
+        *range(0x7F, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    )
+}
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with terminal control characters shown escaped (see _TERMINAL_CONTROLS)."""
+    return text.translate(_TERMINAL_CONTROLS)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def parse_inputs(raw: str | None) -> dict[str, Any]:
@@ -32,9 +57,13 @@ def parse_inputs(raw: str | None) -> dict[str, Any]:
                 f"cannot read {where}: {exc.strerror}", kind="InvalidInputs"
             ) from exc
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json)
     except ValueError as exc:
         raise InvalidArguments(f"{where} is not valid JSON: {exc}", kind="InvalidInputs") from exc
+    except RecursionError as exc:
+        raise InvalidArguments(
+            f"{where} is nested more than {MAX_DEPTH} levels deep", kind="InvalidInputs"
+        ) from exc
     if not isinstance(value, dict):
         raise InvalidArguments(
             f'{where} must be a JSON object like \'{{"topic": "..."}}\', '
@@ -74,13 +103,14 @@ def to_json(data: Any) -> str:
 def render(command: str, out: Output, fmt: str) -> str:
     if fmt == JSON:
         return to_json(envelope(command, out))
-    return out.text if not out.text or out.text.endswith("\n") else out.text + "\n"
+    text = terminal_safe(out.text)
+    return text if not text or text.endswith("\n") else text + "\n"
 
 
 def render_error(command: str, error: KitaruError, fmt: str) -> str:
     if fmt == JSON:
         return to_json(error_envelope(command, error))
-    return f"Error: {error.message}\n"
+    return terminal_safe(f"Error: {error.message}\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "") -> str:

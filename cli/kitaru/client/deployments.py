@@ -36,7 +36,13 @@ from kitaru.client.records import (
     route_info,
 )
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
-from kitaru.core.inputs import InvalidInputs, merge_inputs, schema_from_signature, validate_inputs
+from kitaru.core.inputs import (
+    InvalidInputs,
+    check_inputs,
+    merge_inputs,
+    schema_from_signature,
+    validate_inputs,
+)
 from kitaru.core.models import SourceSnapshot
 from kitaru.core.names import (
     ANNOTATION_DELETING_FLOW,
@@ -50,6 +56,7 @@ from kitaru.core.names import (
     route_name,
     validate_flow,
     validate_tag,
+    validate_version,
 )
 from kitaru.core.retention import Retention
 from kitaru.core.routing import Resolution, ResolutionError, RouteView, resolve
@@ -93,8 +100,8 @@ def core_errors() -> Iterator[None]:
         raise ResolutionFailed(exc.message, kind=exc.reason) from exc
     except InvalidInputs as exc:
         raise InvalidArguments(exc.message, kind="InvalidInputs") from exc
-    except InvalidName as exc:
-        raise InvalidArguments(str(exc), kind="InvalidName") from exc
+    except InvalidName as exc:  # InvalidVersion too
+        raise InvalidArguments(str(exc), kind=type(exc).__name__) from exc
     except TagError as exc:
         raise InvalidArguments(str(exc), kind="TagError") from exc
 
@@ -164,6 +171,8 @@ class Deployments:
             validate_flow(flow)
             if tag is not None:
                 validate_tag(tag)
+            if version is not None:
+                validate_version(version)
             return resolve(_ApiLookup(self), flow, tag=tag, version=version)
 
     def get(self, flow: str, tag: str | None = None, version: int | None = None) -> DeploymentInfo:
@@ -171,7 +180,10 @@ class Deployments:
         resolution = self.resolve(flow, tag, version)
         obj = self._kube.get(DEPLOYMENTS, deployment_name(flow, resolution.version))
         if obj is None:
-            raise NotFound(f"flow '{flow}' has no version {resolution.version}")
+            # Deleted between the resolution and this read: the same answer as before it.
+            raise NotFound(
+                f"flow '{flow}' has no version {resolution.version}", kind="VersionNotFound"
+            )
         return self._info(obj, self._route_views(flow))
 
     def routes(self, flow: str | None = None) -> builtins.list[RouteInfo]:
@@ -226,16 +238,18 @@ class Deployments:
         """
         if untagged and tag is not None:
             raise InvalidArguments("an untagged build takes no tag", kind="InvalidArguments")
-        inputs = dict(inputs or {})
+        inputs = {} if inputs is None else inputs
         if isinstance(target, str):
             flow_obj, path, attr = load_target(target)
         else:
             flow_obj = target
             path, attr = locate(flow_obj)
+        # Everything that can be checked here is, before the source ConfigMap is created.
         with core_errors():
             validate_flow(flow_obj.name)
             if tag is not None:
                 validate_tag(tag)
+            check_inputs(inputs)
             schema = schema_from_signature(flow_obj.func, inputs)
             check_deploy_inputs(inputs, schema)
         package = package_flow(flow_obj, path, attr)
@@ -358,6 +372,7 @@ class Deployments:
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
+            validate_version(version)
         if self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None:
             raise NotFound(
                 f"flow '{flow}' has no version {version}; list its versions with: "
@@ -386,6 +401,8 @@ class Deployments:
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
+            if version is not None:
+                validate_version(version)
         for _ in range(MAX_ATTEMPTS):
             current = self._kube.get(ROUTES, route_name(flow, tag))
             view = route_view(current)
@@ -421,6 +438,7 @@ class Deployments:
         """Delete one version; the API server refuses while it holds an exclusive tag."""
         with core_errors():
             validate_flow(flow)
+            validate_version(version)
         name = deployment_name(flow, version)
         obj = self._kube.get(DEPLOYMENTS, name)
         if obj is None:
@@ -529,11 +547,12 @@ class Deployments:
         """
         from kitaru.client.handle import ExecutionHandle
 
-        deployment = self.get(flow, tag=tag, version=version)
-        inputs = dict(inputs or {})
+        inputs = {} if inputs is None else inputs
         with core_errors():
-            if deployment.input_schema:
-                validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
+            check_inputs(inputs)
+        deployment = self.get(flow, tag=tag, version=version)
+        with core_errors():
+            validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
         body = build_invocation(flow, tag=tag, version=version, inputs=inputs, retention=retention)
         created = self._kube.create(INVOCATIONS, body)
         return ExecutionHandle(

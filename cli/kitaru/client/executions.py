@@ -11,7 +11,13 @@ from kitaru.client.errors import ExecutionTimeout, InvalidArguments, NotFound
 from kitaru.client.handle import ExecutionHandle
 from kitaru.client.kube import Expired
 from kitaru.client.records import STATUSES, ExecutionInfo, execution_info
-from kitaru.core.names import INVOCATIONS, LABEL_INVOCATION, InvalidName, validate_flow
+from kitaru.core.names import (
+    INVOCATIONS,
+    LABEL_INVOCATION,
+    InvalidName,
+    validate_execution_id,
+    validate_flow,
+)
 
 if TYPE_CHECKING:
     from kitaru.client.client import KitaruClient
@@ -42,6 +48,10 @@ class Executions:
         self._client = client
 
     def _get(self, exec_id: str) -> dict[str, Any]:
+        try:
+            validate_execution_id(exec_id)
+        except InvalidName as exc:
+            raise InvalidArguments(str(exc), kind="InvalidName") from exc
         obj = self._client.kube.get(INVOCATIONS, exec_id)
         if obj is None:
             raise NotFound(f"execution {exec_id!r} not found", kind="ExecutionNotFound")

@@ -16,7 +16,15 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from pydantic import BaseModel
 
+from kitaru.core.payloads import KIB, json_problem, too_large
+
 _JSON = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+# The run gets its inputs and input schema as environment variables (KITARU_INPUTS,
+# KITARU_INPUT_SCHEMA), each at most 128 KiB on Linux; the schema carries the deploy-time
+# inputs as defaults. Inputs are parameters: large data goes by reference.
+MAX_INPUTS_BYTES = 64 * KIB
+MAX_SCHEMA_BYTES = 96 * KIB
 
 
 class InvalidInputs(ValueError):
@@ -41,10 +49,36 @@ def inputs_hash(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
 
 
+def check_inputs(inputs: object) -> None:
+    """Raise InvalidInputs unless `inputs` is a JSON object of plain, finite JSON values,
+    nested at most `payloads.MAX_DEPTH` levels and at most MAX_INPUTS_BYTES as JSON."""
+    if not isinstance(inputs, Mapping):
+        kind = "null" if inputs is None else type(inputs).__name__
+        raise InvalidInputs(
+            f'inputs must be a JSON object of input names and values like {{"topic": "..."}}, '
+            f"not {kind}"
+        )
+    problem = json_problem(inputs)
+    if problem:
+        raise InvalidInputs(f"invalid inputs: {problem}")
+    size = len(canonical_json(inputs).encode())
+    if size > MAX_INPUTS_BYTES:
+        raise InvalidInputs(
+            too_large("inputs are", size, MAX_INPUTS_BYTES)
+            + ": pass large data by reference (a URL or an object-store key)"
+        )
+
+
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> Draft202012Validator:
     """One compiled validator per distinct schema: invocations of a version share it."""
+    size = len(schema_json.encode())
+    if size > MAX_SCHEMA_BYTES:
+        raise InvalidInputs(too_large("the deployment's input schema is", size, MAX_SCHEMA_BYTES))
     schema = json.loads(schema_json)
+    problem = json_problem(schema)
+    if problem:
+        raise InvalidInputs(f"the deployment's input schema is invalid: {problem}")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -53,7 +87,9 @@ def _validator(schema_json: str) -> Draft202012Validator:
 
 
 def validate_inputs(inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
-    """Raise InvalidInputs naming every offending field and its problem."""
+    """Raise InvalidInputs naming every offending field and its problem (after
+    `check_inputs`: plain JSON, shallow and small enough to run)."""
+    check_inputs(inputs)
     validator = _validator(canonical_json(schema))
     errors = sorted(validator.iter_errors(dict(inputs)), key=lambda e: list(map(str, e.path)))
     if errors:

@@ -25,6 +25,7 @@ from kitaru.core.models import (
     Phase,
     ResolvedChain,
 )
+from kitaru.core.payloads import json_problem
 
 RESOLVED = "Resolved"
 SUCCEEDED = "Succeeded"
@@ -155,18 +156,25 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
     )
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_termination_message(message: str | None) -> RunnerOutcome | None:
-    """The runner's JSON outcome, or None when the pod left no parseable one."""
+    """The runner's JSON outcome, or None when the pod left no parseable one. The pod's
+    code wrote the message, so it may be anything: a result the status could not hold
+    (NaN, or nested beyond what every reader decodes) counts as none."""
     if not message:
         return None
     try:
-        payload = json.loads(message)
-    except ValueError:
+        payload = json.loads(message, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("ok"), bool):
         return None
     if payload["ok"]:
-        return RunnerOutcome(ok=True, result=payload.get("result"))
+        result = payload.get("result")
+        return None if json_problem(result) else RunnerOutcome(ok=True, result=result)
     return RunnerOutcome(
         ok=False, type=str(payload.get("type") or "Error"), message=str(payload.get("message", ""))
     )

@@ -216,6 +216,10 @@ def build_job(
     }
     if stack.service_account_name:
         pod_spec["serviceAccountName"] = stack.service_account_name
+    else:
+        # A run needs no API access: without a ServiceAccount named in its stack it gets
+        # no token at all (not the namespace default's), so a flow has none to leak.
+        pod_spec["automountServiceAccountToken"] = False
     source = deployment.snapshot.source
     if source:
         container["volumeMounts"] = [

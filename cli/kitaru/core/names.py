@@ -23,6 +23,10 @@ FLOW_PATTERN = r"^[a-z][a-z0-9_]*$"
 FLOW_MAX_LENGTH = 48
 TAG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TAG_MAX_LENGTH = 63
+# An execution id is a FlowInvocation's name: a DNS subdomain of at most 63 characters
+# (the CRD's limit: it names the Job).
+EXECUTION_ID_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+EXECUTION_ID_MAX_LENGTH = 63
 
 LABEL_FLOW = f"{GROUP}/flow"
 LABEL_VERSION = f"{GROUP}/version"
@@ -34,29 +38,71 @@ ANNOTATION_DELETING_FLOW = f"{GROUP}/deleting-flow"
 
 _FLOW_RE = re.compile(FLOW_PATTERN)
 _TAG_RE = re.compile(TAG_PATTERN)
+_EXECUTION_ID_RE = re.compile(EXECUTION_ID_PATTERN)
 _DEPLOYMENT_NAME_RE = re.compile(r"^(?P<flow>[a-z][a-z0-9-]*)-v(?P<version>[1-9][0-9]*)$")
 
 
 class InvalidName(ValueError):
-    """A flow name or tag that does not match its pattern."""
+    """A flow name, tag, version or execution id that does not match its format."""
+
+
+class InvalidVersion(InvalidName):
+    """A version that is not a whole number of at least 1."""
+
+
+SHOWN_MAX_LENGTH = 80
+
+
+def shown(value: object) -> str:
+    """A user's value quoted for an error message: repr() escapes control characters, and
+    a very long value is cut, so a hostile string cannot flood or rewrite a terminal."""
+    text = repr(value)
+    if len(text) <= SHOWN_MAX_LENGTH:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[:SHOWN_MAX_LENGTH]}... ({size})"
+
+
+def _matches(value: object, pattern: re.Pattern[str], max_length: int) -> bool:
+    # fullmatch: Python's `$` also matches before a final newline, Go's (the API server's) not.
+    return isinstance(value, str) and len(value) <= max_length and bool(pattern.fullmatch(value))
 
 
 def validate_flow(flow: str) -> str:
-    if len(flow) > FLOW_MAX_LENGTH or not _FLOW_RE.match(flow):
+    if not _matches(flow, _FLOW_RE, FLOW_MAX_LENGTH):
         raise InvalidName(
-            f"invalid flow name {flow!r}: use a lowercase Python identifier "
+            f"invalid flow name {shown(flow)}: use a lowercase Python identifier "
             f"(letters, digits, '_'; starting with a letter; at most {FLOW_MAX_LENGTH} characters)"
         )
     return flow
 
 
 def validate_tag(tag: str) -> str:
-    if len(tag) > TAG_MAX_LENGTH or not _TAG_RE.match(tag):
+    if not _matches(tag, _TAG_RE, TAG_MAX_LENGTH):
         raise InvalidName(
-            f"invalid tag {tag!r}: use lowercase letters, digits and '-', starting and "
+            f"invalid tag {shown(tag)}: use lowercase letters, digits and '-', starting and "
             f"ending with a letter or digit, at most {TAG_MAX_LENGTH} characters"
         )
     return tag
+
+
+def validate_version(version: int) -> int:
+    # bool is an int in Python; True is not version 1.
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidVersion(
+            f"invalid version {shown(version)}: versions are whole numbers starting at 1"
+        )
+    return version
+
+
+def validate_execution_id(exec_id: str) -> str:
+    if not _matches(exec_id, _EXECUTION_ID_RE, EXECUTION_ID_MAX_LENGTH):
+        raise InvalidName(
+            f"invalid execution id {shown(exec_id)}: execution ids are lowercase letters, "
+            f"digits, '-' and '.', at most {EXECUTION_ID_MAX_LENGTH} characters, as printed by "
+            "kitaru invoke or kitaru executions list"
+        )
+    return exec_id
 
 
 def flow_dns(flow: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kitaru.core.models import TagRef
-from kitaru.core.names import DEFAULT_TAG, validate_flow, validate_tag
+from kitaru.core.names import DEFAULT_TAG, validate_flow, validate_tag, validate_version
 from kitaru.core.routing import RouteView, format_versions
 
 
@@ -23,8 +23,7 @@ def apply_tag(
     """
     validate_flow(flow)
     validate_tag(tag)
-    if version < 1:
-        raise TagError(f"invalid version {version}: versions start at 1")
+    validate_version(version)
     if current is not None and (current.flow, current.tag) != (flow, tag):
         raise ValueError(f"route {current.flow}.{current.tag} is not {flow}.{tag}")
     exclusive = exclusive or tag == DEFAULT_TAG

@@ -1,0 +1,1132 @@
+"""The bad-input catalog (docs/bad-inputs.md): malformed requests through the CLI, the
+SDK, the MCP server and kubectl, each answered with an error that names what to fix, and
+nothing half-created: the namespace holds exactly what it held before.
+
+One project is set up per module (the operator running): research_agent v1 (`default`),
+v2 (`canary`, exclusive), `benchmark` shared by both, and v3 built and deleted again.
+Every case id is a row of docs/bad-inputs.md and the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import kubernetes
+import pytest
+from cli_support import FLOWS_AND_MORE, Kitaru, mcp_session, new_project
+from kitaru.client import KitaruClient
+from kitaru.client.connection import resolve_connection
+from kitaru.client.errors import KitaruError
+from kitaru.client.source import load_target
+from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES
+from kitaru.core.payloads import DECODE_RECURSION_LIMIT
+from support import (
+    REPO,
+    TEST_NAMESPACE_LABELS,
+    OperatorProcess,
+    kubectl,
+    wait_for,
+)
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+FLOW = "research_agent"
+CATALOG_DOC = REPO / "docs" / "bad-inputs.md"
+DEPLOY = f'deploy flows/research.py:{FLOW} --input \'{{"topic": "t"}}\''
+
+MIB = 1024 * 1024
+HUGE = {"topic": "a" * (2 * MIB)}  # over etcd's 1.5 MiB request limit
+LARGE = {"topic": "a" * (100 * 1024)}  # under etcd's, over what a run's environment holds
+DEEP = {"topic": json.loads("[" * 65 + "]" * 65)}  # 66 levels: more than the 64 allowed
+HOSTILE_TAG = "\x1b]0;pwned\x07\x1b[2J"
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+@dataclass
+class Catalog:
+    """The module's project: its namespace, the CLI in a `kitaru init` directory, an SDK
+    client on the same connection, and the admin's view of what the namespace holds
+    (this process reads an object as deep as the API server allows: see `catalog`)."""
+
+    namespace: str
+    kitaru: Kitaru
+    client: KitaruClient
+    custom: kubernetes.client.CustomObjectsApi
+    core: kubernetes.client.CoreV1Api
+    batch: kubernetes.client.BatchV1Api
+
+    @property
+    def project(self) -> Path:
+        return self.kitaru.project
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every object a request could create or change: Kitaru objects with their specs,
+        ConfigMaps and Jobs by name."""
+        state: dict[str, Any] = {}
+        for plural in (DEPLOYMENTS, ROUTES, INVOCATIONS):
+            items = self.custom.list_namespaced_custom_object(
+                GROUP, API_VERSION, self.namespace, plural
+            )["items"]
+            state[plural] = {i["metadata"]["name"]: i["spec"] for i in items}
+        config_maps = self.core.list_namespaced_config_map(self.namespace).items
+        state["configmaps"] = sorted(c.metadata.name for c in config_maps)
+        state["jobs"] = sorted(
+            j.metadata.name for j in self.batch.list_namespaced_job(self.namespace).items
+        )
+        return state
+
+
+@pytest.fixture(scope="module")
+def catalog(
+    k8s: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Catalog]:
+    namespace = f"t-bad-inputs-{uuid.uuid4().hex[:6]}"
+    core = kubernetes.client.CoreV1Api(k8s)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=namespace, labels=TEST_NAMESPACE_LABELS)
+        )
+    )
+    operator = OperatorProcess(namespace, tmp_path_factory.mktemp("operator"), resync_seconds=5)
+    recursion_limit = sys.getrecursionlimit()
+    # One case stores an invocation nested 9 990 levels deep; reading it back (the
+    # snapshots) needs what the CLI and the operator set for themselves.
+    sys.setrecursionlimit(DECODE_RECURSION_LIMIT)
+    try:
+        wait_for(lambda: core.read_namespaced_service_account("default", namespace), timeout=30)
+        operator.start()
+        root = tmp_path_factory.mktemp("catalog")
+        kitaru = new_project(root, namespace, FLOWS_AND_MORE)
+        kitaru(DEPLOY)
+        kitaru(f"deploy flows/research.py:{FLOW} --tag canary --exclusive")
+        for version in (1, 2):
+            kitaru(f"flow tag {FLOW} benchmark --version {version}")
+        kitaru(f"build flows/research.py:{FLOW}")
+        kitaru(f"flow deployments delete {FLOW} --version 3")
+        for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
+            (kitaru.project / f"{name}.json").write_text(json.dumps(value))
+        yield Catalog(
+            namespace,
+            kitaru,
+            sdk_client(kitaru),
+            kubernetes.client.CustomObjectsApi(k8s),
+            core,
+            kubernetes.client.BatchV1Api(k8s),
+        )
+    finally:
+        operator.stop()
+        core.delete_namespace(namespace, propagation_policy="Background")
+        sys.setrecursionlimit(recursion_limit)
+    assert "Traceback" not in operator.log(), operator.log()
+
+
+def sdk_client(kitaru: Kitaru) -> KitaruClient:
+    """The SDK on the CLI's connection (not a saved login of whoever runs the tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", kitaru.env["XDG_CONFIG_HOME"])
+        return KitaruClient(resolve_connection(kitaru.env))
+
+
+def terminal_safe(text: str) -> bool:
+    """No character a terminal would act on: the message quotes hostile values escaped."""
+    return not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", text)
+
+
+# --- CLI: exit 1, "Error: ..." on stderr, the JSON envelope with -o json --------------
+
+
+@dataclass(frozen=True)
+class CliCase:
+    id: str
+    command: str
+    kind: str
+    fragment: str
+
+
+def _cli(id: str, command: str, kind: str, fragment: str) -> Any:
+    return pytest.param(CliCase(id, command, kind, fragment), id=id)
+
+
+TAG = shlex.quote
+CLI_CASES = [
+    _cli(
+        "cli-deploy-flow-name",
+        "deploy flows/research.py:BadName",
+        "InvalidName",
+        "invalid flow name 'BadName'",
+    ),
+    _cli(
+        "cli-deploy-tag-uppercase",
+        f"deploy flows/research.py:{FLOW} --tag Stable",
+        "InvalidName",
+        "invalid tag 'Stable'",
+    ),
+    _cli(
+        "cli-deploy-tag-too-long",
+        f"deploy flows/research.py:{FLOW} --tag {'t' * 64}",
+        "InvalidName",
+        "at most 63 characters",
+    ),
+    _cli(
+        "cli-deploy-tag-shell",
+        f"deploy flows/research.py:{FLOW} --tag {TAG('x;rm -rf ~')}",
+        "InvalidName",
+        "invalid tag 'x;rm -rf ~'",
+    ),
+    _cli(
+        "cli-deploy-tag-unicode",
+        f"deploy flows/research.py:{FLOW} --tag stäble",
+        "InvalidName",
+        "invalid tag 'stäble'",
+    ),
+    _cli(
+        "cli-deploy-tag-newline",
+        f"deploy flows/research.py:{FLOW} --tag {TAG('stable' + chr(10))}",
+        "InvalidName",
+        "invalid tag 'stable\\n'",
+    ),
+    _cli(
+        "cli-deploy-input-not-json",
+        f"deploy flows/research.py:{FLOW} --input {TAG('topic=x')}",
+        "InvalidInputs",
+        "--input is not valid JSON",
+    ),
+    _cli(
+        "cli-deploy-input-array",
+        f"deploy flows/research.py:{FLOW} --input '[1]'",
+        "InvalidInputs",
+        "--input must be a JSON object",
+    ),
+    _cli(
+        "cli-deploy-input-wrong-type",
+        f"deploy flows/research.py:{FLOW} --input '{{\"topic\": 3}}'",
+        "InvalidInputs",
+        "input 'topic': 3 is not of type 'string'",
+    ),
+    _cli(
+        "cli-deploy-input-unknown",
+        f"deploy flows/research.py:{FLOW} --input '{{\"colour\": 1}}'",
+        "InvalidInputs",
+        "unknown input 'colour'",
+    ),
+    _cli(
+        "cli-deploy-input-nan",
+        f"deploy flows/research.py:{FLOW} --input '{{\"depth\": NaN}}'",
+        "InvalidInputs",
+        "NaN is not a JSON number",
+    ),
+    _cli(
+        "cli-deploy-input-over-etcd-limit",
+        f"deploy flows/research.py:{FLOW} --input @huge.json",
+        "InvalidInputs",
+        "bytes as JSON; at most 65,536 (64 KiB)",
+    ),
+    _cli(
+        "cli-deploy-missing-file", f"deploy flows/nope.py:{FLOW}", "InvalidTarget", "no such file"
+    ),
+    _cli(
+        "cli-invoke-version-zero",
+        f"invoke {FLOW} --version 0",
+        "InvalidVersion",
+        "invalid version 0: versions are whole numbers starting at 1",
+    ),
+    _cli(
+        "cli-invoke-version-negative",
+        f"invoke {FLOW} --version -1",
+        "InvalidVersion",
+        "invalid version -1",
+    ),
+    _cli(
+        "cli-invoke-version-not-a-number",
+        f"invoke {FLOW} --version two",
+        "UsageError",
+        "'two' is not a valid integer",
+    ),
+    _cli(
+        "cli-invoke-flow-uppercase",
+        "invoke Research_Agent",
+        "InvalidName",
+        "invalid flow name 'Research_Agent'",
+    ),
+    _cli(
+        "cli-invoke-flow-dns-form",
+        "invoke research-agent",
+        "InvalidName",
+        "invalid flow name 'research-agent'",
+    ),
+    _cli("cli-invoke-flow-too-long", f"invoke {'f' * 49}", "InvalidName", "at most 48 characters"),
+    _cli(
+        "cli-invoke-flow-very-long",
+        f"invoke {'f' * 10_000}",
+        "InvalidName",
+        "... (10000 characters)",
+    ),
+    _cli(
+        "cli-invoke-tag-and-version",
+        f"invoke {FLOW} --tag canary --version 2",
+        "ConflictingSelectors",
+        "either a tag (canary) or a version (2), not both",
+    ),
+    _cli(
+        "cli-invoke-tag-control-chars",
+        f"invoke {FLOW} --tag {TAG(HOSTILE_TAG)}",
+        "InvalidName",
+        "invalid tag '\\x1b]0;pwned\\x07\\x1b[2J'",
+    ),
+    _cli(
+        "cli-invoke-input-string",
+        f"invoke {FLOW} --input '\"topic\"'",
+        "InvalidInputs",
+        "must be a JSON object like",
+    ),
+    _cli(
+        "cli-invoke-input-wrong-type",
+        f'invoke {FLOW} --input \'{{"depth": "deep"}}\'',
+        "InvalidInputs",
+        "input 'depth': 'deep' is not of type 'integer'",
+    ),
+    _cli(
+        "cli-invoke-input-unknown",
+        f"invoke {FLOW} --input '{{\"extra\": 1}}'",
+        "InvalidInputs",
+        "unknown input 'extra' (expected: depth, topic)",
+    ),
+    _cli(
+        "cli-invoke-input-infinity",
+        f"invoke {FLOW} --input '{{\"depth\": Infinity}}'",
+        "InvalidInputs",
+        "Infinity is not a JSON number",
+    ),
+    _cli(
+        "cli-invoke-input-over-etcd-limit",
+        f"invoke {FLOW} --input @huge.json",
+        "InvalidInputs",
+        "bytes as JSON; at most 65,536 (64 KiB): pass large data by reference",
+    ),
+    _cli(
+        "cli-invoke-input-over-env-limit",
+        f"invoke {FLOW} --input @large.json",
+        "InvalidInputs",
+        "102,412 bytes as JSON; at most 65,536",
+    ),
+    _cli(
+        "cli-invoke-input-too-deep",
+        f"invoke {FLOW} --input @deep.json",
+        "InvalidInputs",
+        "nested more than 64 levels deep under 'topic'",
+    ),
+    _cli(
+        "cli-invoke-input-file-missing",
+        f"invoke {FLOW} --input @missing.json",
+        "InvalidInputs",
+        "cannot read --input file missing.json",
+    ),
+    _cli(
+        "cli-invoke-misspelt-option",
+        f"invoke {FLOW} --inputs '{{}}'",
+        "UsageError",
+        "No such option '--inputs'",
+    ),
+    _cli(
+        "cli-tag-deleted-version",
+        f"flow tag {FLOW} stable --version 3",
+        "VersionNotFound",
+        "has no version 3",
+    ),
+    _cli(
+        "cli-tag-version-zero",
+        f"flow tag {FLOW} stable --version 0",
+        "InvalidVersion",
+        "invalid version 0",
+    ),
+    _cli(
+        "cli-tag-invalid-tag",
+        f"flow tag {FLOW} Bad_Tag --version 1",
+        "InvalidName",
+        "invalid tag 'Bad_Tag'",
+    ),
+    _cli(
+        "cli-untag-default",
+        f"flow untag {FLOW} default",
+        "TagError",
+        "cannot be removed, only moved",
+    ),
+    _cli(
+        "cli-untag-version-not-tagged",
+        f"flow untag {FLOW} canary --version 1",
+        "TagError",
+        "does not route to version 1",
+    ),
+    _cli(
+        "cli-delete-version-negative",
+        f"flow deployments delete {FLOW} --version -2",
+        "InvalidVersion",
+        "invalid version -2",
+    ),
+    _cli(
+        "cli-delete-exclusive-version",
+        f"flow deployments delete {FLOW} --version 2",
+        "Rejected",
+        "holds the exclusive tag canary",
+    ),
+    _cli(
+        "cli-prune-negative-keep",
+        f"flow deployments prune {FLOW} --keep -1",
+        "UsageError",
+        "-1 is not in the range x>=0",
+    ),
+    _cli(
+        "cli-curl-input-array",
+        f"flow deployments curl {FLOW} --input '[1]'",
+        "InvalidInputs",
+        "--input must be a JSON object",
+    ),
+    _cli(
+        "cli-executions-get-path",
+        "executions get ../../etc/passwd",
+        "InvalidName",
+        "invalid execution id '../../etc/passwd'",
+    ),
+    _cli(
+        "cli-executions-list-flow-name",
+        "executions list --flow 'a;b'",
+        "InvalidName",
+        "invalid flow name 'a;b'",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli(catalog: Catalog, case: CliCase) -> None:
+    before = catalog.snapshot()
+    text = catalog.kitaru(case.command, check=False)
+    assert (text.code, text.out) == (1, ""), text
+    assert case.fragment in text.err and terminal_safe(text.err), text.err
+    assert text.err.startswith("Error: " if case.kind != "UsageError" else "Usage: "), text.err
+    assert len(text.err) < 1000
+    envelope = catalog.kitaru(case.command + " -o json", check=False)
+    assert (envelope.code, envelope.out) == (1, ""), envelope
+    error = json.loads(envelope.err)["error"]
+    assert (error["type"], case.fragment in error["message"]) == (case.kind, True), error
+    assert catalog.snapshot() == before
+
+
+# --- SDK: a KitaruError with the same message and kind ------------------------------
+
+
+@dataclass(frozen=True)
+class SdkCase:
+    id: str
+    call: Callable[[KitaruClient, Path], object]
+    kind: str
+    fragment: str
+
+
+def _sdk(id: str, call: Callable[[KitaruClient, Path], object], kind: str, fragment: str) -> Any:
+    return pytest.param(SdkCase(id, call, kind, fragment), id=id)
+
+
+def _target(project: Path, flow: str = FLOW) -> str:
+    return f"{project}/flows/research.py:{flow}"
+
+
+SDK_CASES = [
+    _sdk(
+        "sdk-invoke-version-zero",
+        lambda c, p: c.deployments.invoke(FLOW, version=0),
+        "InvalidVersion",
+        "invalid version 0",
+    ),
+    _sdk(
+        "sdk-invoke-version-bool",
+        lambda c, p: c.deployments.invoke(FLOW, version=True),
+        "InvalidVersion",
+        "invalid version True",
+    ),
+    _sdk(
+        "sdk-invoke-version-string",
+        lambda c, p: c.deployments.invoke(FLOW, version="2"),
+        "InvalidVersion",
+        "invalid version '2'",
+    ),
+    _sdk(
+        "sdk-invoke-flow-none",
+        lambda c, p: c.deployments.invoke(None),
+        "InvalidName",
+        "invalid flow name None",
+    ),
+    _sdk(
+        "sdk-invoke-tag-not-a-string",
+        lambda c, p: c.deployments.invoke(FLOW, tag=5),
+        "InvalidName",
+        "invalid tag 5",
+    ),
+    _sdk(
+        "sdk-invoke-inputs-list",
+        lambda c, p: c.deployments.invoke(FLOW, inputs=["topic"]),
+        "InvalidInputs",
+        "inputs must be a JSON object",
+    ),
+    _sdk(
+        "sdk-invoke-inputs-nan",
+        lambda c, p: c.deployments.invoke(FLOW, inputs={"topic": "t", "depth": float("nan")}),
+        "InvalidInputs",
+        "nan at 'depth' is not a JSON number",
+    ),
+    _sdk(
+        "sdk-invoke-inputs-not-json",
+        lambda c, p: c.deployments.invoke(FLOW, inputs={"topic": {"a", "b"}}),
+        "InvalidInputs",
+        "set at 'topic' is not a JSON value",
+    ),
+    _sdk(
+        "sdk-invoke-inputs-int-key",
+        lambda c, p: c.deployments.invoke(FLOW, inputs={1: "t"}),
+        "InvalidInputs",
+        "key 1 is not a string",
+    ),
+    _sdk(
+        "sdk-invoke-inputs-over-etcd-limit",
+        lambda c, p: c.deployments.invoke(FLOW, inputs=HUGE),
+        "InvalidInputs",
+        "bytes as JSON; at most 65,536",
+    ),
+    _sdk(
+        "sdk-invoke-inputs-too-deep",
+        lambda c, p: c.deployments.invoke(FLOW, inputs=DEEP),
+        "InvalidInputs",
+        "nested more than 64 levels",
+    ),
+    _sdk(
+        "sdk-invoke-unknown-input",
+        lambda c, p: load_target(_target(p))[0].invoke(colour="red", client=c),
+        "InvalidInputs",
+        "unknown input 'colour'",
+    ),
+    _sdk(
+        "sdk-deploy-wrong-type",
+        lambda c, p: load_target(_target(p))[0].deploy(topic=3, client=c),
+        "InvalidInputs",
+        "input 'topic': 3 is not of type 'string'",
+    ),
+    _sdk(
+        "sdk-deploy-tag-too-long",
+        lambda c, p: c.deployments.deploy(_target(p), tag="t" * 64),
+        "InvalidName",
+        "at most 63 characters",
+    ),
+    _sdk(
+        "sdk-deploy-inputs-over-etcd-limit",
+        lambda c, p: c.deployments.deploy(_target(p), inputs=HUGE),
+        "InvalidInputs",
+        "bytes as JSON; at most 65,536",
+    ),
+    _sdk(
+        "sdk-tag-deleted-version",
+        lambda c, p: c.deployments.tag(FLOW, "stable", 3),
+        "VersionNotFound",
+        "has no version 3",
+    ),
+    _sdk(
+        "sdk-delete-version-zero",
+        lambda c, p: c.deployments.delete(FLOW, 0),
+        "InvalidVersion",
+        "invalid version 0",
+    ),
+    _sdk(
+        "sdk-executions-get-empty",
+        lambda c, p: c.executions.get(""),
+        "InvalidName",
+        "invalid execution id ''",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SDK_CASES)
+def test_sdk(catalog: Catalog, case: SdkCase) -> None:
+    before = catalog.snapshot()
+    with pytest.raises(KitaruError) as caught:
+        case.call(catalog.client, catalog.project)
+    assert (caught.value.kind, case.fragment in caught.value.message) == (case.kind, True), (
+        caught.value.kind,
+        caught.value.message,
+    )
+    assert len(caught.value.message) < 1000
+    assert catalog.snapshot() == before
+
+
+# --- MCP: a tool error (isError) whose text names what to fix -------------------------
+
+
+@dataclass(frozen=True)
+class McpCase:
+    id: str
+    tool: str
+    arguments: dict[str, Any]
+    fragment: str
+
+
+MCP_CASES = [
+    McpCase(
+        "mcp-invoke-version-zero",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "version": 0},
+        "version\n  Input should be greater than or equal to 1",
+    ),
+    McpCase(
+        "mcp-invoke-version-string",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "version": "two"},
+        "version\n  Input should be a valid integer",
+    ),
+    McpCase(
+        "mcp-invoke-inputs-not-an-object",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "inputs": "topic=x"},
+        "inputs\n  Input should be a valid dictionary",
+    ),
+    McpCase(
+        "mcp-invoke-unknown-argument",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "input": {"topic": "x"}},
+        "input\n  Extra inputs are not permitted",
+    ),
+    McpCase("mcp-invoke-missing-flow", "kitaru_deployments_invoke", {}, "flow\n  Field required"),
+    McpCase(
+        "mcp-invoke-flow-invalid",
+        "kitaru_deployments_invoke",
+        {"flow": "Research-Agent"},
+        "invalid flow name 'Research-Agent'",
+    ),
+    McpCase(
+        "mcp-invoke-tag-shell",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "tag": "$(reboot)"},
+        "invalid tag '$(reboot)'",
+    ),
+    McpCase(
+        "mcp-invoke-inputs-wrong-type",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "inputs": {"depth": [1]}},
+        "input 'depth': [1] is not of type 'integer'",
+    ),
+    McpCase(
+        "mcp-invoke-inputs-over-etcd-limit",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "inputs": HUGE},
+        "bytes as JSON; at most 65,536",
+    ),
+    McpCase(
+        "mcp-invoke-inputs-too-deep",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "inputs": DEEP},
+        "nested more than 64 levels",
+    ),
+    McpCase(
+        "mcp-deploy-target-outside",
+        "kitaru_deployments_deploy",
+        {"target": "/etc/passwd:root"},
+        "invalid target '/etc/passwd:root'",
+    ),
+    McpCase(
+        "mcp-deploy-tag-unicode",
+        "kitaru_deployments_deploy",
+        {"target": f"flows/research.py:{FLOW}", "tag": "prod-😀"},
+        "invalid tag 'prod-😀'",
+    ),
+    McpCase(
+        "mcp-tag-deleted-version",
+        "kitaru_deployments_tag",
+        {"flow": FLOW, "tag": "stable", "version": 3},
+        "has no version 3",
+    ),
+    McpCase(
+        "mcp-untag-default",
+        "kitaru_deployments_untag",
+        {"flow": FLOW, "tag": "default"},
+        "cannot be removed, only moved",
+    ),
+    McpCase(
+        "mcp-delete-exclusive-version",
+        "kitaru_deployments_delete",
+        {"flow": FLOW, "version": 2},
+        "holds the exclusive tag canary",
+    ),
+    McpCase(
+        "mcp-executions-get-invalid-id",
+        "kitaru_executions_get",
+        {"exec_id": "Run 1"},
+        "invalid execution id 'Run 1'",
+    ),
+]
+
+
+def test_mcp(catalog: Catalog) -> None:
+    failures: list[str] = []
+
+    async def scenario() -> None:
+        async with mcp_session(catalog.project, catalog.kitaru.env) as session:
+            for case in MCP_CASES:
+                before = catalog.snapshot()
+                result = await session.call_tool(case.tool, case.arguments)
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                if not result.is_error or case.fragment not in text:
+                    failures.append(f"{case.id}: is_error={result.is_error} {text[:300]!r}")
+                if catalog.snapshot() != before:
+                    failures.append(f"{case.id}: the namespace changed")
+
+    anyio.run(scenario)
+    assert not failures, "\n".join(failures)
+
+
+# --- kubectl: refused by the API server (schema, CEL, admission) --------------------
+
+
+@dataclass(frozen=True)
+class KubectlCase:
+    id: str
+    manifest: str  # JSON text: some cases are not expressible as a dict
+    fragment: str
+
+
+def _obj(kind: str, name: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": f"{GROUP}/{API_VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def _fdep(version: Any = 4, name: str | None = None, **spec: Any) -> str:
+    snapshot = spec.pop(
+        "snapshot", {"image": "kitaru/runner:test", "entrypoint": "m:research_agent"}
+    )
+    body = {"flow": FLOW, "version": version, "snapshot": snapshot, **spec}
+    return _obj("FlowDeployment", name or f"research-agent-v{version}", body)
+
+
+def _froute(tag: str, versions: list[Any], exclusive: bool = True, name: str | None = None) -> str:
+    spec = {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": versions}
+    return _obj("FlowRoute", name or f"research-agent.{tag}", spec)
+
+
+def _finv(name: str = "bad-run", **spec: Any) -> str:
+    return _obj("FlowInvocation", name, {"flow": FLOW, **spec})
+
+
+def _deep_finv(name: str, depth: int, **spec: Any) -> str:
+    """An invocation whose input `k` nests `depth` levels (no dict of that depth is
+    needed: Python's json could not encode it)."""
+    return _finv(name, inputs={"k": 0}, **spec).replace('{"k": 0}', f'{{"k": {nested(depth)}}}')
+
+
+def _kubectl(id: str, manifest: str, fragment: str) -> Any:
+    return pytest.param(KubectlCase(id, manifest, fragment), id=id)
+
+
+KUBECTL_CASES = [
+    _kubectl(
+        "kubectl-deployment-flow-uppercase",
+        _fdep(flow="Research"),
+        "spec.flow in body should match '^[a-z][a-z0-9_]*$'",
+    ),
+    _kubectl(
+        "kubectl-deployment-version-zero",
+        _fdep(0),
+        "spec.version in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-deployment-version-negative",
+        _fdep(-1, name="research-agent-v1"),
+        "spec.version in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-deployment-version-string",
+        _fdep("4", name="research-agent-v4"),
+        'spec.version: Invalid value: "string": spec.version in body must be of type integer',
+    ),
+    _kubectl(
+        "kubectl-deployment-version-reused",
+        _fdep(3),
+        "version 3 of flow research_agent was used before (highest so far: 3) and version "
+        "numbers are never reused; create version 4 instead",
+    ),
+    _kubectl(
+        "kubectl-deployment-name-mismatch",
+        _fdep(4, name="research-agent-latest"),
+        "metadata.name must be research-agent-v<spec.version>",
+    ),
+    _kubectl(
+        "kubectl-deployment-no-image",
+        _fdep(snapshot={"entrypoint": "m:f"}),
+        "no runnable snapshot: set spec.snapshot.image",
+    ),
+    _kubectl(
+        "kubectl-deployment-entrypoint-shell",
+        _fdep(snapshot={"image": "x", "entrypoint": "os:system;rm"}),
+        "spec.snapshot.entrypoint in body should match",
+    ),
+    _kubectl(
+        "kubectl-deployment-unknown-field", _fdep(colour="red"), 'unknown field "spec.colour"'
+    ),
+    _kubectl(
+        "kubectl-deployment-backoff-too-high",
+        _fdep(stack={"backoffLimit": 21}),
+        "spec.stack.backoffLimit in body should be less than or equal to 20",
+    ),
+    _kubectl(
+        "kubectl-route-tag-shell",
+        _froute("x;rm", [1], name="research-agent.x-rm"),
+        "spec.tag in body should match",
+    ),
+    _kubectl(
+        "kubectl-route-tag-unicode",
+        _froute("stäble", [1], name="research-agent.stable"),
+        "spec.tag in body should match",
+    ),
+    _kubectl(
+        "kubectl-route-tag-too-long",
+        _froute("t" * 64, [1]),
+        "spec.tag: Too long: may not be more than 63",
+    ),
+    _kubectl(
+        "kubectl-route-version-zero",
+        _froute("stable", [0]),
+        "spec.versions[0] in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-route-exclusive-two-versions",
+        _froute("stable", [1, 2]),
+        "an exclusive tag routes to exactly one version",
+    ),
+    _kubectl(
+        "kubectl-route-default-shared",
+        _froute("default", [1], exclusive=False),
+        "the 'default' tag is always exclusive",
+    ),
+    _kubectl(
+        "kubectl-invocation-tag-and-version",
+        _finv(tag="canary", version=2),
+        "set at most one of tag and version",
+    ),
+    _kubectl(
+        "kubectl-invocation-version-zero",
+        _finv(version=0),
+        "spec.version in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-invocation-inputs-array",
+        _finv(inputs=["topic"]),
+        'spec.inputs: Invalid value: "array": spec.inputs in body must be of type object',
+    ),
+    _kubectl(
+        "kubectl-invocation-inputs-string",
+        _finv(inputs="topic=x"),
+        'spec.inputs: Invalid value: "string": spec.inputs in body must be of type object',
+    ),
+    _kubectl(
+        "kubectl-invocation-no-flow",
+        _obj("FlowInvocation", "bad-run", {"tag": "canary"}),
+        "spec.flow: Required value",
+    ),
+    _kubectl(
+        "kubectl-invocation-flow-too-long",
+        _finv(flow="f" * 49),
+        "spec.flow: Too long: may not be more than 48",
+    ),
+    _kubectl(
+        "kubectl-invocation-name-uppercase",
+        _finv("Bad_Run"),
+        'metadata.name: Invalid value: "Bad_Run": a lowercase RFC 1123 subdomain',
+    ),
+    _kubectl(
+        "kubectl-invocation-name-too-long",
+        _finv("r" * 64),
+        "an invocation name has at most 63 characters",
+    ),
+    _kubectl(
+        "kubectl-invocation-unknown-field",
+        _finv(inputz={"topic": "x"}),
+        'unknown field "spec.inputz"',
+    ),
+    _kubectl(
+        "kubectl-invocation-deadline-zero",
+        _finv(activeDeadlineSeconds=0),
+        "spec.activeDeadlineSeconds in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-invocation-over-etcd-limit",
+        _finv(inputs={"topic": "a" * (MIB * 3 // 2 + 1)}),
+        "etcdserver: request is too large",
+    ),
+    _kubectl(
+        "kubectl-invocation-over-depth-limit",
+        _deep_finv("bad-run", 10_000),
+        "exceeded max depth",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", KUBECTL_CASES)
+def test_kubectl(catalog: Catalog, case: KubectlCase) -> None:
+    before = catalog.snapshot()
+    proc = kubectl(
+        "create", "-f", "-", namespace=catalog.namespace, input=case.manifest, check=False
+    )
+    assert proc.returncode == 1, proc
+    assert case.fragment in proc.stderr, proc.stderr[:2000]
+    assert catalog.snapshot() == before
+
+
+# --- kubectl: accepted by the API server, refused by the operator (no Job) -----------
+
+
+@dataclass(frozen=True)
+class OperatorCase:
+    id: str
+    manifest: str
+    fragment: str
+
+
+OPERATOR_CASES = [
+    pytest.param(
+        OperatorCase(
+            "operator-invocation-over-env-limit",
+            _finv("over-env-limit", version=1, inputs=LARGE),
+            "InvalidInputs: inputs are 102,412 bytes as JSON; at most 65,536",
+        ),
+        id="operator-invocation-over-env-limit",
+    ),
+    pytest.param(
+        OperatorCase(
+            "operator-invocation-nested-9990-levels",
+            _deep_finv("nested-9990-levels", 9_990, version=1),
+            "InvalidInputs: invalid inputs: nested more than 64 levels deep under 'k'",
+        ),
+        id="operator-invocation-nested-9990-levels",
+    ),
+    pytest.param(
+        OperatorCase(
+            "operator-invocation-deleted-version",
+            _finv("deleted-version", version=3),
+            "VersionNotFound: flow 'research_agent' has no version 3",
+        ),
+        id="operator-invocation-deleted-version",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", OPERATOR_CASES)
+def test_refused_by_the_operator(catalog: Catalog, case: OperatorCase) -> None:
+    """The API server cannot judge these (size and depth of free-form JSON, another
+    object's existence); the operator fails the invocation at once, creates no Job, and
+    goes on serving the namespace."""
+    before = catalog.snapshot()
+    name = case.id.removeprefix("operator-invocation-")
+    kubectl("create", "-f", "-", namespace=catalog.namespace, input=case.manifest)
+
+    def failed() -> dict[str, Any] | None:
+        status = (
+            catalog.custom.get_namespaced_custom_object(
+                GROUP, API_VERSION, catalog.namespace, INVOCATIONS, name
+            ).get("status")
+            or {}
+        )
+        return status if status.get("phase") == "Failed" else None
+
+    status = wait_for(failed, timeout=90, message=f"invocation {name} to fail")
+    assert case.fragment in f"{status['reason']}: {status['message']}", status
+    after = catalog.snapshot()
+    assert set(after[INVOCATIONS]) == {*before[INVOCATIONS], name}
+    assert {k: v for k, v in after.items() if k != INVOCATIONS} == {
+        k: v for k, v in before.items() if k != INVOCATIONS
+    }
+    # The CLI lists and shows it, and the namespace still works: the next run gets a Job.
+    listed = catalog.kitaru("executions list -o json").json()["items"]
+    assert {"exec_id": name, "status": "failed"}.items() <= next(
+        i for i in listed if i["exec_id"] == name
+    ).items()
+    assert case.fragment in catalog.kitaru(f"executions get {name}").out
+    probe = f"after-{name}"
+    kubectl("create", "-f", "-", namespace=catalog.namespace, input=_finv(probe, version=1))
+    wait_for(
+        lambda: catalog.batch.read_namespaced_job(probe, catalog.namespace),
+        timeout=60,
+        message=f"job {probe}",
+    )
+
+
+def test_a_route_to_a_deleted_version_is_accepted_and_says_so(catalog: Catalog) -> None:
+    """GitOps applies a route and its version in any order, so the API server accepts a
+    route to a version that does not exist (yet); its status names the problem, and
+    invoking through it fails with the fix."""
+    kubectl("create", "-f", "-", namespace=catalog.namespace, input=_froute("legacy", [3]))
+
+    def not_ready() -> dict[str, Any] | None:
+        route = catalog.custom.get_namespaced_custom_object(
+            GROUP, API_VERSION, catalog.namespace, ROUTES, "research-agent.legacy"
+        )
+        conditions = (route.get("status") or {}).get("conditions") or []
+        ready = next((c for c in conditions if c["type"] == "Ready"), None)
+        return ready if ready and ready["status"] == "False" else None
+
+    ready = wait_for(not_ready, timeout=30, message="the route's Ready condition")
+    assert ready["reason"] == "VersionNotFound"
+    assert "routes to missing version(s) 3; move it with: kitaru flow tag" in ready["message"]
+    before = catalog.snapshot()
+    failed = catalog.kitaru(f"invoke {FLOW} --tag legacy -o json", check=False)
+    assert failed.code == 1
+    assert (
+        "routes to version 3, which no longer exists" in json.loads(failed.err)["error"]["message"]
+    )
+    assert catalog.snapshot() == before
+
+
+# --- races: deleting while invoking, invoking a flow being deleted -------------------
+
+
+def test_deleting_a_version_while_it_is_invoked(namespace: str, tmp_path: Path) -> None:
+    """An invocation the operator has not resolved yet when its version is deleted fails
+    with VersionNotFound and no Job; one resolved before keeps its Job and its chain."""
+    kitaru = new_project(tmp_path, namespace, FLOWS_AND_MORE)
+    operator = OperatorProcess(namespace, tmp_path / "operator", resync_seconds=5)
+    (tmp_path / "operator").mkdir()
+    operator.start()
+    try:
+        kitaru(DEPLOY)
+        kitaru(DEPLOY.replace("deploy", "build", 1))  # v2, untagged: deletable
+        resolved = kitaru(f"invoke {FLOW} --version 2 -o json").json()["item"]["exec_id"]
+        wait_for(
+            lambda: (
+                kubectl("get", "job", resolved, namespace=namespace, check=False).returncode == 0
+            ),
+            timeout=60,
+            message=f"job {resolved}",
+        )
+        operator.stop()
+        pending = kitaru(f"invoke {FLOW} --version 2 -o json").json()["item"]["exec_id"]
+        kitaru(f"flow deployments delete {FLOW} --version 2")
+        operator.start()
+
+        def status(name: str) -> dict[str, Any]:
+            obj = json.loads(kubectl("get", "finv", name, "-o", "json", namespace=namespace).stdout)
+            return dict(obj.get("status") or {})
+
+        failed = wait_for(
+            lambda: (s := status(pending)).get("phase") == "Failed" and s,
+            timeout=90,
+            message=f"{pending} to fail",
+        )
+        assert failed["reason"] == "VersionNotFound", failed
+        assert "no version 2" in failed["message"]
+        assert kubectl("get", "job", pending, namespace=namespace, check=False).returncode != 0
+        kept = status(resolved)
+        assert kept["resolved"]["version"] == 2 and kept["phase"] != "Failed", kept
+        assert kubectl("get", "job", resolved, namespace=namespace, check=False).returncode == 0
+    finally:
+        operator.stop()
+    assert "Traceback" not in operator.log(), operator.log()
+
+
+RESOLUTION_FAILURES = {"NoDeployments", "NoDefaultRoute", "TagNotFound", "VersionNotFound"}
+
+
+def test_invoking_a_flow_while_it_is_deleted(
+    running_operator: Any, namespace: str, tmp_path: Path, k8s: kubernetes.client.ApiClient
+) -> None:
+    """`kitaru flow delete` races a stream of invocations. Each invoke either starts an
+    execution or fails with a resolution error and creates nothing; every execution that
+    was started resolves (a Job) or fails with a resolution reason; the flow is gone."""
+    kitaru = new_project(tmp_path, namespace, FLOWS_AND_MORE)
+    for _ in range(4):
+        kitaru(DEPLOY)
+    client = sdk_client(kitaru)
+    started: list[str] = []
+    refused: list[KitaruError] = []
+    deleting = threading.Event()
+
+    def invoke_until_gone() -> None:
+        """A few invocations, then, once the delete starts, as many as fit until the flow
+        is gone (each run is a pod on the node: keep them few)."""
+        while len(refused) < 50:
+            if len(started) >= 3:
+                deleting.wait(timeout=120)
+            try:
+                started.append(client.deployments.invoke(FLOW).exec_id)
+            except KitaruError as error:
+                refused.append(error)
+                if error.kind == "NoDeployments":
+                    return
+
+    invoker = threading.Thread(target=invoke_until_gone)
+    invoker.start()
+    wait_for(lambda: len(started) >= 3, timeout=60, message="invocations before the delete")
+    deleting.set()
+    deleted = kitaru(f"flow delete {FLOW} --yes -o json").json()["item"]
+    invoker.join(timeout=120)
+    assert not invoker.is_alive()
+    assert deleted["versions"] == [1, 2, 3, 4]
+    assert refused, "no invoke ran into the delete"
+    assert {e.kind for e in refused} <= RESOLUTION_FAILURES, {e.kind: e.message for e in refused}
+
+    custom = kubernetes.client.CustomObjectsApi(k8s)
+    listed = custom.list_namespaced_custom_object(GROUP, API_VERSION, namespace, INVOCATIONS)
+    assert {i["metadata"]["name"] for i in listed["items"]} == set(started)  # refused: nothing
+
+    def settled(name: str) -> bool:
+        """Dispatched (a Job), or failed with a resolution reason: never stuck."""
+        invocation = custom.get_namespaced_custom_object(
+            GROUP, API_VERSION, namespace, INVOCATIONS, name
+        )
+        status = invocation.get("status") or {}
+        return bool(status.get("jobName")) or status.get("reason") in RESOLUTION_FAILURES
+
+    for name in started:
+        wait_for(lambda n=name: settled(n), timeout=90, message=f"{name} to get a Job or fail")
+    assert kitaru(f"flow deployments list {FLOW} -o json").json()["items"] == []
+
+
+# --- the catalog document -------------------------------------------------------------
+
+
+def _ids(params: list[Any]) -> set[str]:
+    return {param.id for param in params}
+
+
+RACES = {
+    "race-delete-version-while-invoking": test_deleting_a_version_while_it_is_invoked,
+    "race-invoke-flow-being-deleted": test_invoking_a_flow_while_it_is_deleted,
+    "route-to-deleted-version": test_a_route_to_a_deleted_version_is_accepted_and_says_so,
+}
+
+
+def test_the_catalog_document_lists_every_case() -> None:
+    text = CATALOG_DOC.read_text()
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", text, flags=re.MULTILINE)
+    assert len(rows) == len(set(rows)), "a case id is listed twice"
+    assert f"| **total** | **{len(rows)}** |" in text
+    tested = (
+        _ids(CLI_CASES)
+        | _ids(SDK_CASES)
+        | {c.id for c in MCP_CASES}
+        | _ids(KUBECTL_CASES)
+        | _ids(OPERATOR_CASES)
+        | set(RACES)
+    )
+    assert set(rows) == tested, (sorted(set(rows) - tested), sorted(tested - set(rows)))
