@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -219,6 +220,18 @@ class Options(BaseModel):
     label: str = "x"
 
 
+class Opaque:
+    """A class pydantic has no schema for."""
+
+
+def property_schema(schema: dict, name: str) -> dict:
+    """One input's schema, with a `$ref` to `$defs` followed."""
+    prop = schema["properties"][name]
+    if "$ref" in prop:
+        return schema["$defs"][prop["$ref"].removeprefix("#/$defs/")]
+    return prop
+
+
 def research_agent(topic: str, n: int = 3, ratio: float = 0.5, verbose: bool = False) -> str:
     return topic
 
@@ -232,7 +245,7 @@ def research_agent(topic: str, n: int = 3, ratio: float = 0.5, verbose: bool = F
         (bool, {"type": "boolean"}),
         (Any, {}),
         (list[str], {"type": "array", "items": {"type": "string"}}),
-        (list, {"type": "array"}),
+        (list, {"type": "array", "items": {}}),
         (set[int], {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}),
         (tuple[int, ...], {"type": "array", "items": {"type": "integer"}}),
         (
@@ -245,11 +258,11 @@ def research_agent(topic: str, n: int = 3, ratio: float = 0.5, verbose: bool = F
             },
         ),
         (dict[str, int], {"type": "object", "additionalProperties": {"type": "integer"}}),
-        (dict, {"type": "object"}),
+        (dict, {"type": "object", "additionalProperties": True}),
         (str | None, {"anyOf": [{"type": "string"}, {"type": "null"}]}),
         (int | str, {"anyOf": [{"type": "integer"}, {"type": "string"}]}),
-        (Literal["a", "b"], {"enum": ["a", "b"]}),
-        (Color, {"enum": ["red", "blue"]}),
+        (Literal["a", "b"], {"enum": ["a", "b"], "type": "string"}),
+        (Color, {"enum": ["red", "blue"], "type": "string", "title": "Color"}),
         (Annotated[int, "meta"], {"type": "integer"}),
         (
             list[dict[str, float]],
@@ -259,6 +272,8 @@ def research_agent(topic: str, n: int = 3, ratio: float = 0.5, verbose: bool = F
             },
         ),
         (object, {}),
+        (Callable[[int], int], {}),  # pydantic cannot describe it: any JSON value
+        (Opaque, {}),
     ],
 )
 def test_type_schemas(annotation: Any, expected: dict) -> None:
@@ -266,7 +281,33 @@ def test_type_schemas(annotation: Any, expected: dict) -> None:
         return None
 
     flow.__annotations__ = {"x": annotation}
-    assert schema_from_signature(flow, {})["properties"]["x"] == expected
+    schema = schema_from_signature(flow, {})
+    assert property_schema(schema, "x") == expected
+
+
+@pytest.mark.parametrize(
+    ("annotation", "accepted", "rejected"),
+    [
+        (list, [[], [1, "a", None]], [{}, "a"]),
+        (dict, [{}, {"a": [1]}], [[], 1]),
+        (Literal["a", "b"], ["a", "b"], ["c", 1]),
+        (Color, ["red", "blue"], ["RED", 1]),
+        (Options, [{"depth": 1}, {"depth": 1, "label": "y"}], [{}, {"depth": "deep"}]),
+    ],
+)
+def test_type_schemas_validate_as_python_would(
+    annotation: Any, accepted: list[Any], rejected: list[Any]
+) -> None:
+    def flow(x):
+        return None
+
+    flow.__annotations__ = {"x": annotation}
+    schema = schema_from_signature(flow, {})
+    for value in accepted:
+        validate_inputs({"x": value}, schema)
+    for value in rejected:
+        with pytest.raises(InvalidInputs, match="input 'x"):
+            validate_inputs({"x": value}, schema)
 
 
 def test_schema_from_signature() -> None:
@@ -321,6 +362,37 @@ def test_non_json_defaults_are_left_out() -> None:
     assert props["y"]["default"] is None
 
 
+def test_python_defaults_are_written_as_json() -> None:
+    def flow(color: Color = Color.BLUE, tags: frozenset[str] = frozenset({"a"})) -> None:
+        return None
+
+    props = schema_from_signature(flow, {})["properties"]
+    assert props["color"]["default"] == "blue"
+    assert props["tags"]["default"] == ["a"]
+
+
+def test_any_parameter_name_is_an_input() -> None:
+    def flow(json: str, model_config: int = 1, schema: bool = False) -> None:
+        return None
+
+    schema = schema_from_signature(flow, {"schema": True})
+    assert schema["required"] == ["json"]
+    assert schema["properties"] == {
+        "json": {"type": "string"},
+        "model_config": {"type": "integer", "default": 1},
+        "schema": {"type": "boolean", "default": True},
+    }
+
+
+def test_positional_only_and_star_args_are_not_inputs() -> None:
+    def flow(a: int, /, b: int, *rest: int, c: int = 0) -> None:
+        return None
+
+    schema = schema_from_signature(flow, {})
+    assert list(schema["properties"]) == ["b", "c"]
+    assert schema["required"] == ["b"]
+
+
 def test_unresolvable_hints_accept_anything() -> None:
     def flow(x: Undefined, n: int = 1) -> None:  # type: ignore[name-defined]  # noqa: F821
         return None
@@ -335,8 +407,8 @@ def test_pydantic_models_become_object_schemas() -> None:
         return None
 
     schema = schema_from_signature(flow, {})
-    assert schema["properties"]["opts"]["type"] == "object"
-    assert schema["properties"]["opts"]["required"] == ["depth"]
+    assert property_schema(schema, "opts")["type"] == "object"
+    assert property_schema(schema, "opts")["required"] == ["depth"]
     validate_inputs({"opts": {"depth": 1}, "more": [{"depth": 2}]}, schema)
     with pytest.raises(InvalidInputs, match="opts"):
         validate_inputs({"opts": {"depth": "deep"}}, schema)
@@ -344,6 +416,19 @@ def test_pydantic_models_become_object_schemas() -> None:
 
 class Outer(BaseModel):
     inner: Options
+
+
+class NotFullyDefined(BaseModel):
+    later: Undefined  # type: ignore[name-defined]  # noqa: F821
+
+
+def test_types_pydantic_refuses_accept_anything() -> None:
+    def flow(x: NotFullyDefined, n: int = 1) -> None:
+        return None
+
+    props = schema_from_signature(flow, {})["properties"]
+    assert props["x"] == {}
+    assert props["n"] == {"type": "integer", "default": 1}
 
 
 def test_nested_pydantic_models_keep_their_refs() -> None:

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import inspect
 import json
-import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
-from pydantic import BaseModel
+from pydantic import ConfigDict, Field, PydanticUserError, create_model
+from pydantic.json_schema import (
+    GenerateJsonSchema,
+    JsonSchemaMode,
+    JsonSchemaValue,
+    JsonSchemaWarningKind,
+)
+from pydantic_core import CoreSchema
 
 from kitaru.core.payloads import KIB, json_problem, too_large
 
-_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+if TYPE_CHECKING:
+    from pydantic.json_schema import CoreSchemaOrField
 
 # The run gets its inputs and input schema as environment variables (KITARU_INPUTS,
 # KITARU_INPUT_SCHEMA), each at most 128 KiB on Linux; the schema carries the deploy-time
@@ -121,50 +127,79 @@ def _describe(error: ValidationError) -> str:
 # --- schema from a flow signature ---------------------------------------------------
 
 
+class _FlowInputsJsonSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema generator, as a flow's inputs need it: the 2020-12 dialect
+    named; a default that is not JSON left out quietly; a type pydantic cannot describe
+    (an arbitrary class, a callable) accepts any JSON value, as an unresolvable hint does."""
+
+    ignored_warning_kinds: set[JsonSchemaWarningKind] = {
+        "skipped-choice",
+        "non-serializable-default",
+    }
+
+    def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+        json_schema = super().generate(schema, mode=mode)
+        return {"$schema": self.schema_dialect, **json_schema}
+
+    def handle_invalid_for_json_schema(
+        self, schema: CoreSchemaOrField, error_info: str
+    ) -> JsonSchemaValue:
+        return {}
+
+
+# The model of a flow's inputs: a parameter's type may be any class (a run gets JSON);
+# pydantic describes what it can and `_FlowInputsJsonSchema` lets the rest be any value.
+_INPUTS_CONFIG = ConfigDict(arbitrary_types_allowed=True)
+
+
 def schema_from_signature(func: Callable[..., Any], deploy_inputs: Mapping[str, Any]) -> dict:
-    """JSON Schema of a flow's keyword inputs, built from its type hints.
+    """JSON Schema of a flow's keyword inputs, built by pydantic from its type hints.
 
     Deploy-time values and Python defaults become `default`; a parameter with
     neither is required. Unknown inputs are rejected unless the flow takes **kwargs.
     """
     signature = inspect.signature(func)
     hints = _type_hints(func, signature)
-    defs: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
-    required: list[str] = []
+    fields: dict[str, Any] = {}
     open_ended = False
-    for name, param in signature.parameters.items():
+    for param in signature.parameters.values():
         if param.kind is param.VAR_KEYWORD:
             open_ended = True
-            continue
-        if param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY):
-            continue
-        prop = _type_schema(hints.get(name, Any), defs)
-        if name in deploy_inputs:
-            prop["default"] = deploy_inputs[name]
-        elif param.default is not param.empty:
-            if _json_safe(param.default):
-                prop["default"] = param.default
-        else:
-            required.append(name)
-        properties[name] = prop
-    unknown = sorted(set(deploy_inputs) - set(properties))
+        elif param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            default = deploy_inputs.get(param.name, param.default)
+            field = Field(... if default is param.empty else default, alias=param.name)
+            # Field names of our own: a parameter may be called `json` or `model_config`.
+            fields[f"p{len(fields)}"] = (_describable(hints.get(param.name, Any)), field)
+    names = [field.alias for _, field in fields.values()]
+    unknown = sorted(set(deploy_inputs) - set(names))
     if unknown and not open_ended:
         raise InvalidInputs(
             f"unknown input {', '.join(repr(u) for u in unknown)} for flow "
-            f"'{func.__name__}' (expected: {', '.join(properties) or 'none'})"
+            f"'{func.__name__}' (expected: {', '.join(names) or 'none'})"
         )
-    schema: dict[str, Any] = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": open_ended,
-    }
-    if required:
-        schema["required"] = required
-    if defs:
-        schema["$defs"] = defs
-    return schema
+
+    def inputs_object(schema: dict[str, Any]) -> None:
+        # No generated titles (`Topic` for `topic`): the names say it, and the schema
+        # travels in an environment variable. Unknown inputs only into **kwargs.
+        schema.pop("title", None)
+        for prop in schema["properties"].values():
+            prop.pop("title", None)
+        schema["additionalProperties"] = open_ended
+
+    config: ConfigDict = {**_INPUTS_CONFIG, "json_schema_extra": inputs_object}
+    model = create_model("FlowInputs", __config__=config, **fields)
+    return model.model_json_schema(schema_generator=_FlowInputsJsonSchema)
+
+
+def _describable(hint: Any) -> Any:
+    """`hint` when pydantic can describe it, else Any: a model that is not fully defined,
+    or `typing.TypedDict` before Python 3.12, which pydantic refuses."""
+    probe = create_model("Probe", __config__=_INPUTS_CONFIG, value=(hint, ...))
+    try:
+        probe.model_json_schema(schema_generator=_FlowInputsJsonSchema)
+    except PydanticUserError:
+        return Any
+    return hint
 
 
 def _type_hints(func: Callable[..., Any], signature: inspect.Signature) -> dict[str, Any]:
@@ -176,59 +211,11 @@ def _type_hints(func: Callable[..., Any], signature: inspect.Signature) -> dict[
 
 
 def _resolve(annotation: Any, func: Callable[..., Any]) -> Any:
+    if annotation is inspect.Parameter.empty:
+        return Any
     if not isinstance(annotation, str):
         return annotation
     try:
         return eval(annotation, getattr(func, "__globals__", {}))  # a hint, as typing does
     except Exception:
         return Any
-
-
-def _json_safe(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
-    """JSON Schema of one annotation; unknown types accept any JSON value."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any or tp is inspect.Parameter.empty:
-        return {}
-    if tp is None or tp in _JSON:
-        return {"type": _JSON[type(None) if tp is None else tp]}
-    if origin is typing.Annotated:
-        return _type_schema(args[0], defs)
-    if origin is typing.Literal:
-        return {"enum": list(args)}
-    if origin in (typing.Union, types.UnionType):
-        variants = [_type_schema(arg, defs) for arg in args]
-        return variants[0] if len(variants) == 1 else {"anyOf": variants}
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return {"enum": [member.value for member in tp]}
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        schema = tp.model_json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        return schema
-    if tp in (list, tuple, set, frozenset) or origin in (list, set, frozenset, Sequence):
-        schema = {"type": "array"}
-        if args:
-            schema["items"] = _type_schema(args[0], defs)
-        if tp in (set, frozenset) or origin in (set, frozenset):
-            schema["uniqueItems"] = True
-        return schema
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return {"type": "array", "items": _type_schema(args[0], defs)}
-        items = [_type_schema(arg, defs) for arg in args]
-        size = len(items)
-        return {"type": "array", "prefixItems": items, "minItems": size, "maxItems": size}
-    if tp is dict or origin in (dict, Mapping):
-        schema = {"type": "object"}
-        if len(args) == 2:
-            schema["additionalProperties"] = _type_schema(args[1], defs)
-        return schema
-    return {}
