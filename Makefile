@@ -64,7 +64,7 @@ test-gitops: build-cluster build-gitops ## the GitOps tier alone: Flux syncs exa
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/gitops
 
 demo: install cluster-up ## the product story on the local cluster
-	$(PYTHON) -m kitaru.demo
+	$(PYTHON) examples/demo.py
 
 BENCH_CLUSTER ?= /tmp/kitaru-bench-cluster
 

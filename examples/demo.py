@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 NAMESPACE = "kitaru-demo"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 FLOW = """from kitaru import flow
 
