@@ -47,7 +47,7 @@ lint: ## ruff, formatting, mypy and the import contracts of the pure core
 	mypy
 	lint-imports
 
-test-unit: ## the fast tier: pure rules, no cluster
+test-unit: ## the fast tier: pure rules, no cluster, nothing built
 	$(PYTHON) -m pytest -q tests/unit
 
 test: lint build-cluster build-gitops ## everything: lint, unit, API, end-to-end and GitOps tiers on the local cluster

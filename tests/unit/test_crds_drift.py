@@ -29,6 +29,12 @@ def test_no_stray_files_in_crds() -> None:
     assert {p.name for p in CRDS.glob("*.yaml")} == set(crdgen.render())
 
 
+def test_no_stray_files_in_the_charts_crds() -> None:
+    # The admission policies are templates (release-owned), never in the chart's crds/.
+    copied = {p.name for p in (CHART / "crds").glob("*.yaml")}
+    assert copied == {kind.filename for kind in crdgen.KINDS}, "run `make crds`"
+
+
 def test_check_flag_exits_1_on_drift(tmp_path: Path, capsys) -> None:
     crdgen.write(tmp_path)
     assert crdgen.main(["--check", str(tmp_path)]) == 0

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kitaru-operator"
 CRDS = REPO / "crds"
 ADMISSION = "kitaru.dev_admission.yaml"
+CRDS = REPO / "crds"
+ADMISSION = "kitaru.dev_admission.yaml"
 
 
 @functools.cache
