@@ -294,6 +294,24 @@ def _as_str(now: datetime | str) -> str:
     return now if isinstance(now, str) else rfc3339(now)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """What every condition written in one derivation shares."""
+
+    previous: FlowInvocationStatus
+    timestamp: str
+    generation: int | None
+
+    def conditions(self, *updates: tuple[str, ConditionStatus, str, str]) -> list[Condition]:
+        """The previous conditions with each (type, status, reason, message) set."""
+        conditions = self.previous.conditions
+        for type_, status, reason, message in updates:
+            conditions = set_condition(
+                conditions, type_, status, reason, message, self.timestamp, self.generation
+            )
+        return conditions
+
+
 def derive_invocation_status(
     spec: FlowInvocationSpec,
     previous_status: FlowInvocationStatus | None,
@@ -311,120 +329,113 @@ def derive_invocation_status(
     previous = previous_status or _status([], None, None)
     if previous.phase is not None and previous.phase.finished:
         return previous
-    timestamp = _as_str(now)
-
+    at = _Pass(previous, _as_str(now), generation)
     if resolution_or_error is None:
-        phase, status, reason = (
-            (Phase.CANCELLED, ConditionStatus.FALSE, "Cancelled")
-            if spec.cancel_requested
-            else (Phase.PENDING, ConditionStatus.UNKNOWN, "Pending")
-        )
-        message = "cancelled before it ran" if spec.cancel_requested else ""
-        conditions = set_condition(
-            previous.conditions, SUCCEEDED, status, reason, message, timestamp, generation
-        )
-        return _status(
-            conditions,
-            phase,
-            generation,
-            completion_time=timestamp if phase.finished else None,
-            reason=reason if phase.finished else None,
-            message=message or None,
-        )
-
+        return _before_resolution(spec, at)
     if isinstance(resolution_or_error, Waiting):
-        conditions = set_condition(
-            previous.conditions,
-            RESOLVED,
-            ConditionStatus.FALSE,
-            "Waiting",
-            resolution_or_error.message,
-            timestamp,
-            generation,
-        )
-        conditions = set_condition(
-            conditions, SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", "", timestamp, generation
-        )
-        return _status(conditions, Phase.PENDING, generation, message=resolution_or_error.message)
-
+        return _waiting(resolution_or_error, at)
     if isinstance(resolution_or_error, Failure):
-        failure = resolution_or_error
-        conditions = set_condition(
-            previous.conditions,
-            RESOLVED,
-            ConditionStatus.FALSE,
-            failure.reason,
-            failure.message,
-            timestamp,
-            generation,
-        )
-        conditions = set_condition(
-            conditions,
-            SUCCEEDED,
-            ConditionStatus.FALSE,
-            failure.reason,
-            failure.message,
-            timestamp,
-            generation,
-        )
-        return _status(
-            conditions,
-            Phase.FAILED,
-            generation,
-            completion_time=timestamp,
-            reason=failure.reason,
-            message=failure.message,
-        )
+        return _unresolvable(resolution_or_error, at)
+    return _resolved(spec, resolution_or_error, job_summary, pod_summaries, at)
 
-    chain = resolution_or_error
-    selector = chain.tag if chain.tag else f"version {chain.version}"
-    conditions = set_condition(
-        previous.conditions,
-        RESOLVED,
-        ConditionStatus.TRUE,
-        "Resolved",
-        f"{selector} -> {chain.deployment} ({chain.image})",
-        timestamp,
-        generation,
-    )
-    verdict = _verdict(spec, previous, job_summary, pod_summaries)
-    conditions = set_condition(
+
+def _before_resolution(spec: FlowInvocationSpec, at: _Pass) -> FlowInvocationStatus:
+    """Nothing resolved yet: Pending, or Cancelled without a run."""
+    if not spec.cancel_requested:
+        conditions = at.conditions((SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", ""))
+        return _status(conditions, Phase.PENDING, at.generation)
+    message = "cancelled before it ran"
+    conditions = at.conditions((SUCCEEDED, ConditionStatus.FALSE, "Cancelled", message))
+    return _status(
         conditions,
-        SUCCEEDED,
-        verdict.succeeded,
-        verdict.reason,
-        verdict.message,
-        timestamp,
-        generation,
+        Phase.CANCELLED,
+        at.generation,
+        completion_time=at.timestamp,
+        reason="Cancelled",
+        message=message,
     )
 
-    job_counts = (
-        job_summary.active + job_summary.succeeded + job_summary.failed if job_summary else 0
-    )
-    attempts = max(len(pod_summaries), job_counts, previous.attempts)
-    start_time = previous.start_time or (job_summary.start_time if job_summary else None)
-    if start_time is None:
-        started = sorted(p.started_at for p in pod_summaries if p.started_at)
-        start_time = started[0] if started else None
-    completion_time = None
-    if verdict.phase.finished:
-        completion_time = (
-            job_summary.completion_time if job_summary and job_summary.complete else None
-        ) or timestamp
 
-    return FlowInvocationStatus(
-        conditions=conditions,
-        phase=verdict.phase,
+def _waiting(waiting: Waiting, at: _Pass) -> FlowInvocationStatus:
+    conditions = at.conditions(
+        (RESOLVED, ConditionStatus.FALSE, "Waiting", waiting.message),
+        (SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", ""),
+    )
+    return _status(conditions, Phase.PENDING, at.generation, message=waiting.message)
+
+
+def _unresolvable(failure: Failure, at: _Pass) -> FlowInvocationStatus:
+    conditions = at.conditions(
+        (RESOLVED, ConditionStatus.FALSE, failure.reason, failure.message),
+        (SUCCEEDED, ConditionStatus.FALSE, failure.reason, failure.message),
+    )
+    return _status(
+        conditions,
+        Phase.FAILED,
+        at.generation,
+        completion_time=at.timestamp,
+        reason=failure.reason,
+        message=failure.message,
+    )
+
+
+def _resolved(
+    spec: FlowInvocationSpec,
+    chain: ResolvedChain,
+    job: JobSummary | None,
+    pods: Sequence[PodSummary],
+    at: _Pass,
+) -> FlowInvocationStatus:
+    """Resolved: the run's verdict from its Job and pods."""
+    selector = chain.tag if chain.tag else f"version {chain.version}"
+    verdict = _verdict(spec, at.previous, job, pods)
+    conditions = at.conditions(
+        (
+            RESOLVED,
+            ConditionStatus.TRUE,
+            "Resolved",
+            f"{selector} -> {chain.deployment} ({chain.image})",
+        ),
+        (SUCCEEDED, verdict.succeeded, verdict.reason, verdict.message),
+    )
+    finished = verdict.phase.finished
+    return _status(
+        conditions,
+        verdict.phase,
+        at.generation,
         resolved=chain,
-        job_name=job_summary.name if job_summary else previous.job_name,
-        attempts=attempts,
-        start_time=start_time,
-        completion_time=completion_time,
+        job_name=job.name if job else at.previous.job_name,
+        attempts=_attempts(at.previous, job, pods),
+        start_time=_start_time(at.previous, job, pods),
+        completion_time=_completion_time(job, at.timestamp) if finished else None,
         result=verdict.result,
-        reason=verdict.reason if verdict.phase.finished else None,
+        reason=verdict.reason if finished else None,
         message=verdict.message or None,
-        observed_generation=generation,
     )
+
+
+def _attempts(
+    previous: FlowInvocationStatus, job: JobSummary | None, pods: Sequence[PodSummary]
+) -> int:
+    """The most attempts any observation shows: pods, the Job's counters, the last status."""
+    job_counts = job.active + job.succeeded + job.failed if job else 0
+    return max(len(pods), job_counts, previous.attempts)
+
+
+def _start_time(
+    previous: FlowInvocationStatus, job: JobSummary | None, pods: Sequence[PodSummary]
+) -> str | None:
+    """Set once: the Job's start, else the first pod's."""
+    start_time = previous.start_time or (job.start_time if job else None)
+    if start_time is None:
+        started = sorted(p.started_at for p in pods if p.started_at)
+        start_time = started[0] if started else None
+    return start_time
+
+
+def _completion_time(job: JobSummary | None, timestamp: str) -> str:
+    """The Job's own completion time when it completed, else when this pass saw the end."""
+    return (job.completion_time if job and job.complete else None) or timestamp
 
 
 def needs_job_deleted(status: FlowInvocationStatus, job: JobSummary | None) -> bool:
