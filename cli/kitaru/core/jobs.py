@@ -188,54 +188,8 @@ def build_job(
     inv_spec: FlowInvocationSpec,
 ) -> dict[str, Any]:
     """The batch/v1 Job manifest of one invocation (see the module docstring)."""
-    stack = deployment.stack
     labels = job_labels(flow, chain, invocation_name)
-    backoff_limit = (
-        inv_spec.backoff_limit if inv_spec.backoff_limit is not None else stack.backoff_limit
-    )
-    deadline = inv_spec.active_deadline_seconds or stack.active_deadline_seconds
-
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": chain.image,
-        "command": list(RUNNER_COMMAND),
-        "env": _runner_env(flow, deployment, merged_inputs) + _stack_env(deployment),
-        "securityContext": RESTRICTED_CONTAINER_SECURITY,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    env_from = _stack_env_from(deployment)
-    if env_from:
-        container["envFrom"] = env_from
-    if stack.resources:
-        container["resources"] = stack.resources.wire()
-
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
-    }
-    if stack.service_account_name:
-        pod_spec["serviceAccountName"] = stack.service_account_name
-    else:
-        # A run needs no API access: without a ServiceAccount named in its stack it gets
-        # no token at all (not the namespace default's), so a flow has none to leak.
-        pod_spec["automountServiceAccountToken"] = False
-    source = deployment.snapshot.source
-    if source:
-        container["volumeMounts"] = [
-            {"name": SOURCE_VOLUME, "mountPath": SOURCE_MOUNT_PATH, "readOnly": True}
-        ]
-        pod_spec["volumes"] = [{"name": SOURCE_VOLUME, "configMap": {"name": source.config_map}}]
-
-    job_spec: dict[str, Any] = {
-        # The operator creates the pod and keeps the status itself (`job_control`).
-        "managedBy": MANAGED_BY,
-        "backoffLimit": backoff_limit,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
-    if deadline:
-        job_spec["activeDeadlineSeconds"] = deadline
-
+    container = _flow_container(flow, chain, deployment, merged_inputs)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -257,5 +211,71 @@ def build_job(
                 }
             ],
         },
-        "spec": job_spec,
+        "spec": _job_spec(_pod_spec(container, deployment), labels, deployment, inv_spec),
     }
+
+
+def _flow_container(
+    flow: str, chain: ResolvedChain, deployment: FlowDeploymentSpec, merged_inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """The runner in the resolved image, with the runner contract and the stack's env."""
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": chain.image,
+        "command": list(RUNNER_COMMAND),
+        "env": _runner_env(flow, deployment, merged_inputs) + _stack_env(deployment),
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    env_from = _stack_env_from(deployment)
+    if env_from:
+        container["envFrom"] = env_from
+    if deployment.stack.resources:
+        container["resources"] = deployment.stack.resources.wire()
+    if deployment.snapshot.source:
+        container["volumeMounts"] = [
+            {"name": SOURCE_VOLUME, "mountPath": SOURCE_MOUNT_PATH, "readOnly": True}
+        ]
+    return container
+
+
+def _pod_spec(container: dict[str, Any], deployment: FlowDeploymentSpec) -> dict[str, Any]:
+    """One restricted pod that never restarts in place (retries are new pods)."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+    }
+    if deployment.stack.service_account_name:
+        pod_spec["serviceAccountName"] = deployment.stack.service_account_name
+    else:
+        # A run needs no API access: without a ServiceAccount named in its stack it gets
+        # no token at all (not the namespace default's), so a flow has none to leak.
+        pod_spec["automountServiceAccountToken"] = False
+    source = deployment.snapshot.source
+    if source:
+        pod_spec["volumes"] = [{"name": SOURCE_VOLUME, "configMap": {"name": source.config_map}}]
+    return pod_spec
+
+
+def _job_spec(
+    pod_spec: dict[str, Any],
+    labels: dict[str, str],
+    deployment: FlowDeploymentSpec,
+    inv_spec: FlowInvocationSpec,
+) -> dict[str, Any]:
+    """Retries and deadline: the invocation's own, else its version's stack."""
+    stack = deployment.stack
+    backoff_limit = (
+        inv_spec.backoff_limit if inv_spec.backoff_limit is not None else stack.backoff_limit
+    )
+    deadline = inv_spec.active_deadline_seconds or stack.active_deadline_seconds
+    job_spec: dict[str, Any] = {
+        # The operator creates the pod and keeps the status itself (`job_control`).
+        "managedBy": MANAGED_BY,
+        "backoffLimit": backoff_limit,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if deadline:
+        job_spec["activeDeadlineSeconds"] = deadline
+    return job_spec
