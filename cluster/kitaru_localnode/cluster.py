@@ -339,16 +339,8 @@ def up(state: State, with_node: bool = True) -> None:
     if is_up(state):
         print(f"already up (KUBECONFIG={state.kubeconfig})")
         return
-    if with_node and (missing := node.missing_prerequisites()):
-        raise ClusterError(
-            f"the node needs {', '.join(missing)}: run `make packages` "
-            "(cluster/install-packages.sh) as root, or start with --no-node"
-        )
-    if with_node and (owner := node.node_owner()) not in (None, state.root):
-        raise ClusterError(
-            f"this machine's node belongs to the cluster in {owner}; stop it first "
-            "or start this one with --no-node"
-        )
+    if with_node:
+        _check_node_is_ours(state)
     binaries = bin_dir()
     try:
         built = images.build_all(binaries) if with_node else {}
@@ -358,31 +350,9 @@ def up(state: State, with_node: bool = True) -> None:
     down(state)
     if with_node:
         node.claim_node(state.root)
-    data_flag = f"--data-dir={state.root / 'etcd'}"
-    strays = [pid for pid in procs.with_cmdline(data_flag) if pid != os.getpid()]
-    if strays:
-        raise ClusterError(
-            f"etcd process(es) {strays} not recorded in {state.pids} still use "
-            f"{state.root / 'etcd'}; stop them first"
-        )
+    _check_no_stray_etcd(state)
     started_at = time.monotonic()
-    for d in (state.logs, state.pids, state.root / "etcd"):
-        d.mkdir(parents=True, exist_ok=True)
-    components = CONTROL_PLANE + NODE if with_node else CONTROL_PLANE
-    state.components_file.write_text(json.dumps(components) + "\n")
-    (state.root / "env").write_text(
-        f"export KITARU_BIN_DIR={binaries}\n"
-        f"export KUBECONFIG={state.kubeconfig}\n"
-        f'export PATH="$KITARU_BIN_DIR:$PATH"\n'
-    )
-    ensure_pki(state.pki)
-    ports = choose_ports(state.ports())
-    state.ports_file.write_text(json.dumps(ports, indent=2) + "\n")
-    server = f"https://{_api_host(state)}:{ports['apiserver']}"
-    write_kubeconfig(state.kubeconfig, server, state.pki, "admin")
-    for user in ("controller-manager", "scheduler", "node", "kube-proxy", "coredns"):
-        write_kubeconfig(state.kubeconfigs / f"{user}.kubeconfig", server, state.pki, user)
-
+    ports, server = _write_state(state, binaries, with_node)
     launcher = Launcher(state)
     try:
         if with_node:
@@ -407,13 +377,66 @@ def up(state: State, with_node: bool = True) -> None:
     )
 
 
+def _check_node_is_ours(state: State) -> None:
+    """The node's packages are installed and no other cluster holds this machine's node."""
+    if missing := node.missing_prerequisites():
+        raise ClusterError(
+            f"the node needs {', '.join(missing)}: run `make packages` "
+            "(cluster/install-packages.sh) as root, or start with --no-node"
+        )
+    if (owner := node.node_owner()) not in (None, state.root):
+        raise ClusterError(
+            f"this machine's node belongs to the cluster in {owner}; stop it first "
+            "or start this one with --no-node"
+        )
+
+
+def _check_no_stray_etcd(state: State) -> None:
+    """No etcd this directory did not record still uses its data directory."""
+    data_flag = f"--data-dir={state.root / 'etcd'}"
+    strays = [pid for pid in procs.with_cmdline(data_flag) if pid != os.getpid()]
+    if strays:
+        raise ClusterError(
+            f"etcd process(es) {strays} not recorded in {state.pids} still use "
+            f"{state.root / 'etcd'}; stop them first"
+        )
+
+
+def _write_state(state: State, binaries: Path, with_node: bool) -> tuple[dict[str, int], str]:
+    """The cluster directory before anything starts: which components run, the env file,
+    certificates, ports and a kubeconfig per identity. Returns the ports and the API
+    server's URL."""
+    for d in (state.logs, state.pids, state.root / "etcd"):
+        d.mkdir(parents=True, exist_ok=True)
+    components = CONTROL_PLANE + NODE if with_node else CONTROL_PLANE
+    state.components_file.write_text(json.dumps(components) + "\n")
+    (state.root / "env").write_text(
+        f"export KITARU_BIN_DIR={binaries}\n"
+        f"export KUBECONFIG={state.kubeconfig}\n"
+        f'export PATH="$KITARU_BIN_DIR:$PATH"\n'
+    )
+    ensure_pki(state.pki)
+    ports = choose_ports(state.ports())
+    state.ports_file.write_text(json.dumps(ports, indent=2) + "\n")
+    server = f"https://{_api_host(state)}:{ports['apiserver']}"
+    write_kubeconfig(state.kubeconfig, server, state.pki, "admin")
+    for user in ("controller-manager", "scheduler", "node", "kube-proxy", "coredns"):
+        write_kubeconfig(state.kubeconfigs / f"{user}.kubeconfig", server, state.pki, user)
+    return ports, server
+
+
 def _start_control_plane(
     launcher: Launcher, state: State, binaries: Path, ports: dict[str, int]
 ) -> None:
     """etcd, then the API server on the node's address (loopback without a node), then
     the controller manager and the scheduler."""
-    pki = state.pki
-    host = _api_host(state)
+    etcd_url = _start_etcd(launcher, state, binaries, ports)
+    _start_apiserver(launcher, state, binaries, ports, etcd_url)
+    _start_controllers(launcher, state, binaries, ports)
+
+
+def _start_etcd(launcher: Launcher, state: State, binaries: Path, ports: dict[str, int]) -> str:
+    """etcd on loopback; returns its client URL."""
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
     launcher.start(
@@ -433,7 +456,14 @@ def _start_control_plane(
         ],
     )
     launcher.wait("etcd", lambda: _get(f"{etcd_url}/health")[0] == 200, 30)
+    return etcd_url
 
+
+def _start_apiserver(
+    launcher: Launcher, state: State, binaries: Path, ports: dict[str, int], etcd_url: str
+) -> None:
+    pki = state.pki
+    host = _api_host(state)
     # With a node, the `kubernetes` Service's endpoint is the node's address, which pods
     # reach; without one there is no pod, and Endpoints may not hold loopback addresses.
     reconciler = "lease" if host == NODE_IP else "none"
@@ -468,6 +498,12 @@ def _start_control_plane(
     )
     launcher.wait("kube-apiserver", lambda: _apiserver_ready(state, ports["apiserver"]), 90)
 
+
+def _start_controllers(
+    launcher: Launcher, state: State, binaries: Path, ports: dict[str, int]
+) -> None:
+    """kube-controller-manager and kube-scheduler, each with an identity of its own."""
+    pki = state.pki
     for name, user, port, extra in (
         (
             "kube-controller-manager",
