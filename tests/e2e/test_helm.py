@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -121,9 +123,133 @@ def drop_finalizers(namespace: str) -> None:
         )
 
 
-def invoke_and_wait(namespace: str, name: str, who: str) -> dict[str, Any]:
+def assert_flow_runs(namespace: str, name: str, who: str) -> None:
+    """An invocation of `hello` completes through the installed operator."""
     apply(invocation(namespace, name, {"name": who}))
-    return wait_finished(namespace, name)
+    done = wait_finished(namespace, name)
+    assert done["status"]["phase"] == "Completed", done["status"]
+    assert done["status"]["result"] == f"hello {who}"
+
+
+@contextmanager
+def release_in(namespace: str) -> Iterator[str]:
+    """A fresh release name for `namespace`. On a failed assertion the pods' states and
+    the operator's log are printed (pytest shows them with the failure); the release is
+    uninstalled in any case, and the namespace's Kitaru objects let go."""
+    release = unique("kt")
+    try:
+        yield release
+    except AssertionError:
+        selector = f"{INSTANCE}={release}"
+        print(
+            kubectl("get", "pods,flowroutes,flowinvocations", "-n", namespace, check=False).stdout
+        )
+        print(kubectl("logs", "-n", namespace, "-l", selector, "--tail=200", check=False).stdout)
+        raise
+    finally:
+        helm("uninstall", release, "--namespace", namespace, check=False)
+        drop_finalizers(namespace)
+
+
+def install(namespace: str, release: str) -> dict[str, Any]:
+    """helm install; returns the operator pod once the kubelet runs it and it is Ready."""
+    installed = helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        *image_values(),
+        "--wait",
+        "--timeout=180s",
+    )
+    # NOTES.txt tells how to grant the release's roles.
+    assert f"--clusterrole={release}-consumer" in installed.stdout
+    pod: dict[str, Any] = wait_for(
+        lambda: (p := running_pod(namespace, release)) and ready(p) and p,
+        timeout=120,
+        interval=0.5,
+        message="the operator pod to be Ready",
+    )
+    return pod
+
+
+def assert_runs_as_the_chart_says(namespace: str, release: str, pod: dict[str, Any]) -> None:
+    """The pinned image, requests, read-only root, metrics on the pod's address; one
+    replica, rolling updates."""
+    (container,) = pod["spec"]["containers"]
+    assert pod["spec"]["containers"][0]["image"].endswith(node_images()["operator"]["digest"])
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["imageID"].endswith(node_images()["operator"]["digest"])
+    # Prometheus metrics, straight from the pod's address on the node's bridge.
+    metrics = http_body(f"http://{pod['status']['podIP']}:8080/metrics")
+    assert "# TYPE" in metrics
+
+    deployment = kubectl_json("get", "deployment", "-n", namespace, "-l", f"{INSTANCE}={release}")
+    (operator,) = deployment["items"]
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def bootstrap_hello(namespace: str) -> None:
+    """The `hello` flow applied; the installed operator bootstraps its `default` route."""
+    apply(*hello_objects(namespace))
+    wait_for(
+        lambda: (
+            (condition(get("flowroute", "hello.default", namespace), "Ready") or {}).get("status")
+            == "True"
+        ),
+        timeout=120,
+        interval=0.5,
+        message="the operator to bootstrap the default route",
+    )
+
+
+def upgrade_ports(namespace: str, release: str, old_pod: dict[str, Any]) -> None:
+    """helm upgrade with new ports, which change the pod template: the new pod starts as
+    a standby, takes the Lease over when the old one stops, and serves on the new ports."""
+    new_metrics, new_health = 9090, 9091
+    helm(
+        "upgrade",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        *image_values(),
+        *ports_values(new_metrics, new_health),
+        "--wait",
+        "--timeout=180s",
+    )
+    status_json = json.loads(helm("status", release, "-n", namespace, "-o", "json").stdout)
+    assert status_json["version"] == 2
+    assert status_json["info"]["status"] == "deployed"
+
+    old_uid = old_pod["metadata"]["uid"]
+
+    def replaced() -> dict[str, Any] | None:
+        new = running_pod(namespace, release)
+        return new if ready(new) and new and new["metadata"]["uid"] != old_uid else None
+
+    new_pod = wait_for(replaced, timeout=120, interval=0.5, message="the upgraded pod")
+    new_ip = new_pod["status"]["podIP"]
+    assert http_status(f"http://{new_ip}:{new_health}/healthz") == 200
+    assert "# TYPE" in http_body(f"http://{new_ip}:{new_metrics}/metrics")
+
+
+def uninstall(namespace: str, release: str) -> None:
+    """helm uninstall leaves nothing of the release; the CRDs stay, as Helm does."""
+    assert len(release_objects(release)) > 0
+    helm("uninstall", release, "--namespace", namespace, "--wait")
+    wait_for(
+        lambda: not release_objects(release),
+        timeout=120,
+        interval=0.5,
+        message="every object of the release to be gone",
+    )
+    for crd in CRDS:
+        assert kubectl("get", "crd", crd, check=False).returncode == 0, crd
 
 
 def test_chart_lints() -> None:
@@ -171,113 +297,13 @@ def test_template_is_accepted_by_the_api_server(
 @pytest.mark.cluster
 def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
     # The namespace enforces Pod Security `restricted` (conftest).
-    release = unique("kt")
-    try:
-        installed = helm(
-            "install",
-            release,
-            str(CHART),
-            "--namespace",
-            namespace,
-            *image_values(),
-            "--wait",
-            "--timeout=180s",
-        )
-        # NOTES.txt tells how to grant the release's roles.
-        assert f"--clusterrole={release}-consumer" in installed.stdout
-
-        # The kubelet runs the chart's pod as the chart says, and it passes its probes.
-        pod = wait_for(
-            lambda: (p := running_pod(namespace, release)) and ready(p) and p,
-            timeout=120,
-            interval=0.5,
-            message="the operator pod to be Ready",
-        )
-        (container,) = pod["spec"]["containers"]
-        assert pod["spec"]["containers"][0]["image"].endswith(node_images()["operator"]["digest"])
-        assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        (status,) = pod["status"]["containerStatuses"]
-        assert status["imageID"].endswith(node_images()["operator"]["digest"])
-        # Prometheus metrics, straight from the pod's address on the node's bridge.
-        metrics = http_body(f"http://{pod['status']['podIP']}:8080/metrics")
-        assert "# TYPE" in metrics
-
-        deployment = kubectl_json(
-            "get", "deployment", "-n", namespace, "-l", f"{INSTANCE}={release}"
-        )
-        (operator,) = deployment["items"]
-        assert operator["spec"]["replicas"] == 1
-        assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
-
+    with release_in(namespace) as release:
+        pod = install(namespace, release)
+        assert_runs_as_the_chart_says(namespace, release, pod)
         # A flow through the installed operator: it bootstraps `default`, runs the Job in
         # a non-root container of the runner image with the source ConfigMap read-only.
-        apply(*hello_objects(namespace))
-        wait_for(
-            lambda: (
-                (condition(get("flowroute", "hello.default", namespace), "Ready") or {}).get(
-                    "status"
-                )
-                == "True"
-            ),
-            timeout=120,
-            interval=0.5,
-            message="the operator to bootstrap the default route",
-        )
-        done = invoke_and_wait(namespace, "hello-through-helm", "helm")
-        assert done["status"]["phase"] == "Completed", done["status"]
-        assert done["status"]["result"] == "hello helm"
-
-        # Upgrade: new ports change the pod template; the new pod starts as a standby and
-        # takes the Lease over when the old one stops.
-        old_uid = pod["metadata"]["uid"]
-        new_metrics, new_health = 9090, 9091
-        helm(
-            "upgrade",
-            release,
-            str(CHART),
-            "--namespace",
-            namespace,
-            *image_values(),
-            *ports_values(new_metrics, new_health),
-            "--wait",
-            "--timeout=180s",
-        )
-        status_json = json.loads(helm("status", release, "-n", namespace, "-o", "json").stdout)
-        assert status_json["version"] == 2
-        assert status_json["info"]["status"] == "deployed"
-
-        def replaced() -> dict[str, Any] | None:
-            new = running_pod(namespace, release)
-            return new if ready(new) and new and new["metadata"]["uid"] != old_uid else None
-
-        new_pod = wait_for(replaced, timeout=120, interval=0.5, message="the upgraded pod")
-        new_ip = new_pod["status"]["podIP"]
-        assert http_status(f"http://{new_ip}:{new_health}/healthz") == 200
-        assert "# TYPE" in http_body(f"http://{new_ip}:{new_metrics}/metrics")
-        done = invoke_and_wait(namespace, "hello-after-upgrade", "upgrade")
-        assert done["status"]["phase"] == "Completed", done["status"]
-        assert done["status"]["result"] == "hello upgrade"
-        assert len(release_objects(release)) > 0
-
-        # Uninstall: nothing of the release is left; the CRDs stay, as Helm does.
-        helm("uninstall", release, "--namespace", namespace, "--wait")
-        wait_for(
-            lambda: not release_objects(release),
-            timeout=120,
-            interval=0.5,
-            message="every object of the release to be gone",
-        )
-        for crd in CRDS:
-            assert kubectl("get", "crd", crd, check=False).returncode == 0, crd
-    except AssertionError:
-        # The operator's log and the pods' states, shown by pytest with the failure.
-        selector = f"{INSTANCE}={release}"
-        print(
-            kubectl("get", "pods,flowroutes,flowinvocations", "-n", namespace, check=False).stdout
-        )
-        print(kubectl("logs", "-n", namespace, "-l", selector, "--tail=200", check=False).stdout)
-        raise
-    finally:
-        helm("uninstall", release, "--namespace", namespace, check=False)
-        drop_finalizers(namespace)
+        bootstrap_hello(namespace)
+        assert_flow_runs(namespace, "hello-through-helm", "helm")
+        upgrade_ports(namespace, release, pod)
+        assert_flow_runs(namespace, "hello-after-upgrade", "upgrade")
+        uninstall(namespace, release)
