@@ -1,7 +1,8 @@
-"""The Helm chart rendered offline by the pinned helm: what each value produces, the
-least-privilege RBAC, and the chart's CRD/admission copies against crds/.
+"""The Helm chart rendered offline by the pinned helm: what each value produces and the
+least-privilege RBAC (the chart's copies of crds/: tests/unit/test_crds_drift.py).
 
-No cluster is needed; the pinned helm binary comes from `make build-cluster`.
+The tools tier: no cluster, but the pinned helm from `make build-cluster` (`make test`
+builds it before pytest runs; the unit tier builds nothing).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from support import bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kitaru-operator"
-CRDS = REPO / "crds"
-ADMISSION = "kitaru.dev_admission.yaml"
 CRDS = REPO / "crds"
 ADMISSION = "kitaru.dev_admission.yaml"
 
@@ -51,19 +50,6 @@ def rules_allow(rules: list[dict[str, Any]], group: str, resource: str, verb: st
         and verb in r.get("verbs", [])
         for r in rules
     )
-
-
-# --- copies of the generated CRDs ----------------------------------------------
-
-
-def test_chart_crds_are_copies_of_crds_dir() -> None:
-    generated = {p.name for p in CRDS.glob("*.yaml") if p.name != ADMISSION}
-    copied = {p.name for p in (CHART / "crds").glob("*.yaml")}
-    assert copied == generated, "run `make crds` (it refreshes the chart's copy)"
-    for name in generated:
-        assert (CHART / "crds" / name).read_text() == (CRDS / name).read_text(), name
-    # The admission policies are templates (release-owned), never in the chart's crds/.
-    assert (CHART / "files" / "admission.yaml").read_text() == (CRDS / ADMISSION).read_text()
 
 
 # --- the operator Deployment ------------------------------------------------------
