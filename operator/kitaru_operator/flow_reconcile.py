@@ -21,7 +21,7 @@ import logging
 from datetime import UTC, datetime
 
 import aiohttp
-from kitaru.client.manifests import build_route
+from kitaru.core.manifests import build_route
 from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
 from kitaru.core.names import ANNOTATION_HIGHEST_VERSION, DEFAULT_TAG
 from kitaru.core.status import derive_deployment_status, derive_route_status

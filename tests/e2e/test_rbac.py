@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from chart_support import apply, bind, token_client, token_of, unique
 from kitaru.client.client import DEFAULT_SERVICE_ACCOUNT as CLIENT
-from kitaru.client.manifests import build_client_identity
+from kitaru.core.manifests import build_client_identity
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from support import REPO, kubectl, runner_image, wait_for

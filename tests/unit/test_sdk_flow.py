@@ -10,16 +10,16 @@ import pytest
 from kitaru import Deployment, Flow, flow
 from kitaru.client.errors import ExecutionFailed, InvalidArguments, KitaruError
 from kitaru.client.handle import outcome
-from kitaru.client.manifests import (
+from kitaru.client.records import ExecutionInfo, deployment_info, execution_info, route_info
+from kitaru.client.source import load_target, package_flow, parse_target
+from kitaru.core.jobs import source_sha256
+from kitaru.core.manifests import (
     build_deployment,
     build_invocation,
     build_route,
     build_source_config_map,
     route_view,
 )
-from kitaru.client.records import ExecutionInfo, deployment_info, execution_info, route_info
-from kitaru.client.source import load_target, package_flow, parse_target
-from kitaru.core.jobs import source_sha256
 from kitaru.core.routing import RouteView
 
 

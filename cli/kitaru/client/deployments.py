@@ -18,14 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import Conflict, InvalidArguments, NotFound, Rejected, ResolutionFailed
 from kitaru.client.kube import AlreadyExists, StaleObject
-from kitaru.client.manifests import (
-    build_deployment,
-    build_invocation,
-    build_route,
-    build_source_config_map,
-    route_view,
-    source_config_map_name,
-)
 from kitaru.client.records import (
     DeploymentInfo,
     FlowSummary,
@@ -42,6 +34,14 @@ from kitaru.core.inputs import (
     merge_inputs,
     schema_from_signature,
     validate_inputs,
+)
+from kitaru.core.manifests import (
+    build_deployment,
+    build_invocation,
+    build_route,
+    build_source_config_map,
+    route_view,
+    source_config_map_name,
 )
 from kitaru.core.models import SourceSnapshot
 from kitaru.core.names import (

@@ -1,4 +1,8 @@
-"""Builders: the API objects the client writes, as plain dicts (pure, no I/O)."""
+"""Builders: the API objects every surface writes, as plain dicts (pure, no I/O).
+
+The client, the operator, the tests and the benchmarks build FlowDeployments,
+FlowRoutes, FlowInvocations and the objects beside them here, and nowhere else.
+"""
 
 from __future__ import annotations
 
