@@ -4,7 +4,13 @@ import pytest
 from kitaru.core.models import TagRef
 from kitaru.core.names import InvalidName, InvalidVersion
 from kitaru.core.routing import RouteView
-from kitaru.core.tagging import TagError, apply_tag, remove_tag, tags_for_version
+from kitaru.core.tagging import (
+    TagError,
+    apply_tag,
+    bootstrap_default,
+    remove_tag,
+    tags_for_version,
+)
 
 
 def route(tag: str, *versions: int, exclusive: bool = True, flow: str = "agent") -> RouteView:
@@ -121,3 +127,18 @@ ROUTES = [
 )
 def test_tags_for_version(version: int, expected: list[TagRef]) -> None:
     assert tags_for_version(ROUTES, version) == expected
+
+
+@pytest.mark.parametrize(
+    ("versions", "new", "has_default", "expected"),
+    [
+        ([1], [1], False, route("default", 1)),  # the first deployment
+        ([3, 1, 2], [3], False, route("default", 1)),  # the lowest version, not the new one
+        ([1, 2], [2], True, None),  # `default` exists: nothing to do
+        ([1, 2], [], False, None),  # nothing new: a flow being deleted stays deleted
+    ],
+)
+def test_bootstrap_default(
+    versions: list[int], new: list[int], has_default: bool, expected: RouteView | None
+) -> None:
+    assert bootstrap_default("agent", versions, new, has_default) == expected

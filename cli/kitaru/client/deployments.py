@@ -60,8 +60,19 @@ from kitaru.core.names import (
 )
 from kitaru.core.retention import Retention
 from kitaru.core.routing import Resolution, ResolutionError, RouteView, resolve
-from kitaru.core.tagging import TagError, apply_tag, remove_tag, tags_for_version
-from kitaru.core.versioning import next_version, route_high_water_mark, with_high_water_mark
+from kitaru.core.tagging import (
+    TagError,
+    apply_tag,
+    bootstrap_default,
+    remove_tag,
+    tags_for_version,
+)
+from kitaru.core.versioning import (
+    high_water_mark_patch,
+    next_version,
+    raised_high_water_mark,
+    route_high_water_mark,
+)
 
 if TYPE_CHECKING:
     from kitaru.client.client import KitaruClient
@@ -295,8 +306,8 @@ class Deployments:
             validate_flow(flow)
             if tag is not None:
                 validate_tag(tag)
-        existing, high_water_mark = self._version_state(flow)
-        version = next_version(existing, high_water_mark)
+        existing, default = self._version_state(flow)
+        version = next_version(existing, route_high_water_mark(default))
         for _ in range(MAX_ATTEMPTS):
             body = build_deployment(
                 flow,
@@ -317,53 +328,60 @@ class Deployments:
                 version += 1
             except Rejected:
                 # Admission refuses a number below the high-water mark: re-read, else give up.
-                existing, high_water_mark = self._version_state(flow)
-                retry = next_version(existing, high_water_mark)
+                existing, default = self._version_state(flow)
+                retry = next_version(existing, route_high_water_mark(default))
                 if retry <= version:
                     raise
                 version = retry
         else:
             raise Conflict(f"could not allocate a version of flow '{flow}' after many tries")
-        first = not existing and high_water_mark == 0 and version == 1
         if not untagged:
             self._set_tag(flow, tag or DEFAULT_TAG, version, exclusive)
-        if first and (untagged or (tag or DEFAULT_TAG) != DEFAULT_TAG):
-            self._ensure_default(flow, version)
+        routed_default = not untagged and (tag or DEFAULT_TAG) == DEFAULT_TAG
+        has_default = default is not None or routed_default
+        self._bootstrap_default(flow, [*existing, version], version, has_default)
         self._record_high_water_mark(flow, version)
         return self._info(
             self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) or body,
             self._route_views(flow),
         )
 
-    def _version_state(self, flow: str) -> tuple[builtins.list[int], int]:
-        """The flow's existing versions (from names: no bodies) and its high-water mark."""
+    def _version_state(self, flow: str) -> tuple[builtins.list[int], dict[str, Any] | None]:
+        """The flow's existing versions (from names: no bodies) and its `default` route
+        (which holds the high-water mark)."""
         names = self._kube.items(DEPLOYMENTS, field_selector=of_flow(flow), metadata_only=True)
         existing = [
             parsed[1]
             for obj in names
             if (parsed := parse_deployment_name(obj["metadata"]["name"])) is not None
         ]
-        return existing, route_high_water_mark(
-            self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
-        )
+        return existing, self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
 
     def _record_high_water_mark(self, flow: str, version: int) -> None:
         """Raise the flow's mark now rather than when the operator gets to it, so a version
         deleted right after its deploy can never have its number handed out again."""
+        name = route_name(flow, DEFAULT_TAG)
         for _ in range(MAX_ATTEMPTS):
-            current = self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
-            updated = None if current is None else with_high_water_mark(current, version)
-            if updated is None:
+            current = self._kube.get(ROUTES, name)
+            if current is None:
                 return
+            mark = raised_high_water_mark(route_high_water_mark(current), [version])
+            if mark is None:
+                return
+            patch = high_water_mark_patch(current["metadata"]["resourceVersion"], mark)
             with suppress(StaleObject):
-                self._kube.replace(ROUTES, updated)
+                self._kube.patch(ROUTES, name, patch)
                 return
 
-    def _ensure_default(self, flow: str, version: int) -> None:
-        """The first version gets `default` (the operator does the same; whoever is first wins)."""
-        view = apply_tag(None, flow, DEFAULT_TAG, version, True)
-        with suppress(AlreadyExists):
-            self._kube.create(ROUTES, build_route(view))
+    def _bootstrap_default(
+        self, flow: str, versions: builtins.list[int], new: int, has_default: bool
+    ) -> None:
+        """The core's first-version rule, applied at once (the operator applies it too;
+        whoever is first wins)."""
+        view = bootstrap_default(flow, versions, [new], has_default)
+        if view is not None:
+            with suppress(AlreadyExists):
+                self._kube.create(ROUTES, build_route(view, high_water_mark=max(versions)))
 
     # --- routing -------------------------------------------------------------------
 
@@ -501,7 +519,7 @@ class Deployments:
             validate_flow(flow)
         if keep < 0:
             raise InvalidArguments(f"--keep must be 0 or more, not {keep}", kind="InvalidArguments")
-        existing, _ = self._version_state(flow)
+        existing, _default = self._version_state(flow)
         if not existing:
             raise NotFound(f"flow '{flow}' has no deployments", kind="NoDeployments")
         newest_first = sorted(existing, reverse=True)

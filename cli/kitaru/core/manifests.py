@@ -20,6 +20,7 @@ from kitaru.core.models import (
     Stack,
 )
 from kitaru.core.names import (
+    ANNOTATION_HIGHEST_VERSION,
     DEPLOYMENTS,
     GROUP,
     GROUP_VERSION,
@@ -111,23 +112,27 @@ def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
     )
 
 
-def build_route(view: RouteView, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS)."""
+def build_route(
+    view: RouteView,
+    current: Mapping[str, Any] | None = None,
+    *,
+    high_water_mark: int | None = None,
+) -> dict[str, Any]:
+    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS).
+    A new `default` route may carry the flow's high-water mark from the start."""
     spec = view.to_spec().wire()
     if current is not None:
         body = copy.deepcopy(dict(current))
         body["spec"] = spec
         body.pop("status", None)
         return body
-    return {
-        "apiVersion": GROUP_VERSION,
-        "kind": "FlowRoute",
-        "metadata": {
-            "name": route_name(view.flow, view.tag),
-            "labels": {LABEL_FLOW: view.flow, LABEL_TAG: view.tag},
-        },
-        "spec": spec,
+    metadata: dict[str, Any] = {
+        "name": route_name(view.flow, view.tag),
+        "labels": {LABEL_FLOW: view.flow, LABEL_TAG: view.tag},
     }
+    if high_water_mark is not None:
+        metadata["annotations"] = {ANNOTATION_HIGHEST_VERSION: str(high_water_mark)}
+    return {"apiVersion": GROUP_VERSION, "kind": "FlowRoute", "metadata": metadata, "spec": spec}
 
 
 def build_invocation(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from kitaru.core.models import TagRef
 from kitaru.core.names import DEFAULT_TAG, validate_flow, validate_tag, validate_version
@@ -32,6 +32,22 @@ def apply_tag(
     else:
         versions = current.versions | {version}
     return RouteView(flow, tag, exclusive, versions)
+
+
+def bootstrap_default(
+    flow: str, versions: Collection[int], new: Collection[int], has_default: bool
+) -> RouteView | None:
+    """The first deployment of a flow gets `default`, whatever surface created it.
+
+    A version new to the caller (just created by the client; not yet reconciled by the
+    operator) in a flow without a `default` route bootstraps one: exclusive, on the
+    flow's lowest version of `versions`. None when there is nothing to bootstrap. Only a
+    new version counts, so the versions of a flow being deleted on purpose (its routes
+    go too) never bring `default` back.
+    """
+    if has_default or not new:
+        return None
+    return apply_tag(None, flow, DEFAULT_TAG, min(versions), True)
 
 
 def remove_tag(current: RouteView, version: int) -> RouteView | None:
