@@ -5,6 +5,7 @@ from kitaru.core.models import TagRef
 from kitaru.core.names import InvalidName, InvalidVersion
 from kitaru.core.routing import RouteView
 from kitaru.core.tagging import (
+    AmbiguousUntag,
     TagError,
     apply_tag,
     bootstrap_default,
@@ -88,9 +89,30 @@ def test_remove_tag(current: RouteView, version: int, expected: RouteView | None
     assert remove_tag(current, version) == expected
 
 
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        (route("stable", 2), None),
+        (route("bench", 2, exclusive=False), None),
+    ],
+)
+def test_remove_tag_without_a_version_takes_its_only_one(
+    current: RouteView, expected: RouteView | None
+) -> None:
+    assert remove_tag(current, None) == expected
+
+
+def test_remove_tag_without_a_version_of_several_needs_one() -> None:
+    with pytest.raises(AmbiguousUntag, match=r"routes to versions 1, 2; pass --version") as caught:
+        remove_tag(route("bench", 1, 2, exclusive=False), None)
+    assert caught.value.reason == "AmbiguousTag"
+
+
 def test_default_cannot_be_removed() -> None:
     with pytest.raises(TagError) as caught:
         remove_tag(route("default", 1), 1)
+    with pytest.raises(TagError, match="cannot be removed, only moved"):
+        remove_tag(route("default", 1), None)
     assert "cannot be removed, only moved" in str(caught.value)
     assert "kitaru flow tag agent default --version N --exclusive" in str(caught.value)
 

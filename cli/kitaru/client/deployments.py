@@ -33,6 +33,7 @@ from kitaru.core.inputs import (
     check_inputs,
     merge_inputs,
     schema_from_signature,
+    validate_deploy_inputs,
     validate_inputs,
 )
 from kitaru.core.manifests import (
@@ -59,7 +60,15 @@ from kitaru.core.names import (
     validate_version,
 )
 from kitaru.core.retention import Retention
-from kitaru.core.routing import Resolution, ResolutionError, RouteView, resolve
+from kitaru.core.routing import (
+    Resolution,
+    ResolutionError,
+    RouteView,
+    no_deployments,
+    resolve,
+    tag_not_found,
+    version_not_found,
+)
 from kitaru.core.tagging import (
     TagError,
     apply_tag,
@@ -114,13 +123,12 @@ def core_errors() -> Iterator[None]:
     except InvalidName as exc:  # InvalidVersion too
         raise InvalidArguments(str(exc), kind=type(exc).__name__) from exc
     except TagError as exc:
-        raise InvalidArguments(str(exc), kind="TagError") from exc
+        raise InvalidArguments(str(exc), kind=exc.reason) from exc
 
 
-def check_deploy_inputs(inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
-    """Deploy-time inputs may leave required inputs to the invocations; the rest must fit."""
-    partial = {k: v for k, v in schema.items() if k != "required"}
-    validate_inputs(inputs, partial)
+def not_found(error: ResolutionError) -> NotFound:
+    """A core "no such thing" as the client's NotFound, message and kind unchanged."""
+    return NotFound(error.message, kind=error.reason)
 
 
 class _ApiLookup:
@@ -192,9 +200,7 @@ class Deployments:
         obj = self._kube.get(DEPLOYMENTS, deployment_name(flow, resolution.version))
         if obj is None:
             # Deleted between the resolution and this read: the same answer as before it.
-            raise NotFound(
-                f"flow '{flow}' has no version {resolution.version}", kind="VersionNotFound"
-            )
+            raise not_found(version_not_found(flow, resolution.version))
         return self._info(obj, self._route_views(flow))
 
     def routes(self, flow: str | None = None) -> builtins.list[RouteInfo]:
@@ -262,7 +268,7 @@ class Deployments:
                 validate_tag(tag)
             check_inputs(inputs)
             schema = schema_from_signature(flow_obj.func, inputs)
-            check_deploy_inputs(inputs, schema)
+            validate_deploy_inputs(inputs, schema)
         package = package_flow(flow_obj, path, attr)
         config_map = build_source_config_map(package.flow, package.files, package.sha256)
         with suppress(AlreadyExists):  # content-addressed: the same source is already stored
@@ -392,11 +398,7 @@ class Deployments:
             validate_tag(tag)
             validate_version(version)
         if self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None:
-            raise NotFound(
-                f"flow '{flow}' has no version {version}; list its versions with: "
-                f"kitaru flow deployments list {flow}",
-                kind="VersionNotFound",
-            )
+            raise not_found(version_not_found(flow, version))
         return self._set_tag(flow, tag, version, exclusive)
 
     def _set_tag(self, flow: str, tag: str, version: int, exclusive: bool) -> RouteInfo:
@@ -425,18 +427,9 @@ class Deployments:
             current = self._kube.get(ROUTES, route_name(flow, tag))
             view = route_view(current)
             if current is None or view is None:
-                raise NotFound(f"flow '{flow}' has no tag '{tag}'", kind="TagNotFound")
-            target = version
-            if target is None:
-                if len(view.versions) > 1 and tag != DEFAULT_TAG:
-                    listed = ", ".join(str(v) for v in sorted(view.versions))
-                    raise InvalidArguments(
-                        f"tag '{tag}' of flow '{flow}' routes to versions {listed}; pass --version",
-                        kind="AmbiguousTag",
-                    )
-                target = min(view.versions)
+                raise not_found(tag_not_found(flow, tag))
             with core_errors():
-                remaining = remove_tag(view, target)
+                remaining = remove_tag(view, version)
             try:
                 if remaining is None:
                     self._kube.delete(
@@ -460,7 +453,7 @@ class Deployments:
         name = deployment_name(flow, version)
         obj = self._kube.get(DEPLOYMENTS, name)
         if obj is None:
-            raise NotFound(f"flow '{flow}' has no version {version}", kind="VersionNotFound")
+            raise not_found(version_not_found(flow, version))
         info = self._info(obj, self._route_views(flow))
         self._kube.delete(DEPLOYMENTS, name)
         return info
@@ -497,7 +490,7 @@ class Deployments:
                 f"flow '{flow}' kept getting new versions while being deleted; try again"
             )
         if not deleted_versions and not deleted_tags:
-            raise NotFound(f"flow '{flow}' has no deployments", kind="NoDeployments")
+            raise not_found(no_deployments(flow))
         return FlowSummary(flow, tuple(sorted(deleted_versions)), None, tuple(sorted(deleted_tags)))
 
     def _mark_deleting(self, route: str) -> None:
@@ -521,7 +514,7 @@ class Deployments:
             raise InvalidArguments(f"--keep must be 0 or more, not {keep}", kind="InvalidArguments")
         existing, _default = self._version_state(flow)
         if not existing:
-            raise NotFound(f"flow '{flow}' has no deployments", kind="NoDeployments")
+            raise not_found(no_deployments(flow))
         newest_first = sorted(existing, reverse=True)
         tagged = set().union(*(view.versions for view in self._route_views(flow)))
         self._record_high_water_mark(flow, newest_first[0])

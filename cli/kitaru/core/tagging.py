@@ -12,6 +12,14 @@ from kitaru.core.routing import RouteView, format_versions
 class TagError(ValueError):
     """A tag command that the rules forbid; the message says what to do instead."""
 
+    reason = "TagError"
+
+
+class AmbiguousUntag(TagError):
+    """Untag without a version, of a tag that routes to several."""
+
+    reason = "AmbiguousTag"
+
 
 def apply_tag(
     current: RouteView | None, flow: str, tag: str, version: int, exclusive: bool
@@ -50,13 +58,21 @@ def bootstrap_default(
     return apply_tag(None, flow, DEFAULT_TAG, min(versions), True)
 
 
-def remove_tag(current: RouteView, version: int) -> RouteView | None:
-    """The route after `kitaru flow untag`; None means the route should be deleted."""
+def remove_tag(current: RouteView, version: int | None) -> RouteView | None:
+    """The route after `kitaru flow untag` (None: delete the route). Without a version,
+    the tag comes off its only version; a tag on several needs one."""
     if current.tag == DEFAULT_TAG:
         raise TagError(
             f"the '{DEFAULT_TAG}' tag of flow '{current.flow}' cannot be removed, only moved: "
             f"kitaru flow tag {current.flow} {DEFAULT_TAG} --version N --exclusive"
         )
+    if version is None:
+        if len(current.versions) > 1:
+            raise AmbiguousUntag(
+                f"tag '{current.tag}' of flow '{current.flow}' routes to versions "
+                f"{format_versions(current.versions)}; pass --version"
+            )
+        version = min(current.versions)
     if version not in current.versions:
         raise TagError(
             f"tag '{current.tag}' of flow '{current.flow}' does not route to version {version} "
