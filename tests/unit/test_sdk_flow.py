@@ -241,12 +241,12 @@ def test_records_from_objects() -> None:
             },
             "status": {
                 "tags": [{"tag": "canary", "exclusive": True}],
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Runnable"}],
             },
         }
     )
     assert dep.snapshot_name == "kitaru::research_agent::v2"
-    assert dep.tag_names == ["canary"]
+    assert [t.tag for t in dep.tags] == ["canary"]
     assert dep.ready is True
     assert dep.to_json()["tags"] == [{"tag": "canary", "exclusive": True}]
     route = route_info(

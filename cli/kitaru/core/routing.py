@@ -23,10 +23,6 @@ class RouteView:
     exclusive: bool
     versions: frozenset[int]
 
-    @classmethod
-    def from_spec(cls, spec: FlowRouteSpec) -> RouteView:
-        return cls(spec.flow, spec.tag, spec.exclusive, frozenset(spec.versions))
-
     def to_spec(self) -> FlowRouteSpec:
         return FlowRouteSpec(
             flow=self.flow, tag=self.tag, exclusive=self.exclusive, versions=sorted(self.versions)
