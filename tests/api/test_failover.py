@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kitaru.core.manifests import build_deployment
 from support import OperatorProcess, create, kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -56,16 +57,7 @@ def test_killing_the_leader_mid_burst_loses_and_repeats_nothing(
         assert "became the leader" not in second.log()
 
         create(
-            {
-                "apiVersion": "kitaru.dev/v1alpha1",
-                "kind": "FlowDeployment",
-                "metadata": {"name": "square-v1"},
-                "spec": {
-                    "flow": "square",
-                    "version": 1,
-                    "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "m:f"},
-                },
-            },
+            build_deployment("square", 1, entrypoint="m:f", image="ghcr.io/kitaru-k8s/runner:dev"),
             namespace,
         )
         wait_for(
