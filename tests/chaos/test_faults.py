@@ -103,7 +103,7 @@ def test_a_burst_survives_every_component_crashing(
     operator = OperatorProcess(namespace, tmp_path, resync_seconds=5)
     operator.start()
     # Retries are part of the Job API: a run whose pod dies with its node is run again.
-    kitaru.deploy("square", 1, "square", {"n": 0}, backoffLimit=3)
+    kitaru.deploy("square", 1, "square", {"n": 0}, backoff_limit=3)
     kitaru.wait_default("square")
 
     def restart_operator() -> None:
