@@ -53,7 +53,7 @@ import aiohttp
 from benchlib import KUBECONFIG, G, V, api, pct, session, summary, wait_namespaces_gone
 from kitaru.core.inputs import inputs_hash, merge_inputs
 from kitaru.core.jobs import build_chain, build_job
-from kitaru.core.manifests import build_deployment
+from kitaru.core.manifests import build_deployment, build_invocation
 from kitaru.core.models import FlowDeploymentSpec, FlowInvocationSpec, SelectorKind
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -95,12 +95,7 @@ async def _measure(
                     seen.setdefault(name, time.monotonic())
 
     async def create(name: str) -> None:
-        body = {
-            "apiVersion": f"{G}/{V}",
-            "kind": "FlowInvocation",
-            "metadata": {"name": name},
-            "spec": {"flow": "square", "version": 1, "inputs": {}},
-        }
+        body = build_invocation("square", name=name, version=1)
         started[name] = time.monotonic()
         url = f"/apis/{G}/{V}/namespaces/{ns}/flowinvocations"
         async with http.post(url, json=body) as response:
