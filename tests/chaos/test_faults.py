@@ -21,6 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 from flow_support import FINISHED, GROUP, VERSION, Kitaru
+from kitaru.core.manifests import build_invocation
 from support import REPO, OperatorProcess, kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -65,12 +66,7 @@ class Burst(threading.Thread):
         for index in range(BURST):
             time.sleep(max(0.0, origin + index / RATE - time.monotonic()))
             name = f"sq-{index:03d}"
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "FlowInvocation",
-                "metadata": {"name": name},
-                "spec": {"flow": "square", "inputs": {"n": index}},
-            }
+            body = build_invocation("square", name=name, inputs={"n": index})
             deadline = time.monotonic() + 120
             while True:
                 try:
