@@ -41,7 +41,7 @@ crds: ## regenerate crds/ (and the chart's copy) from the pydantic models
 check-crds: ## fail when crds/ drifts from the models
 	$(PYTHON) -m kitaru.core.crdgen --check crds
 
-lint: ## ruff, formatting, mypy and the import contracts of the pure core
+lint: ## ruff, formatting, mypy and the import contracts (core, client, operator, runner)
 	ruff check .
 	ruff format --check .
 	mypy

@@ -53,6 +53,7 @@ import aiohttp
 from benchlib import KUBECONFIG, G, V, api, pct, session, summary, wait_namespaces_gone
 from kitaru.core.inputs import inputs_hash, merge_inputs
 from kitaru.core.jobs import build_chain, build_job
+from kitaru.core.manifests import build_deployment, build_invocation
 from kitaru.core.models import FlowDeploymentSpec, FlowInvocationSpec, SelectorKind
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -67,16 +68,9 @@ def setup_namespace(k8s: client.ApiClient) -> str:
     core.create_namespaced_resource_quota(
         ns, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
     )
-    body = {
-        "apiVersion": f"{G}/{V}",
-        "kind": "FlowDeployment",
-        "metadata": {"name": "square-v1"},
-        "spec": {
-            "flow": "square",
-            "version": 1,
-            "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "m:square"},
-        },
-    }
+    body = build_deployment(
+        "square", 1, entrypoint="m:square", image="ghcr.io/kitaru-k8s/runner:dev"
+    )
     client.CustomObjectsApi(k8s).create_namespaced_custom_object(G, V, ns, "flowdeployments", body)
     return ns
 
@@ -101,12 +95,7 @@ async def _measure(
                     seen.setdefault(name, time.monotonic())
 
     async def create(name: str) -> None:
-        body = {
-            "apiVersion": f"{G}/{V}",
-            "kind": "FlowInvocation",
-            "metadata": {"name": name},
-            "spec": {"flow": "square", "version": 1, "inputs": {}},
-        }
+        body = build_invocation("square", name=name, version=1)
         started[name] = time.monotonic()
         url = f"/apis/{G}/{V}/namespaces/{ns}/flowinvocations"
         async with http.post(url, json=body) as response:

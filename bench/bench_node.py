@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from kitaru.core.jobs import SOURCE_MOUNT_PATH, source_key, source_sha256
+from kitaru.core.manifests import build_deployment, build_invocation
+from kitaru.core.models import SourceSnapshot
 from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,29 +216,22 @@ def bench_pod_start(k8s: client.ApiClient, ns: str, image: str, pods: int, rate:
 
 
 def hello_deployment(image: str) -> dict:
-    return {
-        "apiVersion": f"{G}/{V}",
-        "kind": "FlowDeployment",
-        "metadata": {"name": "hello-v1"},
-        "spec": {
-            "flow": "hello",
-            "version": 1,
-            "snapshot": {
-                "image": image,
-                "entrypoint": "hello:hello",
-                "source": {
-                    "configMap": "hello-source",
-                    "sha256": source_sha256(FLOW_FILES),
-                    "files": sorted(FLOW_FILES),
-                },
-            },
-            "inputs": {"name": "world"},
-            "inputSchema": {
-                "type": "object",
-                "properties": {"name": {"type": "string", "default": "world"}},
-            },
+    return build_deployment(
+        "hello",
+        1,
+        entrypoint="hello:hello",
+        image=image,
+        source=SourceSnapshot(
+            config_map="hello-source",
+            sha256=source_sha256(FLOW_FILES),
+            files=sorted(FLOW_FILES),
+        ),
+        inputs={"name": "world"},
+        input_schema={
+            "type": "object",
+            "properties": {"name": {"type": "string", "default": "world"}},
         },
-    }
+    )
 
 
 def has_result(inv: dict) -> bool:
@@ -295,20 +290,10 @@ def bench_invoke(
         failed = 0
         for i in range(count):
             name = f"inv-{i}"
+            body = build_invocation("hello", name=name, inputs={"name": "bench"})
             pause()
             before = time.monotonic()
-            custom.create_namespaced_custom_object(
-                G,
-                V,
-                ns,
-                "flowinvocations",
-                {
-                    "apiVersion": f"{G}/{V}",
-                    "kind": "FlowInvocation",
-                    "metadata": {"name": name},
-                    "spec": {"flow": "hello", "inputs": {"name": "bench"}},
-                },
-            )
+            custom.create_namespaced_custom_object(G, V, ns, "flowinvocations", body)
             invocations.wait([name], timeout=120)
             seconds.append(invocations.seen[name] - before)
             got = custom.get_namespaced_custom_object(G, V, ns, "flowinvocations", name)

@@ -45,8 +45,6 @@ import aiohttp
 from benchlib import (
     KITARU,
     KUBECONFIG,
-    G,
-    V,
     api,
     configuration,
     pct,
@@ -55,6 +53,9 @@ from benchlib import (
     summary,
     wait_namespaces_gone,
 )
+from kitaru.core.jobs import source_key, source_sha256
+from kitaru.core.manifests import build_deployment, build_invocation
+from kitaru.core.models import SourceSnapshot
 
 PREFIX = "podbench-"
 POD, RESULT = "submit -> pod", "submit -> result"
@@ -102,8 +103,6 @@ class System:
 
 
 async def kitaru_setup(http: aiohttp.ClientSession, ns: str) -> None:
-    from kitaru.core.jobs import source_key, source_sha256
-
     files = {"square.py": FLOW_SOURCE.encode()}
     await request(
         http,
@@ -115,25 +114,20 @@ async def kitaru_setup(http: aiohttp.ClientSession, ns: str) -> None:
             "data": {source_key(p): d.decode() for p, d in files.items()},
         },
     )
-    source = {"configMap": "square-src", "sha256": source_sha256(files), "files": ["square.py"]}
+    source = SourceSnapshot(
+        config_map="square-src", sha256=source_sha256(files), files=["square.py"]
+    )
     await request(
         http,
         "POST",
         f"{KITARU}/namespaces/{ns}/flowdeployments",
-        {
-            "apiVersion": f"{G}/{V}",
-            "kind": "FlowDeployment",
-            "metadata": {"name": "square-v1"},
-            "spec": {
-                "flow": "square",
-                "version": 1,
-                "snapshot": {
-                    "image": images()["runner"]["pinned"],
-                    "entrypoint": "square:square",
-                    "source": source,
-                },
-            },
-        },
+        build_deployment(
+            "square",
+            1,
+            entrypoint="square:square",
+            image=images()["runner"]["pinned"],
+            source=source,
+        ),
     )
 
 
@@ -147,12 +141,7 @@ def kitaru_start(ns: str) -> subprocess.Popen[bytes]:
 
 
 def kitaru_submit(ns: str, index: int) -> tuple[str, dict[str, Any]]:
-    body = {
-        "apiVersion": f"{G}/{V}",
-        "kind": "FlowInvocation",
-        "metadata": {"name": f"sq-{index:05d}"},
-        "spec": {"flow": "square", "version": 1, "inputs": {"n": index}},
-    }
+    body = build_invocation("square", name=f"sq-{index:05d}", version=1, inputs={"n": index})
     return f"{KITARU}/namespaces/{ns}/flowinvocations", body
 
 

@@ -16,7 +16,8 @@ import sys
 import time
 from typing import Any
 
-from kitaru.core.routing import resolve
+from kitaru.core.manifests import build_deployment, build_route
+from kitaru.core.routing import RouteView, resolve
 from kitaru_operator.flows import (
     DeploymentSink,
     FlowLookup,
@@ -31,33 +32,15 @@ NAMESPACE, FLOW = "bench", "research_agent"
 REPEAT, ROUNDS = 10_000, 15
 
 
-def deployment(version: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowDeployment",
-        "metadata": {"name": f"research-agent-v{version}", "namespace": NAMESPACE},
-        "spec": {
-            "flow": FLOW,
-            "version": version,
-            "snapshot": {"image": "img:1", "entrypoint": "m:f"},
-        },
-    }
-
-
-def route(tag: str, *versions: int, exclusive: bool = True) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowRoute",
-        "metadata": {"name": f"research-agent.{tag}", "namespace": NAMESPACE},
-        "spec": {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": list(versions)},
-    }
+def route(tag: str, version: int) -> dict[str, Any]:
+    return build_route(RouteView(FLOW, tag, True, frozenset({version})))
 
 
 def build(versions: int) -> Flows:
     flows = Flows()
     deployments, routes = DeploymentSink(flows), RouteSink(flows)
     for v in range(1, versions + 1):
-        body = deployment(v)
+        body = build_deployment(FLOW, v, entrypoint="m:f", image="img:1")
         deployments.upsert(
             (NAMESPACE, body["metadata"]["name"]), deployment_record(Object.model_validate(body))
         )

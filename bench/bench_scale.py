@@ -47,8 +47,6 @@ from benchlib import (
     KITARU,
     KUBECONFIG,
     REPO,
-    G,
-    V,
     api,
     configuration,
     pct,
@@ -57,6 +55,7 @@ from benchlib import (
     summary,
     wait_namespaces_gone,
 )
+from kitaru.core.manifests import build_deployment, build_invocation
 
 PREFIX = "scale-"
 FLOW = "agent"
@@ -90,22 +89,18 @@ SHAPES = {
 
 
 def deployment(version: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{G}/{V}",
-        "kind": "FlowDeployment",
-        "metadata": {"name": f"{FLOW}-v{version}", "labels": {"kitaru.dev/flow": FLOW}},
-        "spec": {
-            "flow": FLOW,
-            "version": version,
-            "snapshot": {"image": IMAGE, "entrypoint": "flows.agent:agent"},
-            "inputs": {"topic": "durable agents"},
-            "inputSchema": {
-                "type": "object",
-                "properties": {"topic": {"type": "string", "default": "durable agents"}},
-                "additionalProperties": False,
-            },
+    return build_deployment(
+        FLOW,
+        version,
+        entrypoint="flows.agent:agent",
+        image=IMAGE,
+        inputs={"topic": "durable agents"},
+        input_schema={
+            "type": "object",
+            "properties": {"topic": {"type": "string", "default": "durable agents"}},
+            "additionalProperties": False,
         },
-    }
+    )
 
 
 def finished_status(version: int, finished: datetime) -> dict[str, Any]:
@@ -153,12 +148,9 @@ async def fill(http: aiohttp.ClientSession, ns: str, shape: Shape) -> None:
     async def create_finished(index: int) -> None:
         version = index % shape.versions + 1
         path = f"{KITARU}/namespaces/{ns}/flowinvocations"
-        body = {
-            "apiVersion": f"{G}/{V}",
-            "kind": "FlowInvocation",
-            "metadata": {"name": f"{FLOW}-done-{index:06d}", "labels": {"kitaru.dev/flow": FLOW}},
-            "spec": {"flow": FLOW, "version": version, "inputs": {"topic": f"run {index}"}},
-        }
+        body = build_invocation(
+            FLOW, name=f"{FLOW}-done-{index:06d}", version=version, inputs={"topic": f"run {index}"}
+        )
         async with limit:
             created = await request(http, "POST", path, body)
             created["status"] = finished_status(version, base + timedelta(seconds=index / 100))
@@ -262,12 +254,7 @@ async def dispatch(http: aiohttp.ClientSession, ns: str) -> list[float]:
                     )
 
     async def create(name: str) -> None:
-        body = {
-            "apiVersion": f"{G}/{V}",
-            "kind": "FlowInvocation",
-            "metadata": {"name": name},
-            "spec": {"flow": FLOW, "inputs": {"topic": name}},
-        }
+        body = build_invocation(FLOW, name=name, inputs={"topic": name})
         started[name] = time.monotonic()
         await request(http, "POST", f"{KITARU}/namespaces/{ns}/flowinvocations", body)
 

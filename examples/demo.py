@@ -9,6 +9,7 @@ The operator it started is stopped at the end; the namespace is left for inspect
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from kitaru.core.manifests import build_deployment
 
 NAMESPACE = "kitaru-demo"
 REPO = Path(__file__).resolve().parents[1]
@@ -103,9 +106,7 @@ def prepare_cluster() -> None:
 
 
 # A version the admission policies check (a server-side dry run stores nothing).
-PROBE = """{"apiVersion": "kitaru.dev/v1alpha1", "kind": "FlowDeployment",
- "metadata": {"name": "probe-v1"},
- "spec": {"flow": "probe", "version": 1, "snapshot": {"image": "probe", "entrypoint": "m:f"}}}"""
+PROBE = json.dumps(build_deployment("probe", 1, entrypoint="m:f", image="probe"))
 
 
 def wait_for_admission(timeout: float = 60) -> None:

@@ -1,6 +1,6 @@
 """Flows that really run: the test flows of tests/e2e/flows shipped as an immutable source
-ConfigMap (checked against its sha256), FlowDeployments, routes and invocations created
-with plain API calls, and polling of their status."""
+ConfigMap (checked against its sha256), FlowDeployments, routes and invocations built by
+`kitaru.core.manifests` and created with plain API calls, and polling of their status."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from typing import Any
 import kubernetes
 from kitaru.core.inputs import schema_from_signature
 from kitaru.core.jobs import source_key, source_sha256
+from kitaru.core.manifests import build_deployment, build_invocation, build_route
+from kitaru.core.models import SourceSnapshot
+from kitaru.core.names import DEFAULT_TAG, route_name
+from kitaru.core.routing import RouteView
 from support import runner_image, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent / "e2e"))
@@ -31,9 +35,9 @@ class Kitaru:
         self.custom = kubernetes.client.CustomObjectsApi(k8s)
         self.core = kubernetes.client.CoreV1Api(k8s)
         self.batch = kubernetes.client.BatchV1Api(k8s)
-        self.source: dict[str, Any] | None = None
+        self.source: SourceSnapshot | None = None
 
-    def ship_flows(self) -> dict[str, Any]:
+    def ship_flows(self) -> SourceSnapshot:
         files = {path: (E2E / path).read_bytes() for path in FLOW_FILES}
         self.core.create_namespaced_config_map(
             self.ns,
@@ -43,11 +47,9 @@ class Kitaru:
                 "data": {source_key(p): data.decode() for p, data in files.items()},
             },
         )
-        self.source = {
-            "configMap": "flows-source",
-            "sha256": source_sha256(files),
-            "files": sorted(files),
-        }
+        self.source = SourceSnapshot(
+            config_map="flows-source", sha256=source_sha256(files), files=sorted(files)
+        )
         return self.source
 
     def deploy(
@@ -56,41 +58,31 @@ class Kitaru:
         version: int,
         function: str,
         inputs: dict[str, Any] | None = None,
-        **stack: Any,
+        **options: Any,
     ) -> None:
+        """Version `version` of `flow` running `flows.research:<function>` from the shipped
+        source; `options` are `build_deployment`'s (a service account, retries)."""
         inputs = inputs or {}
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowDeployment",
-            "metadata": {"name": f"{flow.replace('_', '-')}-v{version}"},
-            "spec": {
-                "flow": flow,
-                "version": version,
-                "inputs": inputs,
-                "inputSchema": schema_from_signature(getattr(research, function), inputs),
-                "snapshot": {
-                    "image": runner_image(),
-                    "entrypoint": f"flows.research:{function}",
-                    "source": self.source,
-                },
-                "stack": stack,
-            },
-        }
+        body = build_deployment(
+            flow,
+            version,
+            entrypoint=f"flows.research:{function}",
+            image=runner_image(),
+            inputs=inputs,
+            input_schema=schema_from_signature(getattr(research, function), inputs),
+            source=self.source,
+            **options,
+        )
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.ns, "flowdeployments", body
         )
 
     def route(self, flow: str, tag: str, *versions: int, exclusive: bool = True) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowRoute",
-            "metadata": {"name": f"{flow.replace('_', '-')}.{tag}"},
-            "spec": {"flow": flow, "tag": tag, "exclusive": exclusive, "versions": list(versions)},
-        }
+        body = build_route(RouteView(flow, tag, exclusive, frozenset(versions)))
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "flowroutes", body)
 
     def wait_default(self, flow: str) -> None:
-        name = f"{flow.replace('_', '-')}.default"
+        name = route_name(flow, DEFAULT_TAG)
         wait_for(
             lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, self.ns, "flowroutes", name
@@ -98,14 +90,10 @@ class Kitaru:
             30,
         )
 
-    def invoke(self, flow: str, name: str | None = None, **spec: Any) -> str:
-        meta = {"name": name} if name else {"generateName": f"{flow.replace('_', '-')}-"}
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowInvocation",
-            "metadata": meta,
-            "spec": {"flow": flow, **spec},
-        }
+    def invoke(self, flow: str, **options: Any) -> str:
+        """Create an invocation and return its name; `options` are `build_invocation`'s
+        (a fixed name, tag or version, inputs, retention, deadlines, retries)."""
+        body = build_invocation(flow, **options)
         created = self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.ns, "flowinvocations", body
         )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from kitaru.core.manifests import build_deployment
+
 REPO = Path(__file__).resolve().parents[1]
 # The cluster under test: the checkout's own (`make cluster-up`), unless
 # KITARU_TEST_CLUSTER_DIR names another one that is already running, e.g. a
@@ -207,15 +209,8 @@ def create(obj: dict, namespace: str, check: bool = True):
 def deployment(flow: str, version: int, *, image: str | None = "") -> dict:
     """A FlowDeployment manifest; `image` defaults to the node's runner image, None
     leaves the snapshot without one."""
-    snapshot: dict = {"entrypoint": f"flows.demo:{flow}"}
-    if image is not None:
-        snapshot["image"] = image or runner_image()
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowDeployment",
-        "metadata": {"name": f"{flow.replace('_', '-')}-v{version}"},
-        "spec": {"flow": flow, "version": version, "snapshot": snapshot},
-    }
+    image = runner_image() if image == "" else image
+    return build_deployment(flow, version, entrypoint=f"flows.demo:{flow}", image=image)
 
 
 def route(
@@ -225,6 +220,9 @@ def route(
     exclusive: bool = True,
     annotations: dict[str, str] | None = None,
 ) -> dict:
+    """A FlowRoute manifest as kubectl would send it, valid or not: tests of the API
+    server's own rules (tag patterns, `default` exclusive, duplicate versions) need
+    routes that the core's builder, which validates, refuses to make."""
     metadata: dict = {"name": f"{flow.replace('_', '-')}.{tag}"}
     if annotations:
         metadata["annotations"] = annotations

@@ -21,11 +21,12 @@ import logging
 from datetime import UTC, datetime
 
 import aiohttp
-from kitaru.client.manifests import build_route
+from kitaru.core.manifests import build_route
 from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
-from kitaru.core.names import ANNOTATION_HIGHEST_VERSION, DEFAULT_TAG
+from kitaru.core.names import DEFAULT_TAG
 from kitaru.core.status import derive_deployment_status, derive_route_status
-from kitaru.core.tagging import apply_tag
+from kitaru.core.tagging import bootstrap_default
+from kitaru.core.versioning import high_water_mark_patch, raised_high_water_mark
 
 from kitaru_operator import metrics
 from kitaru_operator.events import EventRecorder, ObjectRef
@@ -126,24 +127,27 @@ class FlowReconciler:
         if not new:
             return
         default = state.routes.get(DEFAULT_TAG)
-        # "The first deployment gets default": only a version this operator has not yet
-        # reconciled (no status) bootstraps it, so the versions of a flow being deleted
-        # on purpose (routes first) never bring it back.
-        if default is None and any(d.status_json is None for d in new):
-            await self._bootstrap_default(namespace, flow, state)
-        elif default is not None and max(d.version for d in new) > default.high_water_mark:
+        # New to this operator: a version it has not reconciled yet (no status).
+        unreconciled = [d.version for d in new if d.status_json is None]
+        if default is None:
+            await self._bootstrap_default(namespace, flow, state, unreconciled)
+        elif raised_high_water_mark(default.high_water_mark, (d.version for d in new)) is not None:
             await self._raise_high_water_mark(namespace, default, state.highest_version())
 
-    async def _bootstrap_default(self, namespace: str, flow: str, state: FlowState) -> None:
+    async def _bootstrap_default(
+        self, namespace: str, flow: str, state: FlowState, unreconciled: list[int]
+    ) -> None:
         versions = [v for v, d in state.deployments.items() if not d.deleting]
-        first = min(versions)
-        body = build_route(apply_tag(None, flow, DEFAULT_TAG, first, True))
+        view = bootstrap_default(flow, versions, unreconciled, has_default=False)
+        if view is None:
+            return
+        body = build_route(view, high_water_mark=max(versions))
         body["metadata"]["namespace"] = namespace
-        body["metadata"]["annotations"] = {ANNOTATION_HIGHEST_VERSION: str(max(versions))}
         created = await self.api.create(ROUTE, namespace, body)
         if created is not None:
             meta = created["metadata"]
             ref = ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, meta["name"], meta["uid"])
+            (first,) = view.versions
             self.events.post(ref, "DefaultRouteCreated", f"{DEFAULT_TAG} routes to version {first}")
 
     async def _raise_high_water_mark(
@@ -151,12 +155,7 @@ class FlowReconciler:
     ) -> None:
         """Compare-and-swap the annotation up; on conflict the route's own event brings
         a newer record and the version that is still above the mark marks the flow again."""
-        patch = {
-            "metadata": {
-                "resourceVersion": default.resource_version,
-                "annotations": {ANNOTATION_HIGHEST_VERSION: str(highest)},
-            }
-        }
+        patch = high_water_mark_patch(default.resource_version, highest)
         # None: changed meanwhile (409); its event re-marks the flow.
         if await self.api.patch(ROUTE, namespace, default.name, patch):
             logger.info("raised high-water mark of %s/%s to %d", namespace, default.name, highest)

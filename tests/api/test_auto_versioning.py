@@ -63,7 +63,7 @@ def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, name
     assert [d.version for d in listed] == list(range(1, DEPLOYERS + 1))
     assert {d.name for d in listed} == {f"research-agent-v{n}" for n in range(1, 21)}
     # `default` (moved by each tagless deploy) is on exactly one of them.
-    default = [d.version for d in listed if "default" in d.tag_names]
+    default = [d.version for d in listed if any(t.tag == "default" for t in d.tags)]
     assert len(default) == 1, default
 
     # The operator has seen v20: the high-water mark on `default` says so.
@@ -81,7 +81,7 @@ def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, name
     info = client.deployments.create_version(FLOW, entrypoint=ENTRYPOINT, image=runner_image())
     assert info.version == DEPLOYERS + 1
     assert info.snapshot_name == "kitaru::research_agent::v21"
-    assert info.tag_names == ["default"]
+    assert [t.tag for t in info.tags] == ["default"]
     versions = [d.version for d in client.deployments.list(FLOW)]
     assert versions == [*range(1, DEPLOYERS), DEPLOYERS + 1]
 

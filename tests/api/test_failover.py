@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kitaru.core.manifests import build_deployment, build_invocation
 from support import OperatorProcess, create, kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -29,15 +30,6 @@ def replica(namespace: str, log_dir: Path) -> OperatorProcess:
     )
 
 
-def invocation(name: str) -> dict:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowInvocation",
-        "metadata": {"name": name},
-        "spec": {"flow": "square", "inputs": {"n": 3}},
-    }
-
-
 def jobs(namespace: str) -> dict[str, dict]:
     listed = json.loads(kubectl("get", "jobs", "-o", "json", namespace=namespace).stdout)
     return {job["metadata"]["name"]: job for job in listed["items"]}
@@ -56,16 +48,7 @@ def test_killing_the_leader_mid_burst_loses_and_repeats_nothing(
         assert "became the leader" not in second.log()
 
         create(
-            {
-                "apiVersion": "kitaru.dev/v1alpha1",
-                "kind": "FlowDeployment",
-                "metadata": {"name": "square-v1"},
-                "spec": {
-                    "flow": "square",
-                    "version": 1,
-                    "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "m:f"},
-                },
-            },
+            build_deployment("square", 1, entrypoint="m:f", image="ghcr.io/kitaru-k8s/runner:dev"),
             namespace,
         )
         wait_for(
@@ -81,7 +64,7 @@ def test_killing_the_leader_mid_burst_loses_and_repeats_nothing(
         names = [f"burst-{i:02d}" for i in range(BURST)]
         killed_at = 0.0
         for index, name in enumerate(names):
-            create(invocation(name), namespace)
+            create(build_invocation("square", name=name, inputs={"n": 3}), namespace)
             if index == BURST // 3:
                 first.kill()
                 killed_at = time.monotonic()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kitaru.core.manifests import build_deployment
 from support import OperatorProcess, kubectl, route, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -25,16 +26,7 @@ def apply(namespace: str, *objects: dict[str, Any]) -> None:
 
 
 def deployment(flow: str, version: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowDeployment",
-        "metadata": {"name": f"{flow.replace('_', '-')}-v{version}"},
-        "spec": {
-            "flow": flow,
-            "version": version,
-            "snapshot": {"image": runner_image(), "entrypoint": "m:f"},
-        },
-    }
+    return build_deployment(flow, version, entrypoint="m:f", image=runner_image())
 
 
 def get(namespace: str, kind: str, name: str) -> dict[str, Any] | None:

@@ -7,23 +7,17 @@ import json
 from typing import Any
 
 import pytest
+from kitaru.core.manifests import build_deployment
 from support import kubectl, route, wait_for
+
+RUNNER = "ghcr.io/kitaru-k8s/runner:dev"
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 VERSIONS = 1000
 
 
 def deployment(version: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowDeployment",
-        "metadata": {"name": f"wide-v{version}"},
-        "spec": {
-            "flow": "wide",
-            "version": version,
-            "snapshot": {"image": "ghcr.io/kitaru-k8s/runner:dev", "entrypoint": "m:f"},
-        },
-    }
+    return build_deployment("wide", version, entrypoint="m:f", image=RUNNER)
 
 
 def create(namespace: str, *objects: dict[str, Any]) -> None:

@@ -8,19 +8,11 @@ import json
 from typing import Any
 
 import pytest
+from kitaru.core.manifests import build_invocation
 from support import create, deployment, kubectl, route, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 FLOWS = 100
-
-
-def invocation(name: str, flow: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowInvocation",
-        "metadata": {"name": name},
-        "spec": {"flow": flow, **spec},
-    }
 
 
 def apply_file(namespace: str, *objects: dict[str, Any]) -> None:
@@ -51,7 +43,7 @@ def test_a_new_flow_and_its_invocation_in_one_file_always_run(
     objects = []
     for index in range(FLOWS):
         flow = f"gitops_{index}"
-        objects += [deployment(flow, 1), invocation(f"run-{index}", flow)]
+        objects += [deployment(flow, 1), build_invocation(flow, name=f"run-{index}")]
     apply_file(namespace, *objects)
 
     def all_resolved() -> bool:
@@ -76,7 +68,7 @@ def test_a_route_applied_with_its_invocation_is_waited_for_a_typo_is_not(
             deployment(flow, 1),
             deployment(flow, 2),
             route(flow, "canary", 2),
-            invocation(f"canary-{index}", flow, tag="canary"),
+            build_invocation(flow, name=f"canary-{index}", tag="canary"),
         ]
     apply_file(namespace, *objects)
 
@@ -88,7 +80,7 @@ def test_a_route_applied_with_its_invocation_is_waited_for_a_typo_is_not(
     assert {s["resolved"]["version"] for s in statuses(namespace).values()} == {2}
 
     # A tag the API server does not have at all is a typo: it fails at once.
-    create(invocation("typo", "tagged_0", tag="canary-typo"), namespace)
+    create(build_invocation("tagged_0", name="typo", tag="canary-typo"), namespace)
     failed = wait_for(
         lambda: (s := statuses(namespace)["typo"]).get("phase") == "Failed" and s,
         timeout=30,
@@ -114,7 +106,7 @@ def test_waiting_ends_in_the_same_clear_failure_at_the_deadline(
         "annotate", "froute", "lonely.default", "kitaru.dev/deleting-flow=true", namespace=namespace
     )
     kubectl("delete", "froute", "lonely.default", namespace=namespace)
-    create(invocation("orphan", "lonely", resolveDeadlineSeconds=3), namespace)
+    create(build_invocation("lonely", name="orphan", resolve_deadline_seconds=3), namespace)
     failed = wait_for(
         lambda: (s := statuses(namespace)["orphan"]).get("phase") == "Failed" and s,
         timeout=30,
@@ -132,7 +124,7 @@ def test_a_job_of_the_same_name_that_is_not_ours_is_never_adopted(
     foreign_uid = json.loads(
         kubectl("get", "job", "taken", "-o", "json", namespace=namespace).stdout
     )["metadata"]["uid"]
-    create(invocation("taken", "agent", version=1), namespace)
+    create(build_invocation("agent", name="taken", version=1), namespace)
     failed = wait_for(
         lambda: (s := statuses(namespace)["taken"]).get("phase") == "Failed" and s,
         timeout=30,

@@ -21,6 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 from flow_support import FINISHED, GROUP, VERSION, Kitaru
+from kitaru.core.manifests import build_invocation
 from support import REPO, OperatorProcess, kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -65,12 +66,7 @@ class Burst(threading.Thread):
         for index in range(BURST):
             time.sleep(max(0.0, origin + index / RATE - time.monotonic()))
             name = f"sq-{index:03d}"
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "FlowInvocation",
-                "metadata": {"name": name},
-                "spec": {"flow": "square", "inputs": {"n": index}},
-            }
+            body = build_invocation("square", name=name, inputs={"n": index})
             deadline = time.monotonic() + 120
             while True:
                 try:
@@ -103,7 +99,7 @@ def test_a_burst_survives_every_component_crashing(
     operator = OperatorProcess(namespace, tmp_path, resync_seconds=5)
     operator.start()
     # Retries are part of the Job API: a run whose pod dies with its node is run again.
-    kitaru.deploy("square", 1, "square", {"n": 0}, backoffLimit=3)
+    kitaru.deploy("square", 1, "square", {"n": 0}, backoff_limit=3)
     kitaru.wait_default("square")
 
     def restart_operator() -> None:

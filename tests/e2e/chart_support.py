@@ -15,6 +15,8 @@ import uuid
 from typing import Any
 
 from kitaru.core.jobs import source_key, source_sha256
+from kitaru.core.manifests import build_deployment, build_invocation
+from kitaru.core.models import SourceSnapshot
 from kubernetes import client, config
 from support import KUBECONFIG, REPO, bin_dir, kubectl, runner_image, wait_for
 
@@ -86,43 +88,28 @@ def hello_objects(namespace: str, version: int = 1) -> list[dict[str, Any]]:
         "immutable": True,
         "data": {source_key(path): data.decode() for path, data in files.items()},
     }
-    deployment = {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowDeployment",
-        "metadata": {
-            "name": f"hello-v{version}",
-            "namespace": namespace,
-            "labels": {"kitaru.dev/flow": "hello", "kitaru.dev/version": str(version)},
+    deployment = build_deployment(
+        "hello",
+        version,
+        entrypoint="hello:hello",
+        image=runner_image(),
+        source=SourceSnapshot(config_map=cm_name, sha256=source_sha256(files), files=sorted(files)),
+        inputs={"name": "world"},
+        input_schema={
+            "type": "object",
+            "properties": {"name": {"type": "string", "default": "world"}},
         },
-        "spec": {
-            "flow": "hello",
-            "version": version,
-            "snapshot": {
-                "image": runner_image(),
-                "entrypoint": "hello:hello",
-                "source": {
-                    "configMap": cm_name,
-                    "sha256": source_sha256(files),
-                    "files": sorted(files),
-                },
-            },
-            "inputs": {"name": "world"},
-            "inputSchema": {
-                "type": "object",
-                "properties": {"name": {"type": "string", "default": "world"}},
-            },
-        },
-    }
-    return [configmap, deployment]
+    )
+    return [configmap, in_namespace(deployment, namespace)]
 
 
 def invocation(namespace: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowInvocation",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"kitaru.dev/flow": "hello"}},
-        "spec": {"flow": "hello", "inputs": inputs},
-    }
+    return in_namespace(build_invocation("hello", name=name, inputs=inputs), namespace)
+
+
+def in_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """`obj` in `namespace`: `apply` names no namespace, each object names its own."""
+    return {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
 
 
 def apply(*objects: dict[str, Any]) -> None:

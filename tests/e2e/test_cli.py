@@ -9,6 +9,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 from cli_support import FLOWS_AND_MORE, Kitaru, new_project
+from kitaru.core.manifests import build_deployment
 from support import kubectl
 
 
@@ -112,19 +113,12 @@ def test_invoke_without_a_default_route(
 ) -> None:
     """Deployments created without the operator (so nobody set `default`)."""
     project = new_project(tmp_path, namespace)
-    body = {
-        "apiVersion": "kitaru.dev/v1alpha1",
-        "kind": "FlowDeployment",
-        "metadata": {"name": "research-agent-v1", "labels": {"kitaru.dev/flow": "research_agent"}},
-        "spec": {
-            "flow": "research_agent",
-            "version": 1,
-            "snapshot": {
-                "image": "ghcr.io/kitaru-k8s/runner:0.1.0",
-                "entrypoint": "research:research_agent",
-            },
-        },
-    }
+    body = build_deployment(
+        "research_agent",
+        1,
+        entrypoint="research:research_agent",
+        image="ghcr.io/kitaru-k8s/runner:0.1.0",
+    )
     kubernetes.client.CustomObjectsApi(k8s).create_namespaced_custom_object(
         "kitaru.dev", "v1alpha1", namespace, "flowdeployments", body
     )

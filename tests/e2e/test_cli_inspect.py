@@ -399,7 +399,8 @@ def test_executions_list_selects_on_the_server_newest_first(kitaru: Kitaru) -> N
         kitaru("executions list --flow Bad -o json", check=False), "executions list"
     )
     assert bad["type"] == "InvalidName"
-    assert kitaru("executions list --status sleeping", check=False).code == 2  # click's usage error
+    usage = kitaru("executions list --status sleeping", check=False)  # a usage error: exit 1
+    assert usage.code == 1 and "Invalid value for '--status'" in usage.err, usage
 
 
 def test_prune_deletes_old_untagged_versions_and_never_reuses_a_number(kitaru: Kitaru) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import apply, condition, get, wait_finished
+from chart_support import apply, condition, get, in_namespace, wait_finished
+from kitaru.core.manifests import build_invocation, build_route
+from kitaru.core.routing import RouteView
 from support import REPO, kubectl, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds_installed")]
@@ -83,14 +85,10 @@ def test_apply_example_routes_and_tags(cluster: Any, namespace: str, running_ope
         )
 
     # The tag runs its version's source from the generated, immutable ConfigMap.
-    apply(
-        {
-            "apiVersion": "kitaru.dev/v1alpha1",
-            "kind": "FlowInvocation",
-            "metadata": {"name": "hello-stable-1", "namespace": namespace},
-            "spec": {"flow": "hello", "tag": "stable", "inputs": {"name": "gitops"}},
-        }
+    stable = build_invocation(
+        "hello", name="hello-stable-1", tag="stable", inputs={"name": "gitops"}
     )
+    apply(in_namespace(stable, namespace))
     done = wait_finished(namespace, "hello-stable-1")
     assert done["status"]["phase"] == "Completed", done["status"]
     assert done["status"]["result"] == "Hello, gitops."
@@ -111,14 +109,7 @@ def test_route_to_missing_version_is_degraded_in_argocd(
         interval=0.5,
         message="hello.default ready",
     )
-    apply(
-        {
-            "apiVersion": "kitaru.dev/v1alpha1",
-            "kind": "FlowRoute",
-            "metadata": {"name": "hello.next", "namespace": namespace},
-            "spec": {"flow": "hello", "tag": "next", "exclusive": True, "versions": [3]},
-        }
-    )
+    apply(in_namespace(build_route(RouteView("hello", "next", True, frozenset({3}))), namespace))
 
     def not_found() -> dict[str, Any] | None:
         route = get("flowroute", "hello.next", namespace)

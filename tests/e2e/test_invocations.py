@@ -39,7 +39,8 @@ def test_inputs_defaults_override_and_validation(running_operator: Any, kitaru: 
     chain = default["resolved"]
     assert (chain["selector"], chain["tag"], chain["version"]) == ("default", "default", 1)
     assert chain["deployment"] == "research-agent-v1" and chain["image"] == runner_image()
-    assert chain["sourceSha256"] == kitaru.source["sha256"] and len(chain["inputsHash"]) == 64
+    assert kitaru.source is not None and chain["sourceSha256"] == kitaru.source.sha256
+    assert len(chain["inputsHash"]) == 64
 
     override = kitaru.wait(kitaru.invoke("research_agent", inputs={"topic": "serverless routing"}))
     assert override["result"]["topic"] == "serverless routing"
@@ -98,7 +99,7 @@ def test_selectors_and_resolution_errors(running_operator: Any, kitaru: Kitaru) 
         lambda: (
             (
                 s := kitaru.wait(
-                    kitaru.invoke("research_agent", resolveDeadlineSeconds=2), timeout=15
+                    kitaru.invoke("research_agent", resolve_deadline_seconds=2), timeout=15
                 )
             ).get("reason")
             == "NoDefaultRoute"
@@ -114,11 +115,11 @@ def test_failure_deadline_and_retries(running_operator: Any, kitaru: Kitaru) -> 
     kitaru.deploy("sleeper", 1, "sleeper")
     # The flaky flow keeps its attempt count in a ConfigMap, with the pod's token: a run
     # gets one only from a ServiceAccount its stack names.
-    kitaru.deploy("flaky", 1, "flaky", serviceAccountName="counter")
+    kitaru.deploy("flaky", 1, "flaky", service_account_name="counter")
     for flow in ("raiser", "sleeper", "flaky"):
         kitaru.wait_default(flow)
     raised = kitaru.invoke("raiser", inputs={"reason": "no luck"})
-    late = kitaru.invoke("sleeper", inputs={"seconds": 60}, activeDeadlineSeconds=3)
+    late = kitaru.invoke("sleeper", inputs={"seconds": 60}, active_deadline_seconds=3)
     for command in (
         ["create", "serviceaccount", "counter"],
         ["create", "role", "counter", "--verb=get,create,update", "--resource=configmaps"],
@@ -131,7 +132,7 @@ def test_failure_deadline_and_retries(running_operator: Any, kitaru: Kitaru) -> 
         ],
     ):
         kubectl(*command, namespace=kitaru.ns)
-    flaky = kitaru.invoke("flaky", inputs={"counter": "flaky-counter"}, backoffLimit=2)
+    flaky = kitaru.invoke("flaky", inputs={"counter": "flaky-counter"}, backoff_limit=2)
 
     status = kitaru.wait(raised)
     assert (status["phase"], reason(status)) == ("Failed", "FlowFailed")

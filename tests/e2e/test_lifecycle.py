@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 from flow_support import GROUP, VERSION, Kitaru
+from kitaru.core.retention import Retention
 from support import OperatorProcess, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -44,7 +45,7 @@ def test_ttl_deletes_the_invocation_its_job_and_pods(running_operator: Any, kita
     kitaru.deploy("research_agent", 1, "research_agent", {"topic": "durable execution"})
     kitaru.wait_default("research_agent")
     kept = kitaru.invoke("research_agent", name="kept")  # no TTL: stays
-    short = kitaru.invoke("research_agent", name="short-lived", ttlSecondsAfterFinished=2)
+    short = kitaru.invoke("research_agent", name="short-lived", retention=Retention(ttl_seconds=2))
 
     # While it runs: a Job named after the invocation and owned by it, and its pod.
     job = wait_for(lambda: kitaru.batch.read_namespaced_job(short, kitaru.ns), 120, message="Job")

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from cli_support import kitaru_argv, mcp_session, user_env
-from kitaru.core.names import GROUP_VERSION
+from kitaru.core.manifests import build_deployment
 from kitaru.mcp_server import TOOLS
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -210,19 +210,9 @@ def test_resolution_and_input_errors_are_tool_errors(
 def test_no_default_route_is_a_tool_error(namespace: str, project_dir: Path) -> None:
     """A version applied with kubectl (GitOps) while no operator runs to bootstrap
     'default': the flow has deployments but no default route."""
-    manifest = {
-        "apiVersion": GROUP_VERSION,
-        "kind": "FlowDeployment",
-        "metadata": {"name": "research-agent-v1"},
-        "spec": {
-            "flow": "research_agent",
-            "version": 1,
-            "snapshot": {
-                "image": runner_image(),
-                "entrypoint": "research:research_agent",
-            },
-        },
-    }
+    manifest = build_deployment(
+        "research_agent", 1, entrypoint="research:research_agent", image=runner_image()
+    )
     kubectl("create", "-f", "-", namespace=namespace, input=json.dumps(manifest))
 
     async def scenario(tools: Tools) -> None:

@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from chart_support import apply, bind, token_client, token_of, unique
+from chart_support import apply, bind, in_namespace, token_client, token_of, unique
 from kitaru.client.client import DEFAULT_SERVICE_ACCOUNT as CLIENT
-from kitaru.client.manifests import build_client_identity
+from kitaru.core.manifests import (
+    build_client_identity,
+    build_deployment,
+    build_invocation,
+    build_route,
+)
+from kitaru.core.routing import RouteView
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from support import REPO, kubectl, runner_image, wait_for
@@ -60,42 +66,21 @@ def expect(api: client.CustomObjectsApi, namespace: str, *calls: tuple[Any, ...]
 
 
 def flow_deployment(version: int) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FlowDeployment",
-        "metadata": {"name": f"rbac-probe-v{version}"},
-        "spec": {
-            "flow": "rbac_probe",
-            "version": version,
-            "snapshot": {"image": runner_image(), "entrypoint": "probe:run"},
-        },
-    }
+    return build_deployment("rbac_probe", version, entrypoint="probe:run", image=runner_image())
 
 
 def flow_route(tag: str, versions: list[int], exclusive: bool = True) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FlowRoute",
-        "metadata": {"name": f"rbac-probe.{tag}"},
-        "spec": {"flow": "rbac_probe", "tag": tag, "exclusive": exclusive, "versions": versions},
-    }
+    return build_route(RouteView("rbac_probe", tag, exclusive, frozenset(versions)))
 
 
 def flow_invocation(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FlowInvocation",
-        "metadata": {"name": name},
-        "spec": {"flow": "rbac_probe", "inputs": {}},
-    }
+    return build_invocation("rbac_probe", name=name)
 
 
 def seed(namespace: str) -> None:
     """What a producer deployed earlier: v1 with `default`, a shared `beta` tag."""
     objects = [flow_deployment(1), flow_route("default", [1]), flow_route("beta", [1], False)]
-    for obj in objects:
-        obj["metadata"]["namespace"] = namespace
-    apply(*objects)
+    apply(*(in_namespace(obj, namespace) for obj in objects))
 
 
 def test_consumer_invokes_but_cannot_deploy_tag_or_delete(roles: str, namespace: str) -> None:

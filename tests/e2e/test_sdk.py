@@ -27,7 +27,7 @@ from flows.research import research_agent
 from kitaru import ExecutionFailed
 
 info = research_agent.deploy(topic="durable execution")
-print("deployed", info.version, info.tag_names)
+print("deployed", info.version, [t.tag for t in info.tags])
 research_agent.deploy(topic="durable execution", tag="canary", exclusive=True)
 
 handle = research_agent.invoke(topic="serverless routing")  # uses tag="default"

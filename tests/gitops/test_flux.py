@@ -29,6 +29,7 @@ from gitops_support import (
     operator_ready,
 )
 from kitaru.core.jobs import source_sha256
+from kitaru.core.manifests import build_invocation
 from support import KUBECONFIG, OperatorProcess, kubectl, wait_for
 
 V3_SOURCE = '''"""Version 3 of the hello flow."""
@@ -73,14 +74,7 @@ def resolved(namespace: str, name: str, tag: str) -> dict[str, Any]:
         "-f",
         "-",
         namespace=namespace,
-        input=json.dumps(
-            {
-                "apiVersion": "kitaru.dev/v1alpha1",
-                "kind": "FlowInvocation",
-                "metadata": {"name": name},
-                "spec": {"flow": "hello", "tag": tag, "inputs": {"name": "gitops"}},
-            }
-        ),
+        input=json.dumps(build_invocation("hello", name=name, tag=tag, inputs={"name": "gitops"})),
     )
 
     def dispatched() -> dict[str, Any] | None:

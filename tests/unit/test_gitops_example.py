@@ -16,7 +16,6 @@ from kitaru.core.jobs import source_sha256
 from kitaru.core.models import (
     FlowDeploymentSpec,
     FlowInvocationSpec,
-    FlowRouteSpec,
     ResolvedChain,
     SelectorKind,
     Snapshot,
@@ -142,7 +141,8 @@ def test_flowroute_health(obj: dict[str, Any], expected: str, message: str) -> N
 
 # --- the Argo CD scripts on statuses made by the operator's own status code ----------
 
-ROUTE = FlowRouteSpec(flow="hello", tag="stable", exclusive=True, versions=[2])
+ROUTE_VIEW = RouteView(flow="hello", tag="stable", exclusive=True, versions=frozenset({2}))
+ROUTE = ROUTE_VIEW.to_spec()
 
 
 def _live(spec: Any, status: Any, generation: int = 1) -> dict[str, Any]:
@@ -176,9 +176,7 @@ def test_flowdeployment_health_of_derived_statuses() -> None:
     spec = FlowDeploymentSpec(
         flow="hello", version=2, snapshot=Snapshot(image="runner:1", entrypoint="hello:hello")
     )
-    runnable = _live(
-        spec, derive_deployment_status(spec, [RouteView.from_spec(ROUTE)], None, 1, NOW)
-    )
+    runnable = _live(spec, derive_deployment_status(spec, [ROUTE_VIEW], None, 1, NOW))
     assert health("flowdeployment.lua", runnable) == {
         "status": "Healthy",
         "message": _ready_message(runnable),

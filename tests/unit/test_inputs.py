@@ -15,6 +15,7 @@ from kitaru.core.inputs import (
     inputs_hash,
     merge_inputs,
     schema_from_signature,
+    validate_deploy_inputs,
     validate_inputs,
 )
 from kitaru.core.payloads import MAX_DEPTH, json_problem
@@ -104,6 +105,15 @@ def test_invalid_inputs(value: dict, fragments: list[str]) -> None:
     for fragment in fragments:
         assert fragment in caught.value.message
     assert str(caught.value) == caught.value.message
+
+
+def test_deploy_inputs_may_leave_required_inputs_to_the_invocations() -> None:
+    validate_deploy_inputs({}, SCHEMA)
+    validate_deploy_inputs({"n": 2}, SCHEMA)
+    with pytest.raises(InvalidInputs, match="input 'n': 0 is less than the minimum of 1"):
+        validate_deploy_inputs({"n": 0}, SCHEMA)
+    with pytest.raises(InvalidInputs, match="unknown input 'extra'"):
+        validate_deploy_inputs({"extra": 1}, SCHEMA)
 
 
 def test_empty_schema_accepts_anything() -> None:

@@ -10,16 +10,17 @@ import pytest
 from kitaru import Deployment, Flow, flow
 from kitaru.client.errors import ExecutionFailed, InvalidArguments, KitaruError
 from kitaru.client.handle import outcome
-from kitaru.client.manifests import (
+from kitaru.client.records import ExecutionInfo, deployment_info, execution_info, route_info
+from kitaru.client.source import load_target, package_flow, parse_target
+from kitaru.core.jobs import source_sha256
+from kitaru.core.manifests import (
     build_deployment,
     build_invocation,
     build_route,
     build_source_config_map,
     route_view,
 )
-from kitaru.client.records import ExecutionInfo, deployment_info, execution_info, route_info
-from kitaru.client.source import load_target, package_flow, parse_target
-from kitaru.core.jobs import source_sha256
+from kitaru.core.retention import Retention
 from kitaru.core.routing import RouteView
 
 
@@ -186,6 +187,28 @@ def test_deployment_manifest() -> None:
     assert spec["stack"]["runnerImage"] == "ghcr.io/kitaru-k8s/runner:0.1.0"
     assert spec["inputs"] == {"topic": "t"}
     assert spec["inputSchema"] == {"type": "object"}
+    assert spec["stack"]["backoffLimit"] == 0
+    assert "serviceAccountName" not in spec["stack"]
+
+
+def test_deployment_manifest_stack_options() -> None:
+    body = build_deployment(
+        "f",
+        1,
+        entrypoint="m:f",
+        image="img:1",
+        retention=Retention(ttl_seconds=60, history_limit=5),
+        service_account_name="counter",
+        backoff_limit=3,
+    )
+    assert body["spec"]["stack"] == {
+        "serviceAccountName": "counter",
+        "backoffLimit": 3,
+        "ttlSecondsAfterFinished": 60,
+        "historyLimit": 5,
+        "env": [],
+        "envFrom": [],
+    }
 
 
 def test_route_manifest_new_and_compare_and_swap() -> None:
@@ -219,12 +242,31 @@ def test_route_manifest_new_and_compare_and_swap() -> None:
         ({}, {"flow": "f", "inputs": {}}),
         ({"tag": "stable"}, {"flow": "f", "tag": "stable", "inputs": {}}),
         ({"version": 2, "inputs": {"a": 1}}, {"flow": "f", "version": 2, "inputs": {"a": 1}}),
+        (
+            {"retention": Retention(ttl_seconds=2)},
+            {"flow": "f", "inputs": {}, "ttlSecondsAfterFinished": 2},
+        ),
+        (
+            {"active_deadline_seconds": 3, "backoff_limit": 2, "resolve_deadline_seconds": 0},
+            {
+                "flow": "f",
+                "inputs": {},
+                "activeDeadlineSeconds": 3,
+                "backoffLimit": 2,
+                "resolveDeadlineSeconds": 0,
+            },
+        ),
     ],
 )
 def test_invocation_manifest(kwargs: dict[str, Any], spec: dict[str, Any]) -> None:
     body = build_invocation("f", **kwargs)
-    assert body["metadata"]["generateName"] == "f-"
+    assert body["metadata"] == {"generateName": "f-", "labels": {"kitaru.dev/flow": "f"}}
     assert body["spec"] == spec
+
+
+def test_invocation_manifest_with_a_fixed_name() -> None:
+    body = build_invocation("research_agent", name="run-1")
+    assert body["metadata"] == {"name": "run-1", "labels": {"kitaru.dev/flow": "research_agent"}}
 
 
 def test_records_from_objects() -> None:
@@ -241,12 +283,12 @@ def test_records_from_objects() -> None:
             },
             "status": {
                 "tags": [{"tag": "canary", "exclusive": True}],
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Runnable"}],
             },
         }
     )
     assert dep.snapshot_name == "kitaru::research_agent::v2"
-    assert dep.tag_names == ["canary"]
+    assert [t.tag for t in dep.tags] == ["canary"]
     assert dep.ready is True
     assert dep.to_json()["tags"] == [{"tag": "canary", "exclusive": True}]
     route = route_info(

@@ -4,7 +4,14 @@ import pytest
 from kitaru.core.models import TagRef
 from kitaru.core.names import InvalidName, InvalidVersion
 from kitaru.core.routing import RouteView
-from kitaru.core.tagging import TagError, apply_tag, remove_tag, tags_for_version
+from kitaru.core.tagging import (
+    AmbiguousUntag,
+    TagError,
+    apply_tag,
+    bootstrap_default,
+    remove_tag,
+    tags_for_version,
+)
 
 
 def route(tag: str, *versions: int, exclusive: bool = True, flow: str = "agent") -> RouteView:
@@ -82,9 +89,30 @@ def test_remove_tag(current: RouteView, version: int, expected: RouteView | None
     assert remove_tag(current, version) == expected
 
 
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        (route("stable", 2), None),
+        (route("bench", 2, exclusive=False), None),
+    ],
+)
+def test_remove_tag_without_a_version_takes_its_only_one(
+    current: RouteView, expected: RouteView | None
+) -> None:
+    assert remove_tag(current, None) == expected
+
+
+def test_remove_tag_without_a_version_of_several_needs_one() -> None:
+    with pytest.raises(AmbiguousUntag, match=r"routes to versions 1, 2; pass --version") as caught:
+        remove_tag(route("bench", 1, 2, exclusive=False), None)
+    assert caught.value.reason == "AmbiguousTag"
+
+
 def test_default_cannot_be_removed() -> None:
     with pytest.raises(TagError) as caught:
         remove_tag(route("default", 1), 1)
+    with pytest.raises(TagError, match="cannot be removed, only moved"):
+        remove_tag(route("default", 1), None)
     assert "cannot be removed, only moved" in str(caught.value)
     assert "kitaru flow tag agent default --version N --exclusive" in str(caught.value)
 
@@ -121,3 +149,18 @@ ROUTES = [
 )
 def test_tags_for_version(version: int, expected: list[TagRef]) -> None:
     assert tags_for_version(ROUTES, version) == expected
+
+
+@pytest.mark.parametrize(
+    ("versions", "new", "has_default", "expected"),
+    [
+        ([1], [1], False, route("default", 1)),  # the first deployment
+        ([3, 1, 2], [3], False, route("default", 1)),  # the lowest version, not the new one
+        ([1, 2], [2], True, None),  # `default` exists: nothing to do
+        ([1, 2], [], False, None),  # nothing new: a flow being deleted stays deleted
+    ],
+)
+def test_bootstrap_default(
+    versions: list[int], new: list[int], has_default: bool, expected: RouteView | None
+) -> None:
+    assert bootstrap_default("agent", versions, new, has_default) == expected

@@ -1,10 +1,11 @@
 import pytest
 from kitaru.core.names import ANNOTATION_HIGHEST_VERSION
 from kitaru.core.versioning import (
+    high_water_mark_patch,
     next_version,
     parse_high_water_mark,
+    raised_high_water_mark,
     route_high_water_mark,
-    with_high_water_mark,
 )
 
 
@@ -55,13 +56,23 @@ def test_route_high_water_mark(annotations: dict[str, str] | None, expected: int
     assert route_high_water_mark(None) == 0
 
 
-def test_with_high_water_mark_raises_only_upwards_and_keeps_the_cas_guard() -> None:
-    route = _route({ANNOTATION_HIGHEST_VERSION: "3", "team": "a"})
-    raised = with_high_water_mark(route, 5)
-    assert raised is not None
-    assert raised["metadata"]["annotations"] == {ANNOTATION_HIGHEST_VERSION: "5", "team": "a"}
-    assert raised["metadata"]["resourceVersion"] == "7"
-    assert "status" not in raised
-    assert route["metadata"]["annotations"][ANNOTATION_HIGHEST_VERSION] == "3"  # not mutated
-    assert with_high_water_mark(route, 3) is None
-    assert with_high_water_mark(route, 2) is None
+@pytest.mark.parametrize(
+    ("mark", "versions", "expected"),
+    [
+        (0, [1], 1),
+        (3, [5], 5),
+        (3, [4, 2, 6], 6),
+        (3, [3], None),  # already there: nothing to write
+        (3, [2], None),  # never lowered
+        (3, [], None),
+        (0, iter([2]), 2),  # any iterable
+    ],
+)
+def test_raised_high_water_mark(mark: int, versions, expected: int | None) -> None:
+    assert raised_high_water_mark(mark, versions) == expected
+
+
+def test_high_water_mark_patch_is_guarded_by_the_resource_version() -> None:
+    assert high_water_mark_patch("7", 5) == {
+        "metadata": {"resourceVersion": "7", "annotations": {ANNOTATION_HIGHEST_VERSION: "5"}}
+    }

@@ -88,11 +88,10 @@ def show_command(flow_name: str) -> Output:
     versions = deployments.list(flow_name)
     routes = deployments.routes(flow_name)
     if not versions and not routes:
-        raise InvalidArguments(
-            f"flow '{flow_name}' has no deployments yet; deploy it first with: "
-            f"kitaru deploy path/to/file.py:{flow_name}",
-            kind="NoDeployments",
-        )
+        from kitaru.client.deployments import not_found
+        from kitaru.core.routing import no_deployments
+
+        raise not_found(no_deployments(flow_name))
     text = (
         f"Flow {flow_name}\n\n"
         + table(

@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +82,13 @@ class Output:
     text: str = ""
     exit_code: int = 0
     stderr: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def envelope(command: str, out: Output) -> dict[str, Any]:
     """`{"command", "item"}` or `{"command", "items", "count"}`."""
     if out.items is not None:
-        return {"command": command, "items": list(out.items), "count": len(out.items), **out.extra}
-    return {"command": command, "item": out.item, **out.extra}
+        return {"command": command, "items": list(out.items), "count": len(out.items)}
+    return {"command": command, "item": out.item}
 
 
 def error_envelope(command: str, error: KitaruError) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class KitaruClient:
         return self.kube.request_token(account, seconds)
 
     def _create_client_identity(self, account: str, namespace: str) -> None:
-        from kitaru.client.manifests import build_client_identity
+        from kitaru.core.manifests import build_client_identity
 
         try:
             self.kube.apply_rbac(build_client_identity(account))

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from kitaru.client.manifests import build_invocation
+from kitaru.core.manifests import build_invocation
 from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS
 
 TOKEN_VARIABLE = "KITARU_SERVER_ACCESS_TOKEN"

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kitaru.core.names import LABEL_FLOW, snapshot_name
+from kitaru.core.phase import Phase
+
+READY = "Ready"
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,6 @@ class DeploymentInfo:
     git_dirty: bool | None = None
     ready: bool | None = None
     created: str | None = None
-
-    @property
-    def tag_names(self) -> list[str]:
-        return [t.tag for t in self.tags]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,22 +122,31 @@ class ExecutionInfo:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        phase = PHASES.get(self.status)
+        return phase is not None and phase.finished
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "inputs": dict(self.inputs)}
 
 
-# Kitaru statuses, from the FlowInvocation phase (the phase, lowercased).
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-FINISHED = ("completed", "failed", "cancelled")
+# Kitaru statuses: the FlowInvocation phases, lowercased.
+PHASES = {phase.value.lower(): phase for phase in Phase}
+STATUSES = tuple(PHASES)
 
 
-def _ready(status: Mapping[str, Any]) -> bool | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(condition.get("status") == "True")
-    return None
+def _ready(status: Mapping[str, Any]) -> tuple[bool | None, str | None]:
+    """Ready's verdict (None before the operator has given one) and, unless True, its
+    message."""
+    # Imported here: pydantic stays off the path of `kitaru --help`.
+    from kitaru.core.conditions import get_condition, is_true
+    from kitaru.core.models import Condition
+
+    conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    ready = get_condition(conditions, READY)
+    if ready is None:
+        return None, None
+    verdict = is_true(conditions, READY)
+    return verdict, None if verdict else ready.message or None
 
 
 def deployment_info(obj: Mapping[str, Any], tags: Iterable[Tag] | None = None) -> DeploymentInfo:
@@ -167,24 +175,20 @@ def deployment_info(obj: Mapping[str, Any], tags: Iterable[Tag] | None = None) -
         source_sha256=source.get("sha256"),
         git_commit=git.get("commit"),
         git_dirty=git.get("dirty") if git else None,
-        ready=_ready(status),
+        ready=_ready(status)[0],
         created=obj["metadata"].get("creationTimestamp"),
     )
 
 
 def route_info(obj: Mapping[str, Any]) -> RouteInfo:
     spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    message = None
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready" and condition.get("status") != "True":
-            message = condition.get("message")
+    ready, message = _ready(obj.get("status") or {})
     return RouteInfo(
         flow=spec.get("flow", ""),
         tag=spec.get("tag", ""),
         exclusive=bool(spec.get("exclusive")),
         versions=tuple(sorted(spec.get("versions") or [])),
-        ready=_ready(status),
+        ready=ready,
         message=message,
     )
 

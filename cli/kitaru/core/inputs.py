@@ -102,6 +102,12 @@ def validate_inputs(inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> Non
         raise InvalidInputs("invalid inputs: " + "; ".join(_describe(e) for e in errors))
 
 
+def validate_deploy_inputs(inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Deploy-time inputs are representative values: they may leave required inputs to
+    the invocations, but what they give must fit the schema."""
+    validate_inputs(inputs, {key: value for key, value in schema.items() if key != "required"})
+
+
 def _describe(error: ValidationError) -> str:
     if error.validator in ("anyOf", "oneOf") and error.context:
         # "not valid under any of the given schemas" says nothing; name the closest miss.

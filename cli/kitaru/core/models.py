@@ -23,6 +23,9 @@ from kitaru.core.names import (
     TAG_MAX_LENGTH,
     TAG_PATTERN,
 )
+from kitaru.core.phase import Phase
+
+__all__ = ["Phase"]  # re-exported: the status models' field type
 
 CEL = "x-kubernetes-validations"
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
@@ -397,18 +400,6 @@ class FlowInvocationSpec(Model):
     cancel_requested: bool = Field(
         False, description="Set to true to cancel: the run's Job is deleted, phase Cancelled."
     )
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    CANCELLED = "Cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
 
 
 class SelectorKind(StrEnum):

@@ -23,10 +23,6 @@ class RouteView:
     exclusive: bool
     versions: frozenset[int]
 
-    @classmethod
-    def from_spec(cls, spec: FlowRouteSpec) -> RouteView:
-        return cls(spec.flow, spec.tag, spec.exclusive, frozenset(spec.versions))
-
     def to_spec(self) -> FlowRouteSpec:
         return FlowRouteSpec(
             flow=self.flow, tag=self.tag, exclusive=self.exclusive, versions=sorted(self.versions)
@@ -104,6 +100,32 @@ def format_versions(versions: Iterable[int]) -> str:
     return ", ".join(str(v) for v in sorted(versions))
 
 
+def no_deployments(flow: str) -> NoDeployments:
+    return NoDeployments(
+        f"flow '{flow}' has no deployments yet; deploy it first with: "
+        f"kitaru deploy path/to/file.py:{flow}",
+        flow,
+    )
+
+
+def version_not_found(flow: str, version: int) -> VersionNotFound:
+    return VersionNotFound(
+        f"flow '{flow}' has no version {version}; list its versions with: "
+        f"kitaru flow deployments list {flow}",
+        flow,
+        version=version,
+    )
+
+
+def tag_not_found(flow: str, tag: str) -> TagNotFound:
+    return TagNotFound(
+        f"flow '{flow}' has no tag '{tag}'; list its tags with: kitaru flow show {flow}, "
+        f"or add it with: kitaru flow tag {flow} {tag} --version N",
+        flow,
+        tag,
+    )
+
+
 def resolve(
     lookup: RouteLookup, flow: str, tag: str | None = None, version: int | None = None
 ) -> Resolution:
@@ -113,19 +135,10 @@ def resolve(
             f"invoke flow '{flow}' with either a tag ({tag}) or a version ({version}), not both"
         )
     if not lookup.has_deployments(flow):
-        raise NoDeployments(
-            f"flow '{flow}' has no deployments yet; deploy it first with: "
-            f"kitaru deploy path/to/file.py:{flow}",
-            flow,
-        )
+        raise no_deployments(flow)
     if version is not None:
         if not lookup.has_version(flow, version):
-            raise VersionNotFound(
-                f"flow '{flow}' has no version {version}; list its versions with: "
-                f"kitaru flow deployments list {flow}",
-                flow,
-                version=version,
-            )
+            raise version_not_found(flow, version)
         return Resolution(SelectorKind.VERSION, None, version)
 
     name = DEFAULT_TAG if tag is None else tag
@@ -139,12 +152,7 @@ def resolve(
                 flow,
                 DEFAULT_TAG,
             )
-        raise TagNotFound(
-            f"flow '{flow}' has no tag '{name}'; list its tags with: kitaru flow show {flow}, "
-            f"or add it with: kitaru flow tag {flow} {name} --version N",
-            flow,
-            name,
-        )
+        raise tag_not_found(flow, name)
     if len(route.versions) > 1:
         raise AmbiguousTag(
             f"tag '{name}' of flow '{flow}' routes to versions {format_versions(route.versions)}; "

@@ -33,14 +33,20 @@ def route_high_water_mark(route: Mapping[str, Any] | None) -> int:
     return parse_high_water_mark(annotations.get(ANNOTATION_HIGHEST_VERSION))
 
 
-def with_high_water_mark(route: Mapping[str, Any], version: int) -> dict[str, Any] | None:
-    """The default route with its mark raised to `version` (for a compare-and-swap
-    replace: resourceVersion kept, status dropped), or None when it is already there."""
-    if route_high_water_mark(route) >= version:
-        return None
-    metadata = dict(route["metadata"])
-    metadata["annotations"] = {
-        **(metadata.get("annotations") or {}),
-        ANNOTATION_HIGHEST_VERSION: str(version),
+def raised_high_water_mark(mark: int, versions: Iterable[int]) -> int | None:
+    """The mark to record after seeing `versions`: their highest when it is above `mark`,
+    else None (the mark already covers them: nothing to write). Client and operator
+    both decide with this before their compare-and-swap (`high_water_mark_patch`)."""
+    highest = max(versions, default=0)
+    return highest if highest > mark else None
+
+
+def high_water_mark_patch(resource_version: str, mark: int) -> dict[str, Any]:
+    """The merge patch that raises the mark on a flow's `default` route, guarded by the
+    resourceVersion the decision was made on: a 409 means decide again on the newer route."""
+    return {
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": {ANNOTATION_HIGHEST_VERSION: str(mark)},
+        }
     }
-    return {key: value for key, value in route.items() if key != "status"} | {"metadata": metadata}

@@ -1,4 +1,8 @@
-"""Builders: the API objects the client writes, as plain dicts (pure, no I/O)."""
+"""Builders: the API objects every surface writes, as plain dicts (pure, no I/O).
+
+The client, the operator, the tests and the benchmarks build FlowDeployments,
+FlowRoutes, FlowInvocations and the objects beside them here, and nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from kitaru.core.models import (
     Stack,
 )
 from kitaru.core.names import (
+    ANNOTATION_HIGHEST_VERSION,
     DEPLOYMENTS,
     GROUP,
     GROUP_VERSION,
@@ -65,9 +70,12 @@ def build_deployment(
     source: SourceSnapshot | None = None,
     git: GitInfo | None = None,
     retention: Retention | None = None,
+    service_account_name: str | None = None,
+    backoff_limit: int = 0,
 ) -> dict[str, Any]:
-    """A FlowDeployment `<flow-dns>-v<N>`: the immutable version N of `flow`; `retention`
-    is how long its finished runs are kept (its stack)."""
+    """A FlowDeployment `<flow-dns>-v<N>`: the immutable version N of `flow`. Its stack:
+    `retention` is how long its finished runs are kept, `service_account_name` the
+    ServiceAccount its pods run as, `backoff_limit` the retries of a failed run."""
     retention = retention or Retention()
     spec = FlowDeploymentSpec(
         flow=flow,
@@ -80,6 +88,8 @@ def build_deployment(
                 "runnerImage": runner_image,
                 "ttlSecondsAfterFinished": retention.ttl_seconds,
                 "historyLimit": retention.history_limit,
+                "serviceAccountName": service_account_name,
+                "backoffLimit": backoff_limit,
             }
         ),
     )
@@ -107,23 +117,27 @@ def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
     )
 
 
-def build_route(view: RouteView, current: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS)."""
+def build_route(
+    view: RouteView,
+    current: Mapping[str, Any] | None = None,
+    *,
+    high_water_mark: int | None = None,
+) -> dict[str, Any]:
+    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS).
+    A new `default` route may carry the flow's high-water mark from the start."""
     spec = view.to_spec().wire()
     if current is not None:
         body = copy.deepcopy(dict(current))
         body["spec"] = spec
         body.pop("status", None)
         return body
-    return {
-        "apiVersion": GROUP_VERSION,
-        "kind": "FlowRoute",
-        "metadata": {
-            "name": route_name(view.flow, view.tag),
-            "labels": {LABEL_FLOW: view.flow, LABEL_TAG: view.tag},
-        },
-        "spec": spec,
+    metadata: dict[str, Any] = {
+        "name": route_name(view.flow, view.tag),
+        "labels": {LABEL_FLOW: view.flow, LABEL_TAG: view.tag},
     }
+    if high_water_mark is not None:
+        metadata["annotations"] = {ANNOTATION_HIGHEST_VERSION: str(high_water_mark)}
+    return {"apiVersion": GROUP_VERSION, "kind": "FlowRoute", "metadata": metadata, "spec": spec}
 
 
 def build_invocation(
@@ -133,9 +147,18 @@ def build_invocation(
     version: int | None = None,
     inputs: Mapping[str, Any] | None = None,
     retention: Retention | None = None,
+    name: str | None = None,
+    active_deadline_seconds: int | None = None,
+    backoff_limit: int | None = None,
+    resolve_deadline_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """A FlowInvocation with a generated name `<flow-dns>-xxxxx`; `retention` is how long
-    it is kept once finished (default: its version's, else the operator's)."""
+    """A FlowInvocation named `name` (default: a generated `<flow-dns>-xxxxx`).
+
+    Each option left unset is its version's stack's, else the operator's: `retention`,
+    how long it is kept once finished; `active_deadline_seconds` and `backoff_limit`, the
+    deadline and retries of its run; `resolve_deadline_seconds` (the operator's only),
+    how long resolution waits for what it names to appear.
+    """
     retention = retention or Retention()
     spec = FlowInvocationSpec.model_validate(
         {
@@ -145,12 +168,19 @@ def build_invocation(
             "inputs": dict(inputs or {}),
             "ttlSecondsAfterFinished": retention.ttl_seconds,
             "historyLimit": retention.history_limit,
+            "activeDeadlineSeconds": active_deadline_seconds,
+            "backoffLimit": backoff_limit,
+            "resolveDeadlineSeconds": resolve_deadline_seconds,
         }
     )
+    metadata: dict[str, Any] = (
+        {"name": name} if name is not None else {"generateName": f"{flow_dns(flow)}-"}
+    )
+    metadata["labels"] = {LABEL_FLOW: flow}
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "FlowInvocation",
-        "metadata": {"generateName": f"{flow_dns(flow)}-", "labels": {LABEL_FLOW: flow}},
+        "metadata": metadata,
         "spec": {k: v for k, v in spec.wire().items() if k != "cancelRequested"},
     }
 
