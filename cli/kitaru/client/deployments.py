@@ -35,6 +35,7 @@ from kitaru.client.records import (
     deployment_info,
     route_info,
 )
+from kitaru.client.retry import attempts
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
 from kitaru.core.inputs import (
     InvalidInputs,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from kitaru.client.handle import ExecutionHandle
     from kitaru.client.kube import Kube
 
-MAX_ATTEMPTS = 50
 DELETE_SWEEPS = 10
 
 
@@ -297,7 +297,7 @@ class Deployments:
                 validate_tag(tag)
         existing, high_water_mark = self._version_state(flow)
         version = next_version(existing, high_water_mark)
-        for _ in range(MAX_ATTEMPTS):
+        for _ in attempts():
             body = build_deployment(
                 flow,
                 version,
@@ -350,7 +350,7 @@ class Deployments:
     def _record_high_water_mark(self, flow: str, version: int) -> None:
         """Raise the flow's mark now rather than when the operator gets to it, so a version
         deleted right after its deploy can never have its number handed out again."""
-        for _ in range(MAX_ATTEMPTS):
+        for _ in attempts():
             current = self._kube.get(ROUTES, route_name(flow, DEFAULT_TAG))
             updated = None if current is None else with_high_water_mark(current, version)
             if updated is None:
@@ -382,7 +382,7 @@ class Deployments:
         return self._set_tag(flow, tag, version, exclusive)
 
     def _set_tag(self, flow: str, tag: str, version: int, exclusive: bool) -> RouteInfo:
-        for _ in range(MAX_ATTEMPTS):
+        for _ in attempts():
             current = self._kube.get(ROUTES, route_name(flow, tag))
             with core_errors():
                 view = apply_tag(route_view(current), flow, tag, version, exclusive)
@@ -403,7 +403,7 @@ class Deployments:
             validate_tag(tag)
             if version is not None:
                 validate_version(version)
-        for _ in range(MAX_ATTEMPTS):
+        for _ in attempts():
             current = self._kube.get(ROUTES, route_name(flow, tag))
             view = route_view(current)
             if current is None or view is None:
