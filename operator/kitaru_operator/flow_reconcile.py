@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from datetime import UTC, datetime
 
 import aiohttp
+from kitaru.core.backoff import Backoff
 from kitaru.core.manifests import build_route
 from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
 from kitaru.core.names import DEFAULT_TAG
@@ -42,7 +44,7 @@ from kitaru_operator.flows import (
 from kitaru_operator.kube import DEPLOYMENT, ROUTE, ApiError, AsyncKube, Kind
 
 logger = logging.getLogger("kitaru_operator")
-RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
+RECONCILE_RETRY = Backoff(base=0.5, cap=30)
 
 
 def _status_body(kind: Kind, namespace: str, name: str, rv: str, status: dict) -> dict:
@@ -89,8 +91,8 @@ class FlowReconciler:
 
     def _retry_later(self, key: FlowKey, dirty: Dirty, exc: Exception) -> None:
         failures = self.failures[key] = self.failures.get(key, 0) + 1
-        delay = RETRY_SECONDS[min(failures - 1, len(RETRY_SECONDS) - 1)]
-        logger.warning("reconcile of flow %s/%s failed (%s); retrying in %gs", *key, exc, delay)
+        delay = RECONCILE_RETRY.delay(failures, random.random())
+        logger.warning("reconcile of flow %s/%s failed (%s); retrying in %.1fs", *key, exc, delay)
         asyncio.get_running_loop().call_later(delay, lambda: self.flows.mark(key).merge(dirty))
 
     async def reconcile(self, key: FlowKey, dirty: Dirty) -> None:

@@ -47,7 +47,6 @@ from kitaru_operator.objects import Object, RouteObject, validate_json
 
 logger = logging.getLogger("kitaru_operator")
 FlowKey = tuple[str, str]  # (namespace, flow)
-RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
 _DEPLOYMENT_SPEC = TypeAdapter(FlowDeploymentSpec)
 
 

@@ -10,8 +10,6 @@ Run it with `kitaru-operator` (`main`), which passes the configuration as kopf's
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Any
 
 import kopf
@@ -19,6 +17,7 @@ from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS
 
 from kitaru_operator import startup
 from kitaru_operator.invocations import forget_invocation, reconcile_invocation
+from kitaru_operator.kube import authorization_header, load_configuration
 from kitaru_operator.runtime import Runtime
 from kitaru_operator.settings import configure_settings
 
@@ -32,19 +31,22 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster token, else $KUBECONFIG read now (the client library reads it at import).
-
-    kopf's service-account login hard-codes https://kubernetes.default.svc; the
-    address a kubelet gives the pod works without cluster DNS too.
-    """
-    info = kopf.login_with_service_account(**kwargs)
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT")
-    if info is not None and host and port:
-        server_host = f"[{host}]" if ":" in host else host
-        return dataclasses.replace(info, server=f"https://{server_host}:{port}")
-    return info or kopf.login_with_kubeconfig(**kwargs)
+def login(**_kwargs: Any) -> kopf.ConnectionInfo:
+    """kopf's watch connects with the operator's own credentials (`kube.load_configuration`:
+    in-cluster service account, else the kubeconfig by kubectl's rules, exec plugins
+    included). kopf logs in again on a 401, which reads a refreshed token."""
+    configuration = load_configuration()
+    scheme, _, token = authorization_header(configuration).get("Authorization", "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,
+    )
 
 
 @kopf.on.cleanup()

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 import aiohttp
+from kitaru.core.backoff import Backoff
 from pydantic import TypeAdapter, ValidationError
 
 from kitaru_operator.kube import ApiError, AsyncKube, Kind, WatchExpired
@@ -49,7 +51,7 @@ class Sink(Protocol[T_contra]):
         ...
 
 
-RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
+WATCH_RETRY = Backoff(base=0.5, cap=30)
 
 
 class Informer(Generic[Item, T]):
@@ -151,7 +153,7 @@ class Informer(Generic[Item, T]):
             except WatchExpired:
                 resource_version = ""
             except (ApiError, aiohttp.ClientError, TimeoutError, ValidationError) as exc:
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
-                logger.warning("watching %r failed (%s); retrying in %gs", self, exc, delay)
+                delay = WATCH_RETRY.delay(failures, random.random())
+                logger.warning("watching %r failed (%s); retrying in %.1fs", self, exc, delay)
                 await asyncio.sleep(delay)

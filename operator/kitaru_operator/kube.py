@@ -4,8 +4,9 @@ aiohttp session on kopf's event loop.
 Raw requests because the operator works with dicts and pydantic models: skipping the
 client library's model (de)serialisation keeps a dispatch cheap. Outcomes that mean
 "already done" (409 on create, 404 on delete) are return values, not exceptions; any
-other non-2xx is an `ApiError`. Credentials come from the `kubernetes` package's
-loaders (in-cluster service account with token refresh, or `$KUBECONFIG`).
+other non-2xx is an `ApiError`. Credentials and TLS settings come from the `kubernetes`
+package's loaders (in-cluster service account with token refresh, or the kubeconfig by
+kubectl's rules through `kitaru.kubeconfig`, exec plugins included), read per request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from kitaru import kubeconfig
 from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES
 from kubernetes import client, config
 
@@ -54,15 +56,14 @@ LEASE = Kind("/apis/coordination.k8s.io/v1", "leases", "Lease", "coordination.k8
 
 
 def load_configuration() -> client.Configuration:
-    """In-cluster service account, else $KUBECONFIG read now (the client library reads
-    it at import time; tests and the demo set it later)."""
+    """In-cluster service account, else the kubeconfig as kubectl reads it
+    (`kitaru.kubeconfig`: the `$KUBECONFIG` list merged, read now, not at import time;
+    tests and the demo set it later)."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
-        )
+        return kubeconfig.load_configuration(kubeconfig.kubeconfig_paths(os.environ))
     return configuration
 
 

@@ -16,7 +16,6 @@ from kitaru.client.connection import (
     combine,
     load_saved,
     mask,
-    parse_kubeconfig,
     save_connection,
 )
 from kitaru.client.errors import KitaruConnectionError
@@ -151,38 +150,6 @@ def test_describe_masks_the_token_and_names_sources() -> None:
     kube_rows = {r["name"]: r for r in combine({}, None, KUBE).describe()}
     assert kube_rows["auth token"]["value"] == "(kubeconfig credentials)"
     assert kube_rows["ca file"]["value"] == "(embedded)"
-
-
-KUBECONFIG = {
-    "current-context": "dev",
-    "contexts": [
-        {"name": "dev", "context": {"cluster": "c1", "user": "u1", "namespace": "team"}},
-        {"name": "prod", "context": {"cluster": "c2", "user": "u2"}},
-    ],
-    "clusters": [
-        {"name": "c1", "cluster": {"server": "https://c1", "certificate-authority": "ca.crt"}},
-        {"name": "c2", "cluster": {"server": "https://c2"}},
-    ],
-    "users": [{"name": "u1", "user": {"token": "x"}}, {"name": "u2", "user": {}}],
-}
-
-
-def test_parse_kubeconfig_takes_the_current_context() -> None:
-    kube = parse_kubeconfig(KUBECONFIG, "/home/me/.kube/config")
-    assert kube == KubeContext(
-        path="/home/me/.kube/config",
-        context="dev",
-        server="https://c1",
-        namespace="team",
-        ca_file="/home/me/.kube/ca.crt",
-        ca_data=None,
-        has_credentials=True,
-    )
-
-
-def test_parse_kubeconfig_without_current_context() -> None:
-    assert parse_kubeconfig({**KUBECONFIG, "current-context": ""}, "/k") is None
-    assert parse_kubeconfig({**KUBECONFIG, "current-context": "nope"}, "/k") is None
 
 
 def test_saved_connection_round_trip_with_mode_600(tmp_path: Path) -> None:

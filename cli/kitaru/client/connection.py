@@ -5,7 +5,8 @@ Every value is resolved on its own, first match wins:
 1. environment: `KITARU_SERVER_URL`, `KITARU_AUTH_TOKEN`, `KITARU_PROJECT`
    (plus `KITARU_CA_FILE`, `KITARU_SERVICE_ACCOUNT`);
 2. the connection saved by `kitaru login` (`~/.config/kitaru/connection.json`, mode 600);
-3. the current kubeconfig context (`$KUBECONFIG` or `~/.kube/config`).
+3. the current kubeconfig context (the files of `$KUBECONFIG` merged as kubectl does,
+   or `~/.kube/config`: `kitaru.kubeconfig`).
 
 Credentials and the CA certificate are only taken from a source that names the same
 server, so a token is never sent to a server it was not saved for. `combine()` is pure;
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kitaru.client.errors import KitaruConnectionError
+from kitaru.kubeconfig import KubeContext, current_context, kubeconfig_paths
 
 ENV_SERVER = "KITARU_SERVER_URL"
 ENV_TOKEN = "KITARU_AUTH_TOKEN"
@@ -72,19 +74,6 @@ class SavedConnection:
             ca_file=data.get("ca_file") or None,
             service_account=data.get("service_account") or None,
         )
-
-
-@dataclass(frozen=True)
-class KubeContext:
-    """The parts of the current kubeconfig context that matter here."""
-
-    path: str
-    context: str
-    server: str | None
-    namespace: str | None
-    ca_file: str | None = None
-    ca_data: str | None = None
-    has_credentials: bool = False
 
 
 @dataclass(frozen=True)
@@ -274,50 +263,16 @@ def save_connection(saved: SavedConnection, path: Path | None = None) -> Path:
     return path
 
 
-def kubeconfig_path(env: Mapping[str, str]) -> Path | None:
-    for candidate in (env.get("KUBECONFIG") or "").split(os.pathsep):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    default = Path.home() / ".kube" / "config"
-    return default if default.is_file() else None
-
-
-def parse_kubeconfig(data: Mapping[str, Any], path: str) -> KubeContext | None:
-    """The current context of a parsed kubeconfig, or None when there is none."""
-    current = data.get("current-context")
-    contexts = {c.get("name"): c.get("context") or {} for c in data.get("contexts") or []}
-    if not current or current not in contexts:
-        return None
-    context = contexts[current]
-    clusters = {c.get("name"): c.get("cluster") or {} for c in data.get("clusters") or []}
-    users = {u.get("name"): u.get("user") or {} for u in data.get("users") or []}
-    cluster = clusters.get(context.get("cluster"), {})
-    user = users.get(context.get("user"), {})
-    ca_file = cluster.get("certificate-authority")
-    if ca_file and not os.path.isabs(ca_file):
-        ca_file = str(Path(path).parent / ca_file)
-    return KubeContext(
-        path=path,
-        context=str(current),
-        server=cluster.get("server"),
-        namespace=context.get("namespace"),
-        ca_file=ca_file,
-        ca_data=cluster.get("certificate-authority-data"),
-        has_credentials=bool(user),
-    )
-
-
 def load_kube_context(env: Mapping[str, str]) -> KubeContext | None:
-    path = kubeconfig_path(env)
-    if path is None:
-        return None
+    """The current context of the merged kubeconfig (`kitaru.kubeconfig`), or None."""
     import yaml
+    from kubernetes.config.config_exception import ConfigException
 
+    paths = kubeconfig_paths(env)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise KitaruConnectionError(f"cannot read kubeconfig {path}: {exc}") from exc
-    return parse_kubeconfig(data, str(path))
+        return current_context(paths)
+    except (ConfigException, OSError, yaml.YAMLError) as exc:
+        raise KitaruConnectionError(f"cannot read kubeconfig {paths}: {exc}") from exc
 
 
 def resolve_connection(env: Mapping[str, str] | None = None) -> Connection:

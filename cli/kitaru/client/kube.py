@@ -26,6 +26,7 @@ from kitaru.client.errors import (
     Rejected,
 )
 from kitaru.core.names import API_VERSION, GROUP
+from kitaru.kubeconfig import load_configuration
 
 PAGE_SIZE = 500
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -45,13 +46,11 @@ class Expired(KitaruError):
 
 def build_api_client(conn: Connection) -> Any:
     """A kubernetes ApiClient for a complete connection."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     conn = conn.require()
     if conn.uses_kubeconfig_credentials and conn.kube is not None:
-        return config.new_client_from_config(
-            config_file=conn.kube.path, context=conn.kube.context, persist_config=False
-        )
+        return client.ApiClient(load_configuration(conn.kube.path, conn.kube.context))
     configuration = client.Configuration()
     configuration.host = conn.server.value or ""
     configuration.api_key = {"authorization": conn.token.value or ""}

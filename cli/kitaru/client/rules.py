@@ -18,9 +18,6 @@ from kitaru.core.tagging import TagError
 if TYPE_CHECKING:
     from kitaru.client.kube import Kube
 
-# Compare-and-swap loops and version allocation give up after this many tries.
-MAX_ATTEMPTS = 50
-
 
 def of_flow(flow: str) -> str:
     """The field selector of one flow's objects (a selectable field of every kind)."""

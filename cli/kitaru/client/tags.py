@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from kitaru.client.errors import Conflict, NotFound
 from kitaru.client.kube import AlreadyExists, StaleObject
 from kitaru.client.records import RouteInfo, route_info
-from kitaru.client.rules import MAX_ATTEMPTS, core_errors, not_found
+from kitaru.client.retry import attempts
+from kitaru.client.rules import core_errors, not_found
 from kitaru.core.manifests import build_route, route_view
 from kitaru.core.names import ROUTES, route_name
 from kitaru.core.routing import tag_not_found
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 def set_tag(kube: Kube, flow: str, tag: str, version: int, exclusive: bool) -> RouteInfo:
     """Route `tag` to `version`: exclusive moves it there, shared adds the version."""
-    for _ in range(MAX_ATTEMPTS):
+    for _ in attempts():
         current = kube.get(ROUTES, route_name(flow, tag))
         with core_errors():
             view = apply_tag(route_view(current), flow, tag, version, exclusive)
@@ -41,7 +42,7 @@ def set_tag(kube: Kube, flow: str, tag: str, version: int, exclusive: bool) -> R
 def unset_tag(kube: Kube, flow: str, tag: str, version: int | None) -> RouteInfo:
     """Take `tag` off `version` (None: off its only version); an empty route is deleted."""
     name = route_name(flow, tag)
-    for _ in range(MAX_ATTEMPTS):
+    for _ in attempts():
         current = kube.get(ROUTES, name)
         view = route_view(current)
         if current is None or view is None:

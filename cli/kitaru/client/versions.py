@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import Conflict, Rejected
 from kitaru.client.kube import AlreadyExists, StaleObject
-from kitaru.client.rules import MAX_ATTEMPTS, of_flow
+from kitaru.client.retry import attempts
+from kitaru.client.rules import of_flow
 from kitaru.client.tags import set_tag
 from kitaru.core.manifests import build_deployment, build_route
 from kitaru.core.models import SourceSnapshot
@@ -65,7 +66,7 @@ def create_next_version(
     the body it was created from."""
     existing, default = version_state(kube, flow)
     version = next_version(existing, route_high_water_mark(default))
-    for _ in range(MAX_ATTEMPTS):
+    for _ in attempts():
         body = build_deployment(
             flow,
             version,
@@ -117,7 +118,7 @@ def record_high_water_mark(kube: Kube, flow: str, version: int) -> None:
     """Raise the flow's mark now rather than when the operator gets to it, so a version
     deleted right after its deploy can never have its number handed out again."""
     name = route_name(flow, DEFAULT_TAG)
-    for _ in range(MAX_ATTEMPTS):
+    for _ in attempts():
         current = kube.get(ROUTES, name)
         if current is None:
             return
