@@ -648,16 +648,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _locked(command: str, state: State, with_node: bool) -> int:
     if command == "down":
-        leftovers = down(state)
-        if leftovers:
-            print(f"could not stop: {', '.join(leftovers)}", file=sys.stderr)
-            return 1
-        print("down")
-        return 0
+        return report_down(down(state))
+    return report_up("cluster", lambda: up(state, with_node=with_node))
+
+
+def report_down(leftovers: list[str]) -> int:
+    """The exit status of `down`, saying what could not be stopped."""
+    if leftovers:
+        print(f"could not stop: {', '.join(leftovers)}", file=sys.stderr)
+        return 1
+    print("down")
+    return 0
+
+
+def report_up(what: str, start: Callable[[], object]) -> int:
+    """The exit status of `up`: a ClusterError is a one-line message, not a traceback."""
     try:
-        up(state, with_node=with_node)
+        start()
     except ClusterError as err:
-        print(f"cluster up failed: {err}", file=sys.stderr)
+        print(f"{what} up failed: {err}", file=sys.stderr)
         return 1
     return 0
 

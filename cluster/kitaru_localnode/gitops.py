@@ -34,6 +34,8 @@ from kitaru_localnode.cluster import (
     State,
     bin_dir,
     is_up,
+    report_down,
+    report_up,
     write_kubeconfig,
 )
 from kitaru_localnode.paths import BUILD_SCRIPT
@@ -249,18 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print("up" if running else "down")
         return 0 if running else 1
     if args.command == "down":
-        leftovers = down(state)
-        if leftovers:
-            print(f"could not stop: {', '.join(leftovers)}", file=sys.stderr)
-            return 1
-        print("down")
-        return 0
-    try:
-        up(args.dir)
-    except ClusterError as err:
-        print(f"gitops up failed: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return report_down(down(state))
+    return report_up("gitops", lambda: up(args.dir))
 
 
 if __name__ == "__main__":

@@ -105,17 +105,8 @@ def deploy(
     history_limit: int | None,
 ) -> Output:
     """Deploy a flow from source as its next version, with one tag."""
-    inputs = parse_inputs(input_)
-    _require_project()
-    info = client().deployments.deploy(
-        target,
-        inputs=inputs,
-        tag=tag,
-        exclusive=exclusive,
-        image=image,
-        retention=Retention(ttl_seconds_after_finished, history_limit),
-    )
-    return Output(item=info.to_json(), text=_deployed_text(info))
+    retention = Retention(ttl_seconds_after_finished, history_limit)
+    return _new_version(target, input_, image, retention, tag=tag, exclusive=exclusive)
 
 
 @main.command()
@@ -132,14 +123,31 @@ def build(
     history_limit: int | None,
 ) -> Output:
     """Build a flow from source as its next version, without a tag."""
+    retention = Retention(ttl_seconds_after_finished, history_limit)
+    return _new_version(target, input_, image, retention, untagged=True)
+
+
+def _new_version(
+    target: str,
+    input_: str | None,
+    image: str | None,
+    retention: Retention,
+    *,
+    tag: str | None = None,
+    exclusive: bool = False,
+    untagged: bool = False,
+) -> Output:
+    """`deploy` and `build`: the next version of the flow in `target`, routed as asked."""
     inputs = parse_inputs(input_)
     _require_project()
     info = client().deployments.deploy(
         target,
         inputs=inputs,
+        tag=tag,
+        exclusive=exclusive,
         image=image,
-        untagged=True,
-        retention=Retention(ttl_seconds_after_finished, history_limit),
+        untagged=untagged,
+        retention=retention,
     )
     return Output(item=info.to_json(), text=_deployed_text(info))
 
