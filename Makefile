@@ -52,8 +52,8 @@ test-unit: ## the fast tier: pure rules, no cluster, nothing built
 
 test: lint build-cluster build-gitops ## everything: lint, unit, API, end-to-end and GitOps tiers on the local cluster
 	@started=0; \
-	if ! $(PYTHON) -m kitaru_localnode.cluster status >/dev/null 2>&1; then \
-	  $(PYTHON) -m kitaru_localnode.cluster up || exit 1; started=1; fi; \
+	if ! $(PYTHON) -m kitaru_localnode.cluster status >/dev/null 2>&1; then started=1; fi; \
+	$(PYTHON) -m kitaru_localnode.cluster up || exit 1; \
 	$(PYTHON) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$started = 1 ]; then $(PYTHON) -m kitaru_localnode.cluster down; fi; \
 	exit $$rc

@@ -337,6 +337,8 @@ def _cached_bin_dir(state: State) -> Path | None:
 
 def up(state: State, with_node: bool = True) -> None:
     if is_up(state):
+        if state.images_file.exists() and node.node_owner() == state.root:
+            _refresh_images(state)
         print(f"already up (KUBECONFIG={state.kubeconfig})")
         return
     if with_node:
@@ -366,14 +368,30 @@ def up(state: State, with_node: bool = True) -> None:
     except (ClusterError, KeyboardInterrupt):
         down(state)
         raise
-    state.images_file.write_text(
-        json.dumps({n: {**asdict(i), "pinned": i.pinned} for n, i in built.items()}, indent=2)
-        + "\n"
-    )
+    _write_images(state, built)
     print(
         f"cluster up in {time.monotonic() - started_at:.1f} s: {server}\n"
         f"  export KUBECONFIG={state.kubeconfig}   (or: source {state.root / 'env'})\n"
         f"  logs: {state.logs}"
+    )
+
+
+def _refresh_images(state: State) -> None:
+    """Rebuild the images whose inputs changed since the node started and import them, so
+    a running cluster runs the checkout as it is now (tests would otherwise exercise the
+    code of the last `up`)."""
+    try:
+        built = images.build_all(bin_dir())
+        node.import_images(state.node, built)
+    except (images.ImageBuildError, RuntimeError) as err:
+        raise ClusterError(str(err)) from err
+    _write_images(state, built)
+
+
+def _write_images(state: State, built: dict[str, images.BuiltImage]) -> None:
+    state.images_file.write_text(
+        json.dumps({n: {**asdict(i), "pinned": i.pinned} for n, i in built.items()}, indent=2)
+        + "\n"
     )
 
 

@@ -20,7 +20,16 @@ from typing import Any
 
 import kubernetes
 import pytest
-from support import KUBECONFIG, REPO, Cluster, bin_dir, kubectl, runner_image, wait_for
+from support import (
+    CLUSTER_DIR,
+    KUBECONFIG,
+    REPO,
+    Cluster,
+    bin_dir,
+    kubectl,
+    runner_image,
+    wait_for,
+)
 
 
 def _get_json(*args: str, namespace: str | None = None) -> Any:
@@ -451,6 +460,23 @@ def test_pod_calls_the_api_server_in_cluster_style(namespace: str) -> None:
     # The pod had its own root file system: nothing appeared on the host.
     assert not Path("/etc/kitaru-test").exists()
     assert not Path("/workspace/kitaru").exists()
+
+
+def test_up_on_a_running_cluster_keeps_its_images_current() -> None:
+    """`up` while up (what `make test` does) rebuilds and imports only changed images:
+    with the checkout unchanged, the recorded images stay exactly the same."""
+    images_file = CLUSTER_DIR / "images.json"
+    before = images_file.read_text()
+    again = subprocess.run(
+        [sys.executable, "-m", "kitaru_localnode.cluster", "up", f"--dir={CLUSTER_DIR}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already up" in again.stdout
+    assert images_file.read_text() == before
 
 
 def test_cluster_down_leaves_no_process(tmp_path: Path) -> None:
