@@ -63,8 +63,8 @@ test: lint build-cluster build-gitops ## everything: lint, unit, API, end-to-end
 test-gitops: build-cluster build-gitops ## the GitOps tier alone: Flux syncs examples/gitops from a git server
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/gitops
 
-demo: install cluster-up ## the product story on the local cluster
-	$(PYTHON) examples/demo.py
+demo: install cluster-up ## the product story on the local cluster (with the pinned kubectl)
+	PATH="$$(bash cluster/build.sh | tail -1):$$PATH" $(PYTHON) examples/demo.py
 
 BENCH_CLUSTER ?= /tmp/kitaru-bench-cluster
 
