@@ -304,11 +304,11 @@ def run_case(k8s: client.ApiClient, side: str, count: int, concurrency: int) -> 
             core.delete_namespace(namespace, propagation_policy="Background")
 
 
-METRICS = {
-    "p50 ms": lambda c: c.p50 * 1000,
-    "p99 ms": lambda c: c.p99 * 1000,
-    "sequences/s": lambda c: c.rate,
-    "CPU s per 1000": lambda c: c.cpu_per_1000,
+METRICS = {  # heading: (figure of a case, format)
+    "p50 ms": (lambda c: c.p50 * 1000, ".1f"),
+    "p99 ms": (lambda c: c.p99 * 1000, ".1f"),
+    "sequences/s": (lambda c: c.rate, ".0f"),
+    "CPU s per 1000": (lambda c: c.cpu_per_1000, ".2f"),
 }
 
 
@@ -320,12 +320,12 @@ def report(cases: dict[str, list[Case]]) -> None:
     print("|---" * (len(METRICS) + 1) + "|")
     for side, runs in cases.items():
         cells = []
-        for figure in METRICS.values():
+        for figure, form in METRICS.values():
             value = statistics.median(figure(c) for c in runs)
             ratio = statistics.median(
                 figure(c) / figure(b) for c, b in zip(runs, cases["asynckube"], strict=True)
             )
-            cells.append(f"{value:.1f} ({ratio:.2f}x)")
+            cells.append(f"{value:{form}} ({ratio:.2f}x)")
         print(f"| {side} | " + " | ".join(cells) + " |")
 
 
