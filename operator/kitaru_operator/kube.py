@@ -83,6 +83,10 @@ class ApiError(Exception):
         self.status = status
 
 
+class ClientClosed(Exception):
+    """A call after `AsyncKube.close()`: the process is stopping."""
+
+
 class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): list again."""
 
@@ -124,6 +128,13 @@ class AsyncKube:
     async def close(self) -> None:
         await self.session.close()
 
+    def _url(self, method: str, path: str) -> str:
+        """The request's URL; `ClientClosed` once closed (aiohttp's own error for that is a
+        bare RuntimeError)."""
+        if self.session.closed:
+            raise ClientClosed(f"{method} {path}: the API client is closed")
+        return self.host + path
+
     async def call(
         self,
         method: str,
@@ -139,7 +150,7 @@ class AsyncKube:
         headers = {"Content-Type": content_type, **authorization_header(self.configuration)}
         data = None if body is None else json.dumps(body)
         async with self.session.request(
-            method, self.host + path, data=data, params=params or None, headers=headers
+            method, self._url(method, path), data=data, params=params or None, headers=headers
         ) as response:
             raw = await response.read()
             if response.status < 300:
@@ -221,7 +232,8 @@ class AsyncKube:
             params["continue"] = continue_token
         path = kind.collection(namespace)
         headers = authorization_header(self.configuration)
-        async with self.session.get(self.host + path, params=params, headers=headers) as response:
+        url = self._url("GET", path)
+        async with self.session.get(url, params=params, headers=headers) as response:
             raw = await response.read()
             if response.status >= 300:
                 raise ApiError(response.status, "GET", path, raw.decode(errors="replace"))
@@ -286,7 +298,7 @@ class AsyncKube:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
         path = kind.collection(namespace)
         async with self.session.get(
-            self.host + path,
+            self._url("WATCH", path),
             params=params,
             headers=authorization_header(self.configuration),
             timeout=timeout,

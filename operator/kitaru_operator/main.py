@@ -161,7 +161,9 @@ async def run(args: argparse.Namespace) -> int:
             return 1
         return 0
     finally:
-        keeper.cancel()
+        keeper.cancel()  # ended before the Lease is released and its client closed
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         with contextlib.suppress(Exception):
             await elector.release()
         await elector.api.close()

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Hashable
+from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kitaru_operator.events import EventRecorder
 from kitaru_operator.flows import Flows
 from kitaru_operator.informer import Key
-from kitaru_operator.kube import AsyncKube
+from kitaru_operator.kube import AsyncKube, ClientClosed
 from kitaru_operator.retention import RetentionKeeper
 from kitaru_operator.runs import JobRecord, Jobs, RunningPods
 
@@ -33,6 +33,46 @@ class StripedLocks:
     def __call__(self, key: Hashable) -> asyncio.Lock:
         digest = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
         return self._locks[int.from_bytes(digest, "big") % len(self._locks)]
+
+
+class BackgroundTasks:
+    """The process's background work (informers, workers, wake-ups), stopped as one.
+
+    Stopping refuses new work first: a wake-up timer that fires while the tasks are
+    being cancelled would otherwise start a reconcile after the API client is closed.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine in the background, keeping it referenced until it is done;
+        once stopping, drop it unstarted."""
+        if self.stopping:
+            coroutine.close()
+            return
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    async def stop(self) -> None:
+        """Refuse new work, cancel every task and wait until all have ended."""
+        self.stopping = True
+        while pending := [task for task in self.tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        if isinstance(error, ClientClosed):  # stopping: expected, not a failure
+            logger.info("background task stopped: %s", error)
+        else:
+            logger.error("background task failed", exc_info=error)
 
 
 @dataclass
@@ -59,15 +99,7 @@ class Runtime:
     # Invocations whose status this process wrote, until the watch delivers the write:
     # key -> (resourceVersion the write was based on, the object as written).
     written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    background: BackgroundTasks = field(default_factory=BackgroundTasks)
 
-    def spawn(self, coroutine: Any) -> None:
-        """Run a coroutine in the background, keeping it referenced until it is done."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task failed", exc_info=task.exception())
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.background.spawn(coroutine)

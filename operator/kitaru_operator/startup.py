@@ -9,7 +9,6 @@ runs (`retention`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -160,9 +159,7 @@ async def _resync_running(rt: Runtime, interval: float) -> None:
 
 
 async def stop(rt: Runtime) -> None:
-    for task in list(rt.tasks):
-        task.cancel()
-    for task in list(rt.tasks):
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    """The background work ends (wake-ups that fire meanwhile start nothing), then the
+    API client closes: nothing is left to call it."""
+    await rt.background.stop()
     await rt.api.close()
