@@ -34,6 +34,9 @@ LABEL_TAG = f"{GROUP}/tag"
 LABEL_INVOCATION = f"{GROUP}/invocation"
 LABEL_SOURCE = f"{GROUP}/source"
 ANNOTATION_HIGHEST_VERSION = f"{GROUP}/highest-version"
+# On a FlowRoute: the versions (comma-separated) routed there on purpose although their
+# input schema rejects inputs the previous target accepted (`--force`, or by hand).
+ANNOTATION_SCHEMA_ACCEPTED = f"{GROUP}/schema-accepted"
 ANNOTATION_DELETING_FLOW = f"{GROUP}/deleting-flow"
 
 _FLOW_RE = re.compile(FLOW_PATTERN)
