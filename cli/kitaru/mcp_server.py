@@ -83,6 +83,13 @@ HistoryLimit = Annotated[
         "(default: the operator's, 1000).",
     ),
 ]
+Force = Annotated[
+    bool,
+    Field(
+        description="Move the tag even if the version would reject inputs that the tag's "
+        "current version accepts (a removed or retyped input, a new required one)."
+    ),
+]
 
 
 _client: KitaruClient | None = None
@@ -126,8 +133,12 @@ def kitaru_deployments_deploy(
     ] = None,
     ttl_seconds_after_finished: TtlSeconds = None,
     history_limit: HistoryLimit = None,
+    force: Force = False,
 ) -> dict[str, Any]:
-    """Deploy a flow from source as the next immutable version, with one routing tag."""
+    """Deploy a flow from source as the next immutable version, with one routing tag.
+
+    Refused (IncompatibleSchema) when its inputs would break the tag's callers, unless
+    force is true."""
     deployments = _kitaru().deployments
     return deployments.deploy(
         target,
@@ -136,6 +147,7 @@ def kitaru_deployments_deploy(
         exclusive=exclusive,
         image=image,
         retention=Retention(ttl_seconds_after_finished, history_limit),
+        force=force,
     ).to_json()
 
 
@@ -185,9 +197,17 @@ def kitaru_deployments_tag(
         bool,
         Field(description="Exclusive: move the tag to this version. Shared: add this version."),
     ] = False,
+    force: Force = False,
 ) -> dict[str, Any]:
-    """Route a tag to a deployment version (promote, e.g. stable to version 2)."""
-    return _kitaru().deployments.tag(flow, tag, version=version, exclusive=exclusive).to_json()
+    """Route a tag to a deployment version (promote, e.g. stable to version 2).
+
+    Refused (IncompatibleSchema, naming each input) when the version would reject inputs
+    the tag's current version accepts, unless force is true."""
+    return (
+        _kitaru()
+        .deployments.tag(flow, tag, version=version, exclusive=exclusive, force=force)
+        .to_json()
+    )
 
 
 def kitaru_deployments_untag(

@@ -79,6 +79,7 @@ class Flow(Generic[P, R]):
         exclusive: bool = False,
         image: str | None = None,
         retention: Retention | None = None,
+        force: bool = False,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> DeploymentInfo:
@@ -87,10 +88,17 @@ class Flow(Generic[P, R]):
         Keyword arguments other than the options are representative deploy-time
         inputs. No `tag` means `default`; `image` runs a prebuilt image instead of
         the stack's runner image; `retention` says how long this version's finished
-        runs are kept (default: the operator's).
+        runs are kept (default: the operator's). A version whose inputs would break the
+        tag's callers is refused (IncompatibleSchema) unless `force=True`.
         """
         return _client(client).deployments.deploy(
-            self, inputs=inputs, tag=tag, exclusive=exclusive, image=image, retention=retention
+            self,
+            inputs=inputs,
+            tag=tag,
+            exclusive=exclusive,
+            image=image,
+            retention=retention,
+            force=force,
         )
 
     def invoke(

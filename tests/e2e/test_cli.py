@@ -40,7 +40,10 @@ def fails(kitaru: Kitaru, command: str, kind: str, fragment: str) -> None:
 def kitaru(running_operator: object, namespace: str, tmp_path: Path) -> Kitaru:
     project = new_project(tmp_path, namespace, FLOWS_AND_MORE)
     project('deploy flows/research.py:research_agent --input \'{"topic": "t"}\'')
-    project("deploy flows/research.py:research_agent --tag canary --exclusive")
+    project(
+        "deploy flows/research.py:research_agent --tag canary --exclusive "
+        '--input \'{"topic": "t"}\''
+    )
     project("flow tag research_agent benchmark --version 1")
     project("flow tag research_agent benchmark --version 2")
     return project

@@ -56,7 +56,7 @@ def test_flow_stays_a_plain_callable() -> None:
 
 def test_deploy_and_invoke_go_through_the_client() -> None:
     client = Recorder()
-    summarize.deploy(topic="t", tag="canary", exclusive=True, client=client)  # type: ignore[arg-type]
+    summarize.deploy(topic="t", tag="canary", exclusive=True, force=True, client=client)  # type: ignore[arg-type]
     summarize.invoke(topic="u", tag="stable", client=client)  # type: ignore[arg-type]
     assert client.calls == [
         (
@@ -68,6 +68,7 @@ def test_deploy_and_invoke_go_through_the_client() -> None:
                 "exclusive": True,
                 "image": None,
                 "retention": None,
+                "force": True,
             },
         ),
         (

@@ -39,10 +39,19 @@ def flow() -> None:
 @click.argument("tag")
 @click.option("--version", type=int, required=True, help="The version the tag routes to.")
 @click.option("--exclusive", is_flag=True, help="Move the tag here from every other version.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move the tag even if the version would reject inputs its current version accepts.",
+)
 @kitaru_command
-def tag_command(flow_name: str, tag: str, version: int, exclusive: bool) -> Output:
-    """Route TAG to a version: exclusive moves it, shared adds the version."""
-    route = client().deployments.tag(flow_name, tag, version, exclusive=exclusive)
+def tag_command(flow_name: str, tag: str, version: int, exclusive: bool, force: bool) -> Output:
+    """Route TAG to a version: exclusive moves it, shared adds the version.
+
+    Refused when the version's input schema rejects inputs the tag's current version
+    accepts (a removed or retyped input, a new required one), unless --force.
+    """
+    route = client().deployments.tag(flow_name, tag, version, exclusive=exclusive, force=force)
     listed = ", ".join(f"v{v}" for v in route.versions)
     return Output(
         item=route.to_json(),

@@ -93,6 +93,11 @@ def _deployed_text(info: object) -> str:
 @click.option("--tag", default=None, help="The one tag this version gets (default: 'default').")
 @click.option("--exclusive", is_flag=True, help="Move the tag here from other versions.")
 @click.option("--image", default=None, help="Prebuilt image to run instead of the runner image.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take the tag even if this version rejects inputs its current version accepts.",
+)
 @retention_options("this version")
 @kitaru_command
 def deploy(
@@ -101,12 +106,18 @@ def deploy(
     tag: str | None,
     exclusive: bool,
     image: str | None,
+    force: bool,
     ttl_seconds_after_finished: int | None,
     history_limit: int | None,
 ) -> Output:
-    """Deploy a flow from source as its next version, with one tag."""
+    """Deploy a flow from source as its next version, with one tag.
+
+    The tag (`default` without --tag) must keep accepting what its callers send: a
+    version whose inputs would reject theirs is refused before anything is created,
+    unless --force.
+    """
     retention = Retention(ttl_seconds_after_finished, history_limit)
-    return _new_version(target, input_, image, retention, tag=tag, exclusive=exclusive)
+    return _new_version(target, input_, image, retention, tag=tag, exclusive=exclusive, force=force)
 
 
 @main.command()
@@ -136,6 +147,7 @@ def _new_version(
     tag: str | None = None,
     exclusive: bool = False,
     untagged: bool = False,
+    force: bool = False,
 ) -> Output:
     """`deploy` and `build`: the next version of the flow in `target`, routed as asked."""
     inputs = parse_inputs(input_)
@@ -148,6 +160,7 @@ def _new_version(
         image=image,
         untagged=untagged,
         retention=retention,
+        force=force,
     )
     return Output(item=info.to_json(), text=_deployed_text(info))
 

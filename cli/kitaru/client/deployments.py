@@ -28,7 +28,7 @@ from kitaru.client.removal import delete_whole_flow, prune_untagged
 from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
 from kitaru.client.tags import set_tag, unset_tag
-from kitaru.client.versions import create_next_version
+from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.inputs import (
     check_inputs,
     merge_inputs,
@@ -175,6 +175,7 @@ class Deployments:
         image: str | None = None,
         untagged: bool = False,
         retention: Retention | None = None,
+        force: bool = False,
     ) -> DeploymentInfo:
         """Deploy a flow from source as its next version with one tag (none given ⇒ `default`).
 
@@ -183,6 +184,9 @@ class Deployments:
         the module file is stored in an immutable ConfigMap with its sha256.
         `untagged=True` (`kitaru build`) creates the version without a tag. `retention`
         says how long this version's finished runs are kept (default: the operator's).
+        The tag it takes (`default` without one) must keep accepting what its callers
+        send: a new input schema that rejects inputs the tag's current version accepts
+        is refused before anything is created (IncompatibleSchema), unless `force=True`.
         """
         if untagged and tag is not None:
             raise InvalidArguments("an untagged build takes no tag", kind="InvalidArguments")
@@ -200,6 +204,8 @@ class Deployments:
             check_inputs(inputs)
             schema = schema_from_signature(flow_obj.func, inputs)
             validate_deploy_inputs(inputs, schema)
+        if not untagged:
+            check_deploy_tag(self._kube, flow_obj.name, tag, schema, force)
         package = package_flow(flow_obj, path, attr)
         config_map = build_source_config_map(package.flow, package.files, package.sha256)
         with suppress(AlreadyExists):  # content-addressed: the same source is already stored
@@ -221,6 +227,7 @@ class Deployments:
             exclusive=exclusive,
             untagged=untagged,
             retention=retention,
+            force=force,
         )
 
     def create_version(
@@ -237,8 +244,10 @@ class Deployments:
         exclusive: bool = False,
         untagged: bool = False,
         retention: Retention | None = None,
+        force: bool = False,
     ) -> DeploymentInfo:
-        """Create the next version of `flow` from an already-built snapshot, then tag it."""
+        """Create the next version of `flow` from an already-built snapshot, then tag it
+        (refused like `deploy` when the tag's callers would break, unless `force`)."""
         with core_errors():
             validate_flow(flow)
             if tag is not None:
@@ -256,6 +265,7 @@ class Deployments:
             exclusive=exclusive,
             untagged=untagged,
             retention=retention,
+            force=force,
         )
         return self._info(
             self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) or body,
@@ -264,15 +274,20 @@ class Deployments:
 
     # --- routing -------------------------------------------------------------------
 
-    def tag(self, flow: str, tag: str, version: int, exclusive: bool = False) -> RouteInfo:
-        """Route `tag` to `version`: exclusive moves it there, shared adds the version."""
+    def tag(
+        self, flow: str, tag: str, version: int, exclusive: bool = False, force: bool = False
+    ) -> RouteInfo:
+        """Route `tag` to `version`: exclusive moves it there, shared adds the version.
+
+        Refused with IncompatibleSchema, naming each input, when `version` would reject
+        inputs the tag's current version(s) accept; `force=True` moves it anyway."""
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
             validate_version(version)
         if self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None:
             raise not_found(version_not_found(flow, version))
-        return set_tag(self._kube, flow, tag, version, exclusive)
+        return set_tag(self._kube, flow, tag, version, exclusive, force=force)
 
     def untag(self, flow: str, tag: str, version: int | None = None) -> RouteInfo:
         """Take `tag` off `version` (or off its only version); `default` can only be moved."""

@@ -33,6 +33,15 @@ class Rejected(KitaruError):
     """The API server refused a change (CEL rule, admission policy, RBAC)."""
 
 
+class IncompatibleSchema(KitaruError):
+    """A tag move to a version that would reject inputs its current target accepts
+    (refused unless forced); `incompatibilities` lists each finding."""
+
+    def __init__(self, message: str, incompatibilities: list[str]) -> None:
+        super().__init__(message)
+        self.incompatibilities = incompatibilities
+
+
 class Conflict(KitaruError):
     """A concurrent change won every retry."""
 

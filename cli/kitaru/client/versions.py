@@ -17,8 +17,8 @@ from kitaru.client.errors import Conflict, Rejected
 from kitaru.client.kube import AlreadyExists, StaleObject
 from kitaru.client.retry import attempts
 from kitaru.client.rules import of_flow
-from kitaru.client.tags import set_tag
-from kitaru.core.manifests import build_deployment, build_route
+from kitaru.client.tags import check_tag_move, set_tag
+from kitaru.core.manifests import build_deployment, build_route, route_view
 from kitaru.core.models import SourceSnapshot
 from kitaru.core.names import DEFAULT_TAG, DEPLOYMENTS, ROUTES, parse_deployment_name, route_name
 from kitaru.core.retention import Retention
@@ -61,11 +61,19 @@ def create_next_version(
     exclusive: bool,
     untagged: bool,
     retention: Retention | None,
+    force: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Create the next version of `flow` and route it (unless `untagged`): its number and
-    the body it was created from."""
+    the body it was created from.
+
+    The tag it takes (`default` without one) is checked first: when the new input schema
+    rejects inputs the tag's current target accepts, nothing is created (IncompatibleSchema)
+    unless `force`. The tag move itself checks again, in case the route moved meanwhile.
+    """
     existing, default = version_state(kube, flow)
     version = next_version(existing, route_high_water_mark(default))
+    if not untagged:
+        _check_tag(kube, flow, tag, version, default, input_schema, force)
     for _ in attempts():
         body = build_deployment(
             flow,
@@ -94,12 +102,38 @@ def create_next_version(
     else:
         raise Conflict(f"could not allocate a version of flow '{flow}' after many tries")
     if not untagged:
-        set_tag(kube, flow, tag or DEFAULT_TAG, version, exclusive)
+        set_tag(kube, flow, tag or DEFAULT_TAG, version, exclusive, force=force)
     routed_default = not untagged and (tag or DEFAULT_TAG) == DEFAULT_TAG
     has_default = default is not None or routed_default
     _bootstrap_default(kube, flow, [*existing, version], version, has_default)
     record_high_water_mark(kube, flow, version)
     return version, body
+
+
+def check_deploy_tag(
+    kube: Kube, flow: str, tag: str | None, input_schema: Mapping[str, Any], force: bool
+) -> None:
+    """Before a deploy uploads anything: would the tag it takes (`default` without one)
+    break its callers? Raises IncompatibleSchema unless `force`."""
+    existing, default = version_state(kube, flow)
+    version = next_version(existing, route_high_water_mark(default))
+    _check_tag(kube, flow, tag, version, default, input_schema, force)
+
+
+def _check_tag(
+    kube: Kube,
+    flow: str,
+    tag: str | None,
+    version: int,
+    default: dict[str, Any] | None,
+    input_schema: Mapping[str, Any] | None,
+    force: bool,
+) -> None:
+    routed = tag or DEFAULT_TAG
+    route = default if routed == DEFAULT_TAG else kube.get(ROUTES, route_name(flow, routed))
+    current = route_view(route)
+    if current is not None:
+        check_tag_move(kube, flow, routed, version, current.versions, input_schema, force=force)
 
 
 def version_state(kube: Kube, flow: str) -> tuple[builtins.list[int], dict[str, Any] | None]:
