@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 
 import aiohttp
 from kitaru.core.backoff import Backoff
+from kitaru.core.compat import check_route_schema
 from kitaru.core.manifests import build_route
 from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
 from kitaru.core.names import DEFAULT_TAG
-from kitaru.core.status import derive_deployment_status, derive_route_status
+from kitaru.core.status import SCHEMA_COMPATIBLE, derive_deployment_status, derive_route_status
 from kitaru.core.tagging import bootstrap_default
 from kitaru.core.versioning import high_water_mark_patch, raised_high_water_mark
 
@@ -260,20 +261,43 @@ class FlowReconciler:
         previous = (
             FlowRouteStatus.model_validate_json(route.status_json) if route.status_json else None
         )
+        baseline = previous.schema_baseline if previous else None
+        schemas = {
+            v: d.spec().input_schema
+            for v in route.view.versions | frozenset(baseline or ())
+            if (d := state.deployments.get(v)) is not None and not d.deleting
+        }
+        schema = check_route_schema(
+            route.view.flow,
+            route.view.tag,
+            route.name,
+            route.view.versions,
+            baseline,
+            schemas,
+            route.schema_accepted,
+        )
         status = derive_route_status(
-            route.view.to_spec(),
-            live,
-            previous,
-            route.generation,
-            now,
+            route.view.to_spec(), live, previous, route.generation, now, schema
         )
         wire = status.wire()
         if route.status_json is not None and compact(wire) == route.status_json:
             return
         if not await self._put_status(ROUTE, namespace, route.name, route.resource_version, wire):
             return
-        ready = status.conditions[-1] if status.conditions else None
-        if ready is not None and (previous is None or previous.conditions != status.conditions):
+        before = {c.type: c for c in previous.conditions} if previous else {}
+        for condition in status.conditions:
+            old = before.get(condition.type)
+            if old is not None and (old.status, old.reason, old.message) == (
+                condition.status,
+                condition.reason,
+                condition.message,
+            ):
+                continue
+            if old is None and condition.type == SCHEMA_COMPATIBLE and condition.status == "True":
+                continue  # a route's first verdict, nothing moved: not news
             self.events.post(
-                route.ref(namespace), ready.reason, ready.message, warning=ready.status != "True"
+                route.ref(namespace),
+                condition.reason,
+                condition.message,
+                warning=condition.status != "True",
             )

@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kitaru.core.compat import parse_accepted
 from kitaru.core.models import (
     FlowDeploymentSpec,
     TagRef,
 )
 from kitaru.core.names import (
     ANNOTATION_HIGHEST_VERSION,
+    ANNOTATION_SCHEMA_ACCEPTED,
     DEFAULT_TAG,
     flow_from_dns,
     parse_deployment_name,
@@ -101,6 +103,8 @@ class RouteRecord:
     # spec.versions is applied by someone (server-side apply, e.g. Flux or Argo CD): the
     # operator does not take deleted versions out of it, it reports them instead.
     versions_applied: bool = False
+    # The kitaru.dev/schema-accepted annotation: versions routed here on purpose.
+    schema_accepted: frozenset[int] | None = None
 
     def ref(self, namespace: str) -> ObjectRef:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
@@ -155,6 +159,7 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
             entry.operation == "Apply" and "f:versions" in entry.fields_v1.get("f:spec", {})
             for entry in meta.managed_fields
         ),
+        schema_accepted=parse_accepted(meta.annotations.get(ANNOTATION_SCHEMA_ACCEPTED)),
     )
 
 

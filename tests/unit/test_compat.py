@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import pytest
 from kitaru.core.compat import (
+    SchemaCheck,
+    check_route_schema,
     format_accepted,
     incompatibility_message,
     parse_accepted,
@@ -13,6 +15,8 @@ from kitaru.core.compat import (
     schema_incompatibilities,
 )
 from kitaru.core.inputs import schema_from_signature
+from kitaru.core.models import FlowRouteSpec
+from kitaru.core.status import derive_route_status
 from pydantic import BaseModel
 
 
@@ -164,3 +168,62 @@ def test_accepted_annotation(value: str | None, expected: frozenset[int] | None)
     assert parse_accepted(value) == expected
     if expected:
         assert parse_accepted(format_accepted(expected)) == expected
+
+
+ROUTE = "research-agent.stable"
+
+
+def check(versions: set[int], baseline: set[int] | None, accepted: set[int] | None = None) -> Any:
+    schemas = {2: schema(base), 3: schema(widened), 4: schema(topic_int)}
+    return check_route_schema(
+        "research_agent", "stable", ROUTE, versions, baseline, schemas, accepted
+    )
+
+
+def test_route_check_new_route_and_compatible_moves_take_the_new_baseline() -> None:
+    assert check({2}, None) == SchemaCheck(
+        True,
+        "Compatible",
+        "version(s) 2 accept every input the route's earlier target accepted",
+        (2,),
+    )
+    assert check({3}, {2}).status is True
+    assert check({3}, {2}).baseline == (3,)
+    assert check({2}, {2, 3}).baseline == (2,)  # fewer versions: nothing new to accept
+
+
+def test_route_check_flags_an_incompatible_move_and_keeps_the_baseline() -> None:
+    verdict = check({4}, {2})
+    assert (verdict.status, verdict.reason, verdict.baseline) == (False, "IncompatibleSchema", (2,))
+    assert verdict.message == (
+        "version 4 of flow 'research_agent' would reject inputs that tag 'stable' (version 2) "
+        "accepts: input 'topic': type string → integer. Its callers may fail: move it back, "
+        "or accept the change with kubectl annotate flowroute research-agent.stable "
+        "kitaru.dev/schema-accepted=4"
+    )
+    # Moving on to another version is judged against what the callers had: v2.
+    assert check({3}, {2}).status is True
+    assert check({4}, {2}, accepted={4}) == SchemaCheck(
+        True, "Accepted", "version(s) 4 routed here on purpose (kitaru.dev/schema-accepted)", (4,)
+    )
+    assert check({4}, {2}, accepted={3}).status is False  # a stale acceptance counts for nothing
+
+
+def test_route_check_waits_for_an_unknown_version_and_forgets_deleted_ones() -> None:
+    verdict = check({9}, {2})
+    assert (verdict.status, verdict.reason, verdict.baseline) == (None, "SchemaUnknown", (2,))
+    assert check({4}, {8}).status is True  # the earlier target is gone: nothing to compare
+
+
+def test_route_status_carries_the_condition_and_baseline() -> None:
+    spec = FlowRouteSpec(flow="research_agent", tag="stable", exclusive=True, versions=[4])
+    now = "2026-01-01T00:00:00Z"
+    status = derive_route_status(spec, {2, 4}, None, 1, now, check({4}, {2}))
+    assert [(c.type, c.status, c.reason) for c in status.conditions] == [
+        ("Ready", "True", "Resolved"),
+        ("SchemaCompatible", "False", "IncompatibleSchema"),
+    ]
+    assert status.schema_baseline == [2]
+    assert status.wire()["schemaBaseline"] == [2]
+    # Without a verdict (an operator that cannot tell) the previous baseline is kept.
+    assert derive_route_status(spec, {2, 4}, status, 1, now).schema_baseline == [2]

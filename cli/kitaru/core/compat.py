@@ -14,10 +14,12 @@ tuples, dicts, bounds) and treats anything else it meets as "must be equal".
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from kitaru.core.names import ANNOTATION_SCHEMA_ACCEPTED
 from kitaru.core.routing import format_versions
 
 Schema = Mapping[str, Any] | bool
@@ -42,10 +44,10 @@ def schema_incompatibilities(old: Schema | None, new: Schema | None) -> list[str
     """What `new` rejects of the inputs `old` accepts, one readable line per finding
     (empty: every input object `old` accepts, `new` accepts too).
 
-    A version without a schema (None) accepts any input object.
+    A version without a schema (None or empty) accepts any input object.
     """
-    old_root: Schema = {"type": "object"} if old is None else old
-    new_root: Schema = {"type": "object"} if new is None else new
+    old_root: Schema = old if old or old is False else {"type": "object"}
+    new_root: Schema = new if new or new is False else {"type": "object"}
     return _Compare(old_root, new_root).schema(old_root, new_root, "")
 
 
@@ -64,15 +66,95 @@ def route_incompatibilities(
     return findings
 
 
+FORCE_HINT = "Keep the tag where it is, or move it anyway with --force (SDK and MCP: force=True)"
+
+
 def incompatibility_message(
-    flow: str, tag: str, version: int, current: Collection[int], findings: Iterable[str]
+    flow: str,
+    tag: str,
+    version: int,
+    current: Collection[int],
+    findings: Iterable[str],
+    remedy: str = FORCE_HINT,
 ) -> str:
     """One message for every surface: what would break, and how to do it anyway."""
     return (
         f"version {version} of flow '{flow}' would reject inputs that tag '{tag}' "
         f"({'versions' if len(set(current)) > 1 else 'version'} {format_versions(current)}) "
-        "accepts: " + "; ".join(findings) + ". "
-        "Keep the tag where it is, or move it anyway with --force (SDK and MCP: force=True)"
+        "accepts: " + "; ".join(findings) + ". " + remedy
+    )
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """The verdict on a route's latest move, for its `SchemaCompatible` condition.
+
+    `baseline` is what the route's callers are known to be served by: the versions it
+    last routed to compatibly (or on purpose). An incompatible move keeps the old
+    baseline, so the route stays flagged until it moves back, or the move is accepted.
+    """
+
+    status: bool | None  # None: a version's schema is not known yet
+    reason: str
+    message: str
+    baseline: tuple[int, ...]
+
+
+def check_route_schema(
+    flow: str,
+    tag: str,
+    route_name: str,
+    versions: Collection[int],
+    baseline: Collection[int] | None,
+    schemas: Mapping[int, Schema | None],
+    accepted: Collection[int] | None,
+) -> SchemaCheck:
+    """Whether a route's versions accept what its `baseline` versions accepted
+    (`schemas`: of the versions that exist; `accepted`: the `kitaru.dev/schema-accepted`
+    annotation). The operator's rule for routes written by anyone, kubectl included."""
+    routed = frozenset(versions)
+    now = tuple(sorted(routed))
+    if accepted is not None and frozenset(accepted) == routed:
+        return SchemaCheck(
+            True,
+            "Accepted",
+            f"version(s) {format_versions(routed)} routed here on purpose "
+            f"({ANNOTATION_SCHEMA_ACCEPTED})",
+            now,
+        )
+    added = routed - frozenset(baseline or ())
+    if baseline is None or not added:
+        return SchemaCheck(True, "Compatible", _compatible(routed), now)
+    unknown = sorted(v for v in added if v not in schemas)
+    if unknown:
+        return SchemaCheck(
+            None,
+            "SchemaUnknown",
+            f"version(s) {format_versions(unknown)} not found: cannot compare input schemas",
+            tuple(sorted(baseline)),
+        )
+    current = {v: schemas[v] for v in baseline if v in schemas}
+    for version in sorted(added):
+        findings = route_incompatibilities(current, version, schemas[version])
+        if findings:
+            remedy = (
+                "Its callers may fail: move it back, or accept the change with "
+                f"kubectl annotate flowroute {route_name} "
+                f"{ANNOTATION_SCHEMA_ACCEPTED}={format_accepted(routed)}"
+            )
+            return SchemaCheck(
+                False,
+                "IncompatibleSchema",
+                incompatibility_message(flow, tag, version, sorted(current), findings, remedy),
+                tuple(sorted(baseline)),
+            )
+    return SchemaCheck(True, "Compatible", _compatible(routed), now)
+
+
+def _compatible(versions: Collection[int]) -> str:
+    return (
+        f"version(s) {format_versions(versions)} accept every input the route's earlier "
+        "target accepted"
     )
 
 

@@ -323,11 +323,19 @@ class FlowRouteStatus(Model):
 
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready; False with VersionNotFound when a version is gone.",
+        description="Ready (False with VersionNotFound when a version is gone); "
+        "SchemaCompatible (False with IncompatibleSchema when the route moved to a version "
+        "that rejects inputs its earlier target accepted).",
     )
     mode: RouteMode | None = Field(None, description="exclusive or shared, for printing.")
     resolved_version: int | None = Field(
         None, description="The single version this route resolves to, when it resolves to one."
+    )
+    schema_baseline: list[int] | None = Field(
+        None,
+        description="The versions this route last routed to with compatible input schemas "
+        "(or accepted on purpose): a move to a version that rejects inputs they accept sets "
+        "SchemaCompatible=False.",
     )
     observed_generation: int | None = Field(None, description="Generation last reconciled.")
 

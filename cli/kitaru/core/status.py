@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from datetime import datetime
 
+from kitaru.core.compat import SchemaCheck
 from kitaru.core.conditions import set_condition
 from kitaru.core.models import (
+    ConditionStatus,
     FlowDeploymentSpec,
     FlowDeploymentStatus,
     FlowRouteSpec,
@@ -22,6 +24,7 @@ from kitaru.core.routing import RouteView, format_versions
 from kitaru.core.tagging import tags_for_version
 
 READY = "Ready"
+SCHEMA_COMPATIBLE = "SchemaCompatible"
 
 
 def runner_image(spec: FlowDeploymentSpec) -> str | None:
@@ -67,8 +70,10 @@ def derive_route_status(
     previous: FlowRouteStatus | None,
     generation: int | None,
     now: datetime | str,
+    schema: SchemaCheck | None = None,
 ) -> FlowRouteStatus:
-    """Status of a FlowRoute: Ready, or VersionNotFound naming the missing versions."""
+    """Status of a FlowRoute: Ready, or VersionNotFound naming the missing versions; and
+    with `schema` (see `compat.check_route_schema`) SchemaCompatible and its baseline."""
     routed = set(spec.versions)
     missing = routed - existing_versions
     route = f"tag '{spec.tag}' of flow '{spec.flow}'"
@@ -90,9 +95,17 @@ def derive_route_status(
     conditions = set_condition(
         previous.conditions if previous else [], READY, ready, reason, message, now, generation
     )
+    baseline = previous.schema_baseline if previous else None
+    if schema is not None:
+        status = ConditionStatus.UNKNOWN if schema.status is None else schema.status
+        conditions = set_condition(
+            conditions, SCHEMA_COMPATIBLE, status, schema.reason, schema.message, now, generation
+        )
+        baseline = list(schema.baseline)
     return FlowRouteStatus(
         conditions=conditions,
         mode=RouteMode.EXCLUSIVE if spec.exclusive else RouteMode.SHARED,
         resolved_version=spec.versions[0] if len(routed) == 1 and not missing else None,
+        schema_baseline=baseline,
         observed_generation=generation,
     )
