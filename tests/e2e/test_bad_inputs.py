@@ -50,6 +50,19 @@ LARGE = {"topic": "a" * (100 * 1024)}  # under etcd's, over what a run's environ
 DEEP = {"topic": json.loads("[" * 65 + "]" * 65)}  # 66 levels: more than the 64 allowed
 HOSTILE_TAG = "\x1b]0;pwned\x07\x1b[2J"
 
+# A second flow for the schema-compatibility guard: v1 (`default`) takes a string topic,
+# v2 (built, untagged) an integer one, so v2 would break v1's callers.
+COMPAT = "compat_agent"
+COMPAT_V1 = f"""from kitaru import flow
+
+
+@flow
+def {COMPAT}(topic: str) -> str:
+    return topic
+"""
+COMPAT_V2 = COMPAT_V1.replace("topic: str", "topic: int")
+TOPIC_RETYPED = "input 'topic': type string → integer"
+
 
 def nested(depth: int) -> str:
     return "[" * depth + "1" + "]" * depth
@@ -111,11 +124,15 @@ def catalog(
         root = tmp_path_factory.mktemp("catalog")
         kitaru = new_project(root, namespace, FLOWS_AND_MORE)
         kitaru(DEPLOY)
-        kitaru(f"deploy flows/research.py:{FLOW} --tag canary --exclusive")
+        kitaru(f"{DEPLOY} --tag canary --exclusive")
         for version in (1, 2):
             kitaru(f"flow tag {FLOW} benchmark --version {version}")
         kitaru(f"build flows/research.py:{FLOW}")
         kitaru(f"flow deployments delete {FLOW} --version 3")
+        (kitaru.project / "flows" / "compat.py").write_text(COMPAT_V1)
+        (kitaru.project / "flows" / "compat_v2.py").write_text(COMPAT_V2)
+        kitaru(f"deploy flows/compat.py:{COMPAT}")
+        kitaru(f"build flows/compat_v2.py:{COMPAT}")
         for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
             (kitaru.project / f"{name}.json").write_text(json.dumps(value))
         yield Catalog(
@@ -162,6 +179,20 @@ def _cli(id: str, command: str, kind: str, fragment: str) -> Any:
 
 TAG = shlex.quote
 CLI_CASES = [
+    _cli(
+        "cli-tag-incompatible-schema",
+        f"flow tag {COMPAT} default --version 2",
+        "IncompatibleSchema",
+        f"version 2 of flow '{COMPAT}' would reject inputs that tag 'default' (version 1) "
+        f"accepts: {TOPIC_RETYPED}. Keep the tag where it is, or move it anyway with --force",
+    ),
+    _cli(
+        "cli-deploy-incompatible-schema",
+        f"deploy flows/compat_v2.py:{COMPAT}",
+        "IncompatibleSchema",
+        f"version 3 of flow '{COMPAT}' would reject inputs that tag 'default' (version 1) "
+        f"accepts: {TOPIC_RETYPED}",
+    ),
     _cli(
         "cli-deploy-flow-name",
         "deploy flows/research.py:BadName",
@@ -445,6 +476,18 @@ def _target(project: Path, flow: str = FLOW) -> str:
 
 SDK_CASES = [
     _sdk(
+        "sdk-tag-incompatible-schema",
+        lambda c, p: c.deployments.tag(COMPAT, "default", 2),
+        "IncompatibleSchema",
+        f"tag 'default' (version 1) accepts: {TOPIC_RETYPED}",
+    ),
+    _sdk(
+        "sdk-deploy-incompatible-schema",
+        lambda c, p: c.deployments.deploy(f"{p}/flows/compat_v2.py:{COMPAT}"),
+        "IncompatibleSchema",
+        f"tag 'default' (version 1) accepts: {TOPIC_RETYPED}",
+    ),
+    _sdk(
         "sdk-invoke-version-zero",
         lambda c, p: c.deployments.invoke(FLOW, version=0),
         "InvalidVersion",
@@ -580,6 +623,12 @@ class McpCase:
 
 
 MCP_CASES = [
+    McpCase(
+        "mcp-tag-incompatible-schema",
+        "kitaru_deployments_tag",
+        {"flow": COMPAT, "tag": "default", "version": 2, "exclusive": True},
+        f"tag 'default' (version 1) accepts: {TOPIC_RETYPED}",
+    ),
     McpCase(
         "mcp-invoke-version-zero",
         "kitaru_deployments_invoke",
@@ -998,6 +1047,63 @@ def test_a_route_to_a_deleted_version_is_accepted_and_says_so(catalog: Catalog) 
     assert catalog.snapshot() == before
 
 
+def test_an_incompatible_route_move_by_kubectl_is_flagged_until_accepted(
+    catalog: Catalog,
+) -> None:
+    """The API server cannot compare two versions' input schemas (CEL sees one object,
+    admission parameters hold routes, not schemas), so a kubectl move to a version that
+    would break the route's callers is accepted and flagged on the route: the condition
+    SchemaCompatible=False names the field, with a warning Event, until the route moves
+    back or the move is accepted (the CLI's --force records the same acceptance)."""
+    name = "compat-agent.stable"
+    route = _froute("stable", [1], name=name).replace(f'"{FLOW}"', f'"{COMPAT}"')
+    kubectl("create", "-f", "-", namespace=catalog.namespace, input=route)
+
+    def schema_condition(status: str) -> dict[str, Any] | None:
+        obj = catalog.custom.get_namespaced_custom_object(
+            GROUP, API_VERSION, catalog.namespace, ROUTES, name
+        )
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        found = next((c for c in conditions if c["type"] == "SchemaCompatible"), None)
+        return found if found and found["status"] == status else None
+
+    wait_for(lambda: schema_condition("True"), timeout=30, message="SchemaCompatible=True")
+    patch = json.dumps({"spec": {"versions": [2]}})
+    kubectl("patch", "flowroute", name, "--type=merge", "-p", patch, namespace=catalog.namespace)
+    flagged = wait_for(lambda: schema_condition("False"), timeout=30, message="the flag")
+    assert flagged["reason"] == "IncompatibleSchema"
+    assert flagged["message"] == (
+        f"version 2 of flow '{COMPAT}' would reject inputs that tag 'stable' (version 1) "
+        f"accepts: {TOPIC_RETYPED}. Its callers may fail: move it back, or accept the change "
+        f"with kubectl annotate flowroute {name} kitaru.dev/schema-accepted=2"
+    )
+
+    def warning_event() -> str | None:
+        events = kubectl(
+            "get", "events", "-o", "json", "--field-selector", f"involvedObject.name={name}",
+            namespace=catalog.namespace,
+        )  # fmt: skip
+        found = [
+            e for e in json.loads(events.stdout)["items"] if e["reason"] == "IncompatibleSchema"
+        ]
+        return found[0]["message"] if found else None
+
+    assert TOPIC_RETYPED in wait_for(warning_event, timeout=30, message="a warning Event")
+    # Moving it back clears the flag (the callers' baseline is still version 1); the CLI
+    # refuses the same move, and --force records it as accepted.
+    back = json.dumps({"spec": {"versions": [1]}})
+    kubectl("patch", "flowroute", name, "--type=merge", "-p", back, namespace=catalog.namespace)
+    cleared = wait_for(lambda: schema_condition("True"), timeout=30, message="the flag cleared")
+    assert cleared["reason"] == "Compatible", cleared
+    refused = catalog.kitaru(
+        f"flow tag {COMPAT} stable --version 2 --exclusive -o json", check=False
+    )
+    assert json.loads(refused.err)["error"]["type"] == "IncompatibleSchema", refused
+    catalog.kitaru(f"flow tag {COMPAT} stable --version 2 --exclusive --force")
+    accepted = wait_for(lambda: schema_condition("True"), timeout=30, message="accepted")
+    assert accepted["reason"] == "Accepted", accepted
+
+
 # --- races: deleting while invoking, invoking a flow being deleted -------------------
 
 
@@ -1113,6 +1219,9 @@ RACES = {
     "race-delete-version-while-invoking": test_deleting_a_version_while_it_is_invoked,
     "race-invoke-flow-being-deleted": test_invoking_a_flow_while_it_is_deleted,
     "route-to-deleted-version": test_a_route_to_a_deleted_version_is_accepted_and_says_so,
+    "route-incompatible-schema": (
+        test_an_incompatible_route_move_by_kubectl_is_flagged_until_accepted
+    ),
 }
 
 
