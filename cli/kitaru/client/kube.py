@@ -119,6 +119,7 @@ class Kube:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection.require()
         self.namespace = self.connection.project.value or ""
+        self._username: str | None = None
 
     @cached_property
     def api_client(self) -> Any:
@@ -325,6 +326,19 @@ class Kube:
             )
         token: str = response.status.token
         return token
+
+    def username(self) -> str:
+        """Who the API server says this connection is (SelfSubjectReview); cached."""
+        if self._username is None:
+            from kubernetes import client
+
+            with self.calling("self subject review"):
+                review = client.AuthenticationV1Api(self.api_client).create_self_subject_review(
+                    client.V1SelfSubjectReview()
+                )
+            user = review.status.user_info if review.status else None
+            self._username = str(user.username or "") if user else ""
+        return self._username
 
     def server_version(self) -> str:
         from kubernetes import client

@@ -1,4 +1,4 @@
-"""Tag and untag: compare-and-swap on the FlowRoute.
+"""Tag, untag and rollback: compare-and-swap on the FlowRoute.
 
 Read the route, apply the core rule (`apply_tag`, `remove_tag`), replace with the read
 resourceVersion (or create, or delete), and start over on 409.
@@ -6,40 +6,107 @@ resourceVersion (or create, or delete), and start over on 409.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import Conflict, NotFound
 from kitaru.client.kube import AlreadyExists, StaleObject
 from kitaru.client.records import RouteInfo, route_info
 from kitaru.client.retry import attempts
 from kitaru.client.rules import core_errors, not_found
+from kitaru.core.history import (
+    ANNOTATION_CHANGE_GENERATION,
+    ANNOTATION_CHANGED_BY,
+    ANNOTATION_REASON,
+    HISTORIES,
+    REASON_MAX_LENGTH,
+    ROLLBACK_REASON,
+    history_name,
+    parse_history,
+    rollback_target,
+)
 from kitaru.core.manifests import build_route, route_view
-from kitaru.core.names import ROUTES, route_name
-from kitaru.core.routing import tag_not_found
+from kitaru.core.names import DEPLOYMENTS, ROUTES, deployment_name, route_name
+from kitaru.core.routing import RouteView, format_versions, tag_not_found
 from kitaru.core.tagging import apply_tag, remove_tag
 
 if TYPE_CHECKING:
     from kitaru.client.kube import Kube
 
 
-def set_tag(kube: Kube, flow: str, tag: str, version: int, exclusive: bool) -> RouteInfo:
+def stamped(
+    kube: Kube, view: RouteView, current: dict[str, Any] | None, reason: str | None
+) -> dict[str, Any]:
+    """The route write for `view`, signed for the route history: who (the API server's
+    name for this connection; admission refuses any other), the generation the write
+    makes (so a later kubectl edit leaves it visibly stale) and why."""
+    body = build_route(view, current)
+    annotations = body["metadata"].setdefault("annotations", {})
+    generation = int((current or {}).get("metadata", {}).get("generation") or 0) + 1
+    annotations[ANNOTATION_CHANGED_BY] = kube.username()
+    annotations[ANNOTATION_CHANGE_GENERATION] = str(generation)
+    if reason:
+        annotations[ANNOTATION_REASON] = reason[:REASON_MAX_LENGTH]
+    else:
+        annotations.pop(ANNOTATION_REASON, None)
+    return body
+
+
+def write_route(
+    kube: Kube, view: RouteView, current: dict[str, Any] | None, reason: str | None
+) -> RouteInfo:
+    """Create or compare-and-swap replace; raises AlreadyExists/StaleObject on a race."""
+    body = stamped(kube, view, current, reason)
+    if current is None:
+        return route_info(kube.create(ROUTES, body))
+    return route_info(kube.replace(ROUTES, body))
+
+
+def set_tag(
+    kube: Kube, flow: str, tag: str, version: int, exclusive: bool, reason: str | None = None
+) -> RouteInfo:
     """Route `tag` to `version`: exclusive moves it there, shared adds the version."""
     for _ in attempts():
         current = kube.get(ROUTES, route_name(flow, tag))
         with core_errors():
             view = apply_tag(route_view(current), flow, tag, version, exclusive)
+        if current is not None and view == route_view(current):
+            return route_info(current)
         try:
-            if current is None:
-                return route_info(kube.create(ROUTES, build_route(view)))
-            if view == route_view(current):
-                return route_info(current)
-            return route_info(kube.replace(ROUTES, build_route(view, current)))
+            return write_route(kube, view, current, reason)
         except (AlreadyExists, StaleObject):
             continue
     raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
 
 
-def unset_tag(kube: Kube, flow: str, tag: str, version: int | None) -> RouteInfo:
+def rollback_tag(kube: Kube, flow: str, tag: str, reason: str | None = None) -> RouteInfo:
+    """Move `tag` back to what it routed to before its last recorded change: read the
+    history and the route, then compare-and-swap the route (the operator records it)."""
+    for _ in attempts():
+        current = kube.get(ROUTES, route_name(flow, tag))
+        history = parse_history(kube.get(HISTORIES, history_name(flow)), flow)
+        with core_errors():
+            target = rollback_target(history, tag, route_view(current))
+        gone = [v for v in sorted(target.versions) if not _version_exists(kube, flow, v)]
+        if gone:
+            raise NotFound(
+                f"cannot roll back tag '{tag}' of flow '{flow}' to version(s) "
+                f"{format_versions(gone)}: deleted since; tag another version instead",
+                kind="VersionNotFound",
+            )
+        try:
+            return write_route(kube, target, current, reason or ROLLBACK_REASON)
+        except (AlreadyExists, StaleObject):
+            continue
+    raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
+
+
+def _version_exists(kube: Kube, flow: str, version: int) -> bool:
+    return kube.get(DEPLOYMENTS, deployment_name(flow, version)) is not None
+
+
+def unset_tag(
+    kube: Kube, flow: str, tag: str, version: int | None, reason: str | None = None
+) -> RouteInfo:
     """Take `tag` off `version` (None: off its only version); an empty route is deleted."""
     name = route_name(flow, tag)
     for _ in attempts():
@@ -55,7 +122,7 @@ def unset_tag(kube: Kube, flow: str, tag: str, version: int | None) -> RouteInfo
                     ROUTES, route_name(flow, tag), current["metadata"].get("resourceVersion")
                 )
                 return RouteInfo(flow=flow, tag=tag, exclusive=view.exclusive, versions=())
-            return route_info(kube.replace(ROUTES, build_route(remaining, current)))
+            return write_route(kube, remaining, current, reason)
         except StaleObject:
             continue
         except NotFound:
