@@ -121,3 +121,24 @@ def test_the_client_annotation_counts_only_for_its_generation() -> None:
         "",
         "2025-06-01T12:00:07Z",
     )
+
+
+def test_a_kubectl_write_in_the_clients_second_is_kubectls() -> None:
+    """Whole-second times tie; the client's entry still owns spec fields it set before.
+    A stale claim means the client did not make the last write, so its entry is out."""
+    client = {
+        "manager": "kitaru",
+        "time": "2025-06-01T12:00:07Z",
+        "fieldsV1": {"f:spec": {"f:flow": {}, "f:versions": {}}},
+    }
+    patch = {
+        "manager": "kubectl-patch",
+        "time": "2025-06-01T12:00:07Z",
+        "fieldsV1": {"f:spec": {"f:versions": {"v:1": {}}}},
+    }
+    annotations = {"kitaru.dev/changed-by": "alice", "kitaru.dev/change-generation": "3"}
+    for entries in ([client, patch], [patch, client]):
+        who = attribution(
+            {"annotations": annotations, "generation": 4, "managedFields": entries}, NOW
+        )
+        assert (who.by, who.by_source) == ("kubectl-patch", "managedFields")

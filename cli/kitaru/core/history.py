@@ -32,6 +32,9 @@ ANNOTATION_CHANGED_BY = "kitaru.dev/changed-by"
 ANNOTATION_CHANGE_GENERATION = "kitaru.dev/change-generation"
 ANNOTATION_REASON = "kitaru.dev/reason"
 ROLLBACK_REASON = "rollback"
+# The field manager of the Kitaru client's writes (its User-Agent): it always signs its
+# route writes, so when the claim is stale the last writer was someone else.
+CLIENT_FIELD_MANAGER = "kitaru"
 DEFAULT_HISTORY_LIMIT = 100
 REASON_MAX_LENGTH = 256
 
@@ -115,12 +118,7 @@ def attribution(
     generation = metadata.get("generation")
     claimed = annotations.get(ANNOTATION_CHANGE_GENERATION)
     fresh = claimed is not None and claimed == str(generation)
-    spec_entries = [
-        entry
-        for entry in metadata.get("managedFields") or []
-        if "f:spec" in (entry.get("fieldsV1") or {})
-    ]
-    newest = max(spec_entries, key=lambda e: e.get("time") or "", default=None)
+    newest = _route_writer(metadata.get("managedFields") or [], exclude_client=not fresh)
     at = format_time(observed_at) if deleted or newest is None else newest.get("time") or ""
     if fresh and annotations.get(ANNOTATION_CHANGED_BY):
         by, source = annotations[ANNOTATION_CHANGED_BY], "annotation"
@@ -135,6 +133,27 @@ def attribution(
         reason=(annotations.get(ANNOTATION_REASON) or "")[:REASON_MAX_LENGTH] if fresh else "",
         generation=generation,
     )
+
+
+def _route_writer(
+    entries: list[Mapping[str, Any]], *, exclude_client: bool
+) -> Mapping[str, Any] | None:
+    """The managedFields entry of whoever last wrote the route's spec.
+
+    Times are whole seconds and an unchanged field keeps its old owner, so the newest
+    spec owner is ambiguous when two writers hit the same second. The Kitaru client
+    signs every route write it makes; when the signature is stale (`exclude_client`),
+    the last writer was not the client, so its entry is left out. Among equal times,
+    an owner of spec.versions or spec.exclusive (what a route change is about) wins."""
+    spec = [e for e in entries if "f:spec" in (e.get("fieldsV1") or {})]
+    if exclude_client:
+        spec = [e for e in spec if e.get("manager") != CLIENT_FIELD_MANAGER] or spec
+
+    def routing(entry: Mapping[str, Any]) -> bool:
+        owned = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        return bool({"f:versions", "f:exclusive"} & set(owned))
+
+    return max(spec, key=lambda e: (e.get("time") or "", routing(e)), default=None)
 
 
 def record_change(
