@@ -6,13 +6,13 @@ resourceVersion (or create, or delete), and start over on 409.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kitaru.client.errors import Conflict, NotFound
 from kitaru.client.kube import AlreadyExists, StaleObject
 from kitaru.client.records import RouteInfo, route_info
 from kitaru.client.retry import attempts
-from kitaru.client.rules import core_errors, not_found
+from kitaru.client.rules import core_errors, not_found, of_flow
 from kitaru.core.history import (
     ANNOTATION_CHANGE_GENERATION,
     ANNOTATION_CHANGED_BY,
@@ -26,7 +26,7 @@ from kitaru.core.history import (
 )
 from kitaru.core.manifests import build_route, route_view
 from kitaru.core.names import DEPLOYMENTS, ROUTES, deployment_name, route_name
-from kitaru.core.routing import RouteView, format_versions, tag_not_found
+from kitaru.core.routing import RouteView, format_versions, no_deployments, tag_not_found
 from kitaru.core.tagging import apply_tag, remove_tag
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ def rollback_tag(kube: Kube, flow: str, tag: str, reason: str | None = None) -> 
     for _ in attempts():
         current = kube.get(ROUTES, route_name(flow, tag))
         history = parse_history(kube.get(HISTORIES, history_name(flow)), flow)
+        if current is None and not any(c.tag == tag for c in history.changes):
+            _no_such_tag(kube, flow, tag)
         with core_errors():
             target = rollback_target(history, tag, route_view(current))
         gone = [v for v in sorted(target.versions) if not _version_exists(kube, flow, v)]
@@ -98,6 +100,13 @@ def rollback_tag(kube: Kube, flow: str, tag: str, reason: str | None = None) -> 
         except (AlreadyExists, StaleObject):
             continue
     raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
+
+
+def _no_such_tag(kube: Kube, flow: str, tag: str) -> NoReturn:
+    """A tag with neither a route nor a recorded change: name what is missing."""
+    if not kube.exists(DEPLOYMENTS, field_selector=of_flow(flow)):
+        raise not_found(no_deployments(flow))
+    raise not_found(tag_not_found(flow, tag))
 
 
 def _version_exists(kube: Kube, flow: str, version: int) -> bool:

@@ -57,6 +57,10 @@ class HistoryNotCurrent(HistoryError):
     reason = "HistoryNotCurrent"
 
 
+class InvalidTime(HistoryError):
+    reason = "InvalidTime"
+
+
 def history_name(flow: str) -> str:
     """The FlowHistory of a flow is named like the flow (with _ as -)."""
     return flow_dns(flow)
@@ -71,8 +75,8 @@ def parse_time(text: str) -> datetime:
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise HistoryError(
-            f"'{text}' is not a time: use ISO 8601, e.g. 2025-06-01T12:00:00Z"
+        raise InvalidTime(
+            f"{text[:80]!r} is not a time: use ISO 8601, e.g. 2025-06-01T12:00:00Z"
         ) from exc
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
