@@ -125,7 +125,12 @@ def running_operator(
 
 
 CRDS = REPO / "crds"
-CRD_NAMES = ("flowdeployments.kitaru.dev", "flowroutes.kitaru.dev", "flowinvocations.kitaru.dev")
+CRD_NAMES = (
+    "flowdeployments.kitaru.dev",
+    "flowroutes.kitaru.dev",
+    "flowinvocations.kitaru.dev",
+    "flowhistories.kitaru.dev",
+)
 
 
 def _denied(*args: str, namespace: str) -> bool:

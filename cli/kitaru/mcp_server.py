@@ -94,6 +94,10 @@ Force = Annotated[
 
 _client: KitaruClient | None = None
 
+Reason = Annotated[
+    str | None, Field(description="Why: recorded in the route history (kitaru flow history).")
+]
+
 
 def _kitaru() -> KitaruClient:
     """The client on the active connection, created on first use (not at startup)."""
@@ -198,6 +202,7 @@ def kitaru_deployments_tag(
         Field(description="Exclusive: move the tag to this version. Shared: add this version."),
     ] = False,
     force: Force = False,
+    reason: Reason = None,
 ) -> dict[str, Any]:
     """Route a tag to a deployment version (promote, e.g. stable to version 2).
 
@@ -205,7 +210,9 @@ def kitaru_deployments_tag(
     the tag's current version accepts, unless force is true."""
     return (
         _kitaru()
-        .deployments.tag(flow, tag, version=version, exclusive=exclusive, force=force)
+        .deployments.tag(
+            flow, tag, version=version, exclusive=exclusive, force=force, reason=reason
+        )
         .to_json()
     )
 
@@ -217,9 +224,30 @@ def kitaru_deployments_untag(
         int | None,
         Field(ge=1, description="Version to take the tag off; omitted: the tag's only version."),
     ] = None,
+    reason: Reason = None,
 ) -> dict[str, Any]:
     """Take a tag off a version. 'default' cannot be removed, only moved with a tag call."""
-    return _kitaru().deployments.untag(flow, tag, version=version).to_json()
+    return _kitaru().deployments.untag(flow, tag, version=version, reason=reason).to_json()
+
+
+def kitaru_deployments_history(
+    flow: Flow,
+    tag: Annotated[
+        str | None, Field(description="Only this tag's changes (and route, with `at`).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        Field(description="ISO 8601 time: return what each tag routed to then, not changes."),
+    ] = None,
+) -> dict[str, Any]:
+    """Recorded route changes of a flow (who, when, why, from -> to), oldest first; with
+    `at`, what its tags routed to at that time."""
+    return _kitaru().deployments.history(flow, tag, at=at)
+
+
+def kitaru_deployments_rollback(flow: Flow, tag: Tag, reason: Reason = None) -> dict[str, Any]:
+    """Move a tag back to what it routed to before its last recorded change (atomic)."""
+    return _kitaru().deployments.rollback(flow, tag, reason=reason).to_json()
 
 
 def kitaru_deployments_delete(flow: Flow, version: Version) -> dict[str, Any]:
@@ -293,6 +321,8 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_deployments_get, True),
     (kitaru_deployments_tag, False),
     (kitaru_deployments_untag, False),
+    (kitaru_deployments_history, True),
+    (kitaru_deployments_rollback, False),
     (kitaru_deployments_delete, False),
     (kitaru_deployments_prune, False),
     (kitaru_executions_list, True),

@@ -24,9 +24,19 @@ from datetime import UTC, datetime
 import aiohttp
 from kitaru.core.backoff import Backoff
 from kitaru.core.compat import check_route_schema
+from kitaru.core.history import (
+    DEFAULT_HISTORY_LIMIT,
+    Attribution,
+    build_history,
+    format_time,
+    history_name,
+    parse_history,
+    record_change,
+)
 from kitaru.core.manifests import build_route
 from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
 from kitaru.core.names import DEFAULT_TAG
+from kitaru.core.routing import RouteView
 from kitaru.core.status import SCHEMA_COMPATIBLE, derive_deployment_status, derive_route_status
 from kitaru.core.tagging import bootstrap_default
 from kitaru.core.versioning import high_water_mark_patch, raised_high_water_mark
@@ -42,10 +52,11 @@ from kitaru_operator.flows import (
     RouteRecord,
     compact,
 )
-from kitaru_operator.kube import DEPLOYMENT, ROUTE, ApiError, AsyncKube, Kind
+from kitaru_operator.kube import DEPLOYMENT, HISTORY, ROUTE, ApiError, AsyncKube, Kind
 
 logger = logging.getLogger("kitaru_operator")
 RECONCILE_RETRY = Backoff(base=0.5, cap=30)
+HISTORY_WRITE_ATTEMPTS = 5  # then the pass fails and is retried with backoff
 
 
 def _status_body(kind: Kind, namespace: str, name: str, rv: str, status: dict) -> dict:
@@ -68,10 +79,17 @@ class FlowReconciler:
     """Workers that take dirty flows off the queue and bring them up to date."""
 
     def __init__(
-        self, api: AsyncKube, flows: Flows, events: EventRecorder, *, concurrency: int = 16
+        self,
+        api: AsyncKube,
+        flows: Flows,
+        events: EventRecorder,
+        *,
+        concurrency: int = 16,
+        route_history_limit: int = DEFAULT_HISTORY_LIMIT,
     ) -> None:
         self.api, self.flows, self.events = api, flows, events
         self.concurrency = concurrency
+        self.route_history_limit = route_history_limit
         self.failures: dict[FlowKey, int] = {}
 
     async def run(self, workers: int = 4) -> None:
@@ -101,6 +119,7 @@ class FlowReconciler:
         state = self.flows.state(namespace, flow)
         if state is None:
             return
+        await self._record_history(namespace, flow, state, dirty)
         await self._default_route(namespace, flow, state, dirty)
         for tag in sorted(dirty.routes):
             await self._prune_shared_route(namespace, state, tag)
@@ -116,6 +135,62 @@ class FlowReconciler:
         await asyncio.gather(*(write_statuses() for _ in range(self.concurrency)))
         for tag in sorted(dirty.routes):
             await self._route_status(namespace, state, tag, now)
+
+    # --- route history ------------------------------------------------------------
+
+    async def _record_history(
+        self, namespace: str, flow: str, state: FlowState, dirty: Dirty
+    ) -> None:
+        """Append the flow's route changes to its FlowHistory (compare-and-swap), before
+        the routes' statuses: a route whose status.observedGeneration is its generation
+        is recorded, so an operator restart records only what changed while it was away.
+        O(changed routes): one GET and one write per pass that changed a route."""
+        now = datetime.now(UTC)
+        changed: list[tuple[str, RouteView | None, Attribution]] = []
+        for tag in sorted(dirty.routes):
+            route = state.routes.get(tag)
+            if route is None:
+                if tag in state.deleted_routes:
+                    changed.append((tag, None, Attribution(at=format_time(now))))
+            elif route.observed_generation != route.generation:
+                changed.append((tag, route.view, route.who))
+        if not changed:
+            return
+        name = history_name(flow)
+        for _ in range(HISTORY_WRITE_ATTEMPTS):
+            current = await self.api.get(HISTORY, namespace, name)
+            history = parse_history(current, flow)
+            recorded = [
+                change
+                for tag, view, who in changed
+                if (change := record_change(history, tag, view, who, self.route_history_limit))
+            ]
+            # Routes the history has and the model does not: deleted while no operator ran.
+            for tag in [r.tag for r in history.routes if r.tag not in state.routes]:
+                gone = Attribution(at=format_time(now))
+                if change := record_change(history, tag, None, gone, self.route_history_limit):
+                    recorded.append(change)
+            if not recorded:
+                break
+            body = build_history(flow, history, current)
+            body["metadata"]["namespace"] = namespace
+            written = await (
+                self.api.replace(HISTORY, body)
+                if current is not None
+                else self.api.create(HISTORY, namespace, body)
+            )
+            if written is not None:
+                for change in recorded:
+                    logger.info(
+                        "route history %s/%s #%d: %s %s %s -> %s by %s",
+                        namespace, flow, change.seq, change.tag, change.action,
+                        change.from_versions, change.to_versions, change.by or "?",
+                    )  # fmt: skip
+                break
+        else:
+            raise ApiError(409, "PUT", f"{HISTORY.plural}/{name}", "kept changing")
+        state.deleted_routes.clear()
+        self.flows.forget_if_empty((namespace, flow))
 
     # --- `default`: bootstrap and high-water mark ------------------------------------
 

@@ -23,9 +23,11 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kitaru.core.compat import parse_accepted
+from kitaru.core.history import Attribution, attribution
 from kitaru.core.models import (
     FlowDeploymentSpec,
     TagRef,
@@ -100,6 +102,11 @@ class RouteRecord:
     view: RouteView
     high_water_mark: int
     status_json: bytes | None
+    # Who/when/why of the write that made this generation, for the route history.
+    who: Attribution = field(default_factory=lambda: Attribution(at=""))
+    # status.observedGeneration: a generation the operator has reconciled (and so
+    # recorded in the flow's history, which it writes before the status).
+    observed_generation: int | None = None
     # spec.versions is applied by someone (server-side apply, e.g. Flux or Argo CD): the
     # operator does not take deleted versions out of it, it reports them instead.
     versions_applied: bool = False
@@ -155,6 +162,18 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
         ),
         high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
         status_json=compact(status) if status else None,
+        who=attribution(
+            {
+                "annotations": meta.annotations,
+                "generation": meta.generation,
+                "managedFields": [
+                    {"manager": e.manager, "time": e.time, "fieldsV1": e.fields_v1}
+                    for e in meta.managed_fields
+                ],
+            },
+            datetime.now(UTC),
+        ),
+        observed_generation=(status or {}).get("observedGeneration"),
         versions_applied=any(
             entry.operation == "Apply" and "f:versions" in entry.fields_v1.get("f:spec", {})
             for entry in meta.managed_fields
@@ -170,6 +189,8 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
 class FlowState:
     deployments: dict[int, DeploymentRecord] = field(default_factory=dict)
     routes: dict[str, RouteRecord] = field(default_factory=dict)
+    # Routes deleted since the last pass: their deletion is still to be recorded.
+    deleted_routes: set[str] = field(default_factory=set)
 
     def routes_naming(self, versions: Iterable[int]) -> set[str]:
         wanted = set(versions)
@@ -262,6 +283,7 @@ class Flows:
         state = self.states.setdefault(key, FlowState())
         old = state.routes.get(view.tag)
         state.routes[view.tag] = record
+        state.deleted_routes.discard(view.tag)
         dirty = self.mark(key)
         dirty.routes.add(view.tag)
         dirty.versions |= tag_changes(old.view if old else None, view) & state.deployments.keys()
@@ -273,11 +295,18 @@ class Flows:
         old = state.routes.pop(tag, None) if state else None
         if state is None or old is None:
             return
-        self.mark(key).versions |= old.view.versions & state.deployments.keys()
-        self._forget_if_empty(key, state)
+        dirty = self.mark(key)
+        dirty.versions |= old.view.versions & state.deployments.keys()
+        dirty.routes.add(tag)  # the deletion is recorded in the flow's history
+        state.deleted_routes.add(tag)
+
+    def forget_if_empty(self, key: FlowKey) -> None:
+        state = self.states.get(key)
+        if state is not None:
+            self._forget_if_empty(key, state)
 
     def _forget_if_empty(self, key: FlowKey, state: FlowState) -> None:
-        if not state.deployments and not state.routes:
+        if not state.deployments and not state.routes and not state.deleted_routes:
             del self.states[key]
 
     def names(self, namespace: str | None, routes: bool) -> Iterator[Key]:

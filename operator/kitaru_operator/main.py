@@ -15,6 +15,7 @@ import socket
 import sys
 
 import kopf
+from kitaru.core.history import DEFAULT_HISTORY_LIMIT as DEFAULT_ROUTE_HISTORY_LIMIT
 from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
@@ -72,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {DEFAULT_HISTORY_LIMIT})",
     )
     parser.add_argument(
+        "--route-history-limit",
+        type=int,
+        default=int(env("KITARU_ROUTE_HISTORY_LIMIT", str(DEFAULT_ROUTE_HISTORY_LIMIT))),
+        help="route changes kept per flow in its FlowHistory "
+        f"(default {DEFAULT_ROUTE_HISTORY_LIMIT})",
+    )
+    parser.add_argument(
         "--resync-seconds",
         type=float,
         default=float(env("KITARU_RESYNC_SECONDS", "30")),
@@ -111,6 +119,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         retention=Retention(args.ttl_seconds_after_finished, args.history_limit),
         resync_seconds=args.resync_seconds,
         resolve_deadline_seconds=args.resolve_deadline_seconds,
+        route_history_limit=max(args.route_history_limit, 1),
     )
 
 

@@ -81,6 +81,7 @@ class Object(Resource):
 class ManagedFieldsEntry(Slim):
     manager: str = ""
     operation: str = ""
+    time: str = ""
     fields_v1: dict[str, Any] = Field(default_factory=dict, alias="fieldsV1")
 
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 import kopf
+from kitaru.core.history import DEFAULT_HISTORY_LIMIT as DEFAULT_ROUTE_HISTORY_LIMIT
 from kitaru.core.names import GROUP, INVOCATIONS
 from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
@@ -27,6 +28,7 @@ class OperatorConfig:
     )
     resync_seconds: float = 30.0  # drift correction of running invocations
     resolve_deadline_seconds: float = 60.0  # how long resolution may wait
+    route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT  # changes kept per flow
 
     @property
     def scopes(self) -> tuple[str | None, ...]:

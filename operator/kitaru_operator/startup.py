@@ -120,20 +120,26 @@ async def start(config: OperatorConfig) -> Runtime:
     rt.spawn(rt.events.run())
     for informer in needed:
         rt.spawn(informer.run())
-    rt.spawn(_when_synced(rt, needed, finished))
+    rt.spawn(_when_synced(rt, needed, finished, config.route_history_limit))
     rt.spawn(_resync_running(rt, config.resync_seconds))
     return rt
 
 
 async def _when_synced(
-    rt: Runtime, needed: list[Informer[Any, Any]], finished: list[Informer[Any, Any]]
+    rt: Runtime,
+    needed: list[Informer[Any, Any]],
+    finished: list[Informer[Any, Any]],
+    route_history_limit: int,
 ) -> None:
     """Once everything resolution needs is listed: open the gate, reconcile flows, then
     start retention (it reads the versions' retention settings)."""
     await asyncio.gather(*(informer.synced.wait() for informer in needed))
     rt.synced.set()
     logger.info("synced: %d flows in memory", len(rt.flows.states))
-    rt.spawn(FlowReconciler(rt.api, rt.flows, rt.events).run())
+    reconciler = FlowReconciler(
+        rt.api, rt.flows, rt.events, route_history_limit=route_history_limit
+    )
+    rt.spawn(reconciler.run())
     for informer in finished:
         rt.spawn(informer.run())
     rt.spawn(rt.retention.run())

@@ -3,7 +3,8 @@ SDK, the MCP server and kubectl, each answered with an error that names what to 
 nothing half-created: the namespace holds exactly what it held before.
 
 One project is set up per module (the operator running): research_agent v1 (`default`),
-v2 (`canary`, exclusive), `benchmark` shared by both, and v3 built and deleted again.
+v2 (`canary`, exclusive), `benchmark` shared by both, `nightly` moved from v3 to v1, and
+v3 built and deleted again.
 Every case id is a row of docs/bad-inputs.md and the other way round.
 """
 
@@ -128,17 +129,26 @@ def catalog(
         for version in (1, 2):
             kitaru(f"flow tag {FLOW} benchmark --version {version}")
         kitaru(f"build flows/research.py:{FLOW}")
+        # `nightly` moved from v3 to v1: its rollback target is the deleted v3.
+        kitaru(f"flow tag {FLOW} nightly --version 3 --exclusive")
+        kitaru(f"flow tag {FLOW} nightly --version 1 --exclusive")
         kitaru(f"flow deployments delete {FLOW} --version 3")
         (kitaru.project / "flows" / "compat.py").write_text(COMPAT_V1)
         (kitaru.project / "flows" / "compat_v2.py").write_text(COMPAT_V2)
         kitaru(f"deploy flows/compat.py:{COMPAT}")
         kitaru(f"build flows/compat_v2.py:{COMPAT}")
+        sdk = sdk_client(kitaru)
+        wait_for(  # every route change recorded: default, canary, benchmark x2, nightly x2
+            lambda: len(sdk.deployments.history(FLOW)["changes"]) == 6,
+            timeout=30,
+            message="the route history recorded the set-up",
+        )
         for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
             (kitaru.project / f"{name}.json").write_text(json.dumps(value))
         yield Catalog(
             namespace,
             kitaru,
-            sdk_client(kitaru),
+            sdk,
             kubernetes.client.CustomObjectsApi(k8s),
             core,
             kubernetes.client.BatchV1Api(k8s),
@@ -402,6 +412,48 @@ CLI_CASES = [
         "does not route to version 1",
     ),
     _cli(
+        "cli-rollback-created-tag",
+        f"flow rollback {FLOW} canary",
+        "NoPreviousTarget",
+        "had no previous target",
+    ),
+    _cli(
+        "cli-rollback-deleted-version",
+        f"flow rollback {FLOW} nightly",
+        "VersionNotFound",
+        "to version(s) 3: deleted since",
+    ),
+    _cli(
+        "cli-rollback-unknown-tag",
+        f"flow rollback {FLOW} nope",
+        "TagNotFound",
+        "has no tag 'nope'",
+    ),
+    _cli(
+        "cli-rollback-unknown-flow",
+        "flow rollback no_such_flow stable",
+        "NoDeployments",
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    _cli(
+        "cli-history-at-not-a-time",
+        f"flow history {FLOW} --at yesterday",
+        "InvalidTime",
+        "'yesterday' is not a time",
+    ),
+    _cli(
+        "cli-history-too-short",
+        f"flow history {FLOW} stable --at 2000-01-01T00:00:00Z",
+        "HistoryTooShort",
+        "does not reach back to 2000-01-01T00:00:00Z",
+    ),
+    _cli(
+        "cli-history-unknown-flow",
+        "flow history no_such_flow",
+        "NoDeployments",
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    _cli(
         "cli-delete-version-negative",
         f"flow deployments delete {FLOW} --version -2",
         "InvalidVersion",
@@ -584,6 +636,42 @@ SDK_CASES = [
         "has no version 3",
     ),
     _sdk(
+        "sdk-rollback-created-tag",
+        lambda c, p: c.deployments.rollback(FLOW, "canary"),
+        "NoPreviousTarget",
+        "had no previous target",
+    ),
+    _sdk(
+        "sdk-rollback-deleted-version",
+        lambda c, p: c.deployments.rollback(FLOW, "nightly"),
+        "VersionNotFound",
+        "to version(s) 3: deleted since",
+    ),
+    _sdk(
+        "sdk-rollback-unknown-tag",
+        lambda c, p: c.deployments.rollback(FLOW, "nope"),
+        "TagNotFound",
+        "has no tag 'nope'",
+    ),
+    _sdk(
+        "sdk-history-at-not-a-time",
+        lambda c, p: c.deployments.history(FLOW, at="2025-13-01"),
+        "InvalidTime",
+        "'2025-13-01' is not a time",
+    ),
+    _sdk(
+        "sdk-history-too-short",
+        lambda c, p: c.deployments.history(FLOW, "stable", at="2000-01-01T00:00:00Z"),
+        "HistoryTooShort",
+        "does not reach back to 2000-01-01T00:00:00Z",
+    ),
+    _sdk(
+        "sdk-history-unknown-flow",
+        lambda c, p: c.deployments.history("no_such_flow"),
+        "NoDeployments",
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    _sdk(
         "sdk-delete-version-zero",
         lambda c, p: c.deployments.delete(FLOW, 0),
         "InvalidVersion",
@@ -709,6 +797,36 @@ MCP_CASES = [
         "cannot be removed, only moved",
     ),
     McpCase(
+        "mcp-rollback-created-tag",
+        "kitaru_deployments_rollback",
+        {"flow": FLOW, "tag": "canary"},
+        "had no previous target",
+    ),
+    McpCase(
+        "mcp-rollback-deleted-version",
+        "kitaru_deployments_rollback",
+        {"flow": FLOW, "tag": "nightly"},
+        "to version(s) 3: deleted since",
+    ),
+    McpCase(
+        "mcp-rollback-unknown-flow",
+        "kitaru_deployments_rollback",
+        {"flow": "no_such_flow", "tag": "stable"},
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    McpCase(
+        "mcp-history-at-not-a-time",
+        "kitaru_deployments_history",
+        {"flow": FLOW, "at": "noon"},
+        "'noon' is not a time",
+    ),
+    McpCase(
+        "mcp-history-too-short",
+        "kitaru_deployments_history",
+        {"flow": FLOW, "at": "2000-01-01T00:00:00Z"},
+        "does not reach back to 2000-01-01T00:00:00Z",
+    ),
+    McpCase(
         "mcp-delete-exclusive-version",
         "kitaru_deployments_delete",
         {"flow": FLOW, "version": 2},
@@ -773,6 +891,16 @@ def _fdep(version: Any = 4, name: str | None = None, **spec: Any) -> str:
 def _froute(tag: str, versions: list[Any], exclusive: bool = True, name: str | None = None) -> str:
     spec = {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": versions}
     return _obj("FlowRoute", name or f"research-agent.{tag}", spec)
+
+
+def _forged(manifest: str) -> str:
+    """The object claiming, for the generation its write makes, to be someone else's."""
+    obj = json.loads(manifest)
+    obj["metadata"]["annotations"] = {
+        "kitaru.dev/changed-by": "someone-else",
+        "kitaru.dev/change-generation": "1",
+    }
+    return json.dumps(obj)
 
 
 def _finv(name: str = "bad-run", **spec: Any) -> str:
@@ -868,6 +996,11 @@ KUBECTL_CASES = [
         "kubectl-route-default-shared",
         _froute("default", [1], exclusive=False),
         "the 'default' tag is always exclusive",
+    ),
+    _kubectl(
+        "kubectl-route-forged-changed-by",
+        _forged(_froute("forged", [1])),
+        "annotation kitaru.dev/changed-by must name the user making the request",
     ),
     _kubectl(
         "kubectl-invocation-tag-and-version",

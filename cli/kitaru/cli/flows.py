@@ -29,6 +29,11 @@ def _versions_table(infos: list[DeploymentInfo]) -> str:
     )
 
 
+reason_option = click.option(
+    "--reason", default=None, help="Why: recorded in the route history (kitaru flow history)."
+)
+
+
 @click.group()
 def flow() -> None:
     """Deployed flows: routing tags and versions."""
@@ -44,14 +49,19 @@ def flow() -> None:
     is_flag=True,
     help="Move the tag even if the version would reject inputs its current version accepts.",
 )
+@reason_option
 @kitaru_command
-def tag_command(flow_name: str, tag: str, version: int, exclusive: bool, force: bool) -> Output:
+def tag_command(
+    flow_name: str, tag: str, version: int, exclusive: bool, force: bool, reason: str | None
+) -> Output:
     """Route TAG to a version: exclusive moves it, shared adds the version.
 
     Refused when the version's input schema rejects inputs the tag's current version
     accepts (a removed or retyped input, a new required one), unless --force.
     """
-    route = client().deployments.tag(flow_name, tag, version, exclusive=exclusive, force=force)
+    route = client().deployments.tag(
+        flow_name, tag, version, exclusive=exclusive, force=force, reason=reason
+    )
     listed = ", ".join(f"v{v}" for v in route.versions)
     return Output(
         item=route.to_json(),
@@ -63,14 +73,62 @@ def tag_command(flow_name: str, tag: str, version: int, exclusive: bool, force: 
 @click.argument("flow_name", metavar="FLOW")
 @click.argument("tag")
 @click.option("--version", type=int, default=None, help="Version to take the tag off.")
+@reason_option
 @kitaru_command
-def untag_command(flow_name: str, tag: str, version: int | None) -> Output:
+def untag_command(flow_name: str, tag: str, version: int | None, reason: str | None) -> Output:
     """Take TAG off a version ('default' can only be moved, never removed)."""
-    route = client().deployments.untag(flow_name, tag, version=version)
+    route = client().deployments.untag(flow_name, tag, version=version, reason=reason)
     rest = ", ".join(f"v{v}" for v in route.versions)
     text = f"Removed tag {tag} from {flow_name}" + (f" v{version}" if version else "")
     text += f"; it still routes to {rest}" if rest else f"; {tag} no longer exists"
     return Output(item=route.to_json(), text=text)
+
+
+@flow.command("history")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("tag", required=False)
+@click.option("--at", "at", default=None, help="What the tags routed to at this time (ISO 8601).")
+@kitaru_command
+def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
+    """Recorded route changes of FLOW (of TAG only), or with --at what they routed to then."""
+    history = client().deployments.history(flow_name, tag, at=at)
+    if at is not None:
+        routes = history["routes"]
+        lines = [
+            f"{t}: " + (", ".join(f"v{v}" for v in vs) if vs else "(no route)")
+            for t, vs in routes.items()
+        ]
+        text = f"{flow_name} at {history['at']}:\n" + ("\n".join(lines) or "(no routes)")
+        return Output(item=history, text=text)
+    changes = history["changes"]
+    rows = [
+        [
+            str(c["seq"]),
+            c["at"],
+            c["tag"],
+            c["action"],
+            ",".join(map(str, c.get("fromVersions", []))) or "-",
+            ",".join(map(str, c.get("toVersions", []))) or "-",
+            c.get("by") or "?",
+            c.get("reason", ""),
+        ]
+        for c in changes
+    ]
+    header = ["SEQ", "AT", "TAG", "ACTION", "FROM", "TO", "BY", "REASON"]
+    text = table(header, rows) if rows else f"no recorded route change of {flow_name}"
+    return Output(items=changes, text=text)
+
+
+@flow.command("rollback")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("tag")
+@reason_option
+@kitaru_command
+def rollback_command(flow_name: str, tag: str, reason: str | None) -> Output:
+    """Move TAG back to what it routed to before its last recorded change."""
+    route = client().deployments.rollback(flow_name, tag, reason=reason)
+    listed = ", ".join(f"v{v}" for v in route.versions)
+    return Output(item=route.to_json(), text=f"Rolled back {flow_name} {tag}: routes to {listed}")
 
 
 @flow.command("list")

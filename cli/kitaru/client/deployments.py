@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 from contextlib import suppress
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import InvalidArguments
@@ -27,8 +28,16 @@ from kitaru.client.records import (
 from kitaru.client.removal import delete_whole_flow, prune_untagged
 from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
-from kitaru.client.tags import set_tag, unset_tag
+from kitaru.client.tags import rollback_tag, set_tag, unset_tag
 from kitaru.client.versions import check_deploy_tag, create_next_version
+from kitaru.core.history import (
+    HISTORIES,
+    format_time,
+    history_name,
+    parse_history,
+    parse_time,
+    targets_at,
+)
 from kitaru.core.inputs import (
     check_inputs,
     merge_inputs,
@@ -56,7 +65,13 @@ from kitaru.core.names import (
     validate_version,
 )
 from kitaru.core.retention import Retention
-from kitaru.core.routing import Resolution, RouteView, resolve, version_not_found
+from kitaru.core.routing import (
+    Resolution,
+    RouteView,
+    no_deployments,
+    resolve,
+    version_not_found,
+)
 from kitaru.core.tagging import tags_for_version
 
 if TYPE_CHECKING:
@@ -275,28 +290,72 @@ class Deployments:
     # --- routing -------------------------------------------------------------------
 
     def tag(
-        self, flow: str, tag: str, version: int, exclusive: bool = False, force: bool = False
+        self,
+        flow: str,
+        tag: str,
+        version: int,
+        exclusive: bool = False,
+        force: bool = False,
+        reason: str | None = None,
     ) -> RouteInfo:
         """Route `tag` to `version`: exclusive moves it there, shared adds the version.
 
         Refused with IncompatibleSchema, naming each input, when `version` would reject
-        inputs the tag's current version(s) accept; `force=True` moves it anyway."""
+        inputs the tag's current version(s) accept; `force=True` moves it anyway.
+        `reason` is recorded in the route history."""
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
             validate_version(version)
         if self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None:
             raise not_found(version_not_found(flow, version))
-        return set_tag(self._kube, flow, tag, version, exclusive, force=force)
+        return set_tag(self._kube, flow, tag, version, exclusive, force=force, reason=reason)
 
-    def untag(self, flow: str, tag: str, version: int | None = None) -> RouteInfo:
+    def untag(
+        self, flow: str, tag: str, version: int | None = None, reason: str | None = None
+    ) -> RouteInfo:
         """Take `tag` off `version` (or off its only version); `default` can only be moved."""
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
             if version is not None:
                 validate_version(version)
-        return unset_tag(self._kube, flow, tag, version)
+        return unset_tag(self._kube, flow, tag, version, reason)
+
+    # --- route history ---------------------------------------------------------------
+
+    def history(
+        self, flow: str, tag: str | None = None, at: str | datetime | None = None
+    ) -> dict[str, Any]:
+        """The recorded route changes of `flow` (of `tag` only, if given), oldest first;
+        with `at`: what each tag (or `tag`) routed to at that time."""
+        with core_errors():
+            validate_flow(flow)
+            if tag is not None:
+                validate_tag(tag)
+            when = parse_time(at) if isinstance(at, str) else at
+        obj = self._kube.get(HISTORIES, history_name(flow))
+        if obj is None:
+            if not self._kube.exists(DEPLOYMENTS, field_selector=of_flow(flow)):
+                raise not_found(no_deployments(flow))
+            obj = None
+        history = parse_history(obj, flow)
+        if when is None:
+            changes = [c.wire() for c in history.changes if tag is None or c.tag == tag]
+            return {"flow": flow, "tag": tag, "changes": changes}
+        with core_errors():
+            routes = targets_at(history, when)
+        if tag is not None:
+            routes = {tag: routes.get(tag, [])}
+        return {"flow": flow, "tag": tag, "at": format_time(when), "routes": routes}
+
+    def rollback(self, flow: str, tag: str, reason: str | None = None) -> RouteInfo:
+        """Move `tag` back to its target before its last recorded change (compare-and-
+        swap); recorded in the history with `reason` (default 'rollback')."""
+        with core_errors():
+            validate_flow(flow)
+            validate_tag(tag)
+        return rollback_tag(self._kube, flow, tag, reason)
 
     # --- deleting ------------------------------------------------------------------
 

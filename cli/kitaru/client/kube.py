@@ -25,6 +25,7 @@ from kitaru.client.errors import (
     NotFound,
     Rejected,
 )
+from kitaru.core.history import CLIENT_FIELD_MANAGER
 from kitaru.core.names import API_VERSION, GROUP
 from kitaru.kubeconfig import load_configuration
 
@@ -50,7 +51,7 @@ def build_api_client(conn: Connection) -> Any:
 
     conn = conn.require()
     if conn.uses_kubeconfig_credentials and conn.kube is not None:
-        return client.ApiClient(load_configuration(conn.kube.path, conn.kube.context))
+        return _named(client.ApiClient(load_configuration(conn.kube.path, conn.kube.context)))
     configuration = client.Configuration()
     configuration.host = conn.server.value or ""
     configuration.api_key = {"authorization": conn.token.value or ""}
@@ -58,7 +59,15 @@ def build_api_client(conn: Connection) -> Any:
     ca = conn.ca_path()
     if ca:
         configuration.ssl_ca_cert = ca
-    return client.ApiClient(configuration)
+    return _named(client.ApiClient(configuration))
+
+
+def _named(api_client: Any) -> Any:
+    """Our writes show as field manager `kitaru` in managedFields (the API server takes
+    the User-Agent up to its first '/'), not the generic OpenAPI-Generator: the route
+    history tells them from a kubectl or GitOps write by it."""
+    api_client.user_agent = f"{CLIENT_FIELD_MANAGER}/{api_client.user_agent}"
+    return api_client
 
 
 _POLICY_DENIAL = re.compile(
@@ -119,6 +128,7 @@ class Kube:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection.require()
         self.namespace = self.connection.project.value or ""
+        self._username: str | None = None
 
     @cached_property
     def api_client(self) -> Any:
@@ -325,6 +335,19 @@ class Kube:
             )
         token: str = response.status.token
         return token
+
+    def username(self) -> str:
+        """Who the API server says this connection is (SelfSubjectReview); cached."""
+        if self._username is None:
+            from kubernetes import client
+
+            with self.calling("self subject review"):
+                review = client.AuthenticationV1Api(self.api_client).create_self_subject_review(
+                    client.V1SelfSubjectReview()
+                )
+            user = review.status.user_info if review.status else None
+            self._username = str(user.username or "") if user else ""
+        return self._username
 
     def server_version(self) -> str:
         from kubernetes import client

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from kitaru.client.errors import InvalidArguments, NotFound, ResolutionFailed
+from kitaru.client.errors import Conflict, InvalidArguments, NotFound, ResolutionFailed
+from kitaru.core.history import HistoryError, HistoryNotCurrent
 from kitaru.core.inputs import InvalidInputs
 from kitaru.core.manifests import route_view
 from kitaru.core.names import ROUTES, InvalidName
@@ -42,6 +43,10 @@ def core_errors() -> Iterator[None]:
     except InvalidName as exc:  # InvalidVersion too
         raise InvalidArguments(str(exc), kind=type(exc).__name__) from exc
     except TagError as exc:
+        raise InvalidArguments(str(exc), kind=exc.reason) from exc
+    except HistoryNotCurrent as exc:
+        raise Conflict(str(exc), kind=exc.reason) from exc
+    except HistoryError as exc:
         raise InvalidArguments(str(exc), kind=exc.reason) from exc
 
 

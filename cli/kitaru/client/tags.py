@@ -1,4 +1,4 @@
-"""Tag and untag: compare-and-swap on the FlowRoute.
+"""Tag, untag and rollback: compare-and-swap on the FlowRoute.
 
 Read the route, apply the core rule (`apply_tag`, `remove_tag`), replace with the read
 resourceVersion (or create, or delete), and start over on 409.
@@ -7,14 +7,25 @@ resourceVersion (or create, or delete), and start over on 409.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kitaru.client.errors import Conflict, IncompatibleSchema, NotFound
 from kitaru.client.kube import AlreadyExists, StaleObject
 from kitaru.client.records import RouteInfo, route_info
 from kitaru.client.retry import attempts
-from kitaru.client.rules import core_errors, not_found
+from kitaru.client.rules import core_errors, not_found, of_flow
 from kitaru.core.compat import format_accepted, incompatibility_message, route_incompatibilities
+from kitaru.core.history import (
+    ANNOTATION_CHANGE_GENERATION,
+    ANNOTATION_CHANGED_BY,
+    ANNOTATION_REASON,
+    HISTORIES,
+    REASON_MAX_LENGTH,
+    ROLLBACK_REASON,
+    history_name,
+    parse_history,
+    rollback_target,
+)
 from kitaru.core.manifests import build_route, route_view
 from kitaru.core.names import (
     ANNOTATION_SCHEMA_ACCEPTED,
@@ -23,11 +34,55 @@ from kitaru.core.names import (
     deployment_name,
     route_name,
 )
-from kitaru.core.routing import tag_not_found
+from kitaru.core.routing import RouteView, format_versions, no_deployments, tag_not_found
 from kitaru.core.tagging import apply_tag, remove_tag
 
 if TYPE_CHECKING:
     from kitaru.client.kube import Kube
+
+
+def stamped(
+    kube: Kube,
+    view: RouteView,
+    current: dict[str, Any] | None,
+    reason: str | None,
+    *,
+    schema_accepted: bool = False,
+) -> dict[str, Any]:
+    """The route write for `view`, signed for the route history: who (the API server's
+    name for this connection; admission refuses any other), the generation the write
+    makes (so a later kubectl edit leaves it visibly stale) and why; and, for a move
+    accepted despite its input schema, the versions accepted (so the operator does not
+    flag it)."""
+    body = build_route(view, current)
+    annotations = body["metadata"].setdefault("annotations", {})
+    generation = int((current or {}).get("metadata", {}).get("generation") or 0) + 1
+    annotations[ANNOTATION_CHANGED_BY] = kube.username()
+    annotations[ANNOTATION_CHANGE_GENERATION] = str(generation)
+    if reason:
+        annotations[ANNOTATION_REASON] = reason[:REASON_MAX_LENGTH]
+    else:
+        annotations.pop(ANNOTATION_REASON, None)
+    if schema_accepted:
+        annotations[ANNOTATION_SCHEMA_ACCEPTED] = format_accepted(view.versions)
+    else:
+        annotations.pop(ANNOTATION_SCHEMA_ACCEPTED, None)
+    return body
+
+
+def write_route(
+    kube: Kube,
+    view: RouteView,
+    current: dict[str, Any] | None,
+    reason: str | None,
+    *,
+    schema_accepted: bool = False,
+) -> RouteInfo:
+    """Create or compare-and-swap replace; raises AlreadyExists/StaleObject on a race."""
+    body = stamped(kube, view, current, reason, schema_accepted=schema_accepted)
+    if current is None:
+        return route_info(kube.create(ROUTES, body))
+    return route_info(kube.replace(ROUTES, body))
 
 
 def set_tag(
@@ -39,36 +94,30 @@ def set_tag(
     *,
     force: bool = False,
     schema: Mapping[str, Any] | None = None,
+    reason: str | None = None,
 ) -> RouteInfo:
     """Route `tag` to `version`: exclusive moves it there, shared adds the version.
 
     When `version` is new to the route and its input schema (`schema`, else read from
     the version) rejects inputs the route's current versions accept, the move is refused
     with IncompatibleSchema — unless `force`, which records the acceptance on the route
-    (`kitaru.dev/schema-accepted`) so the operator does not flag it.
+    (`kitaru.dev/schema-accepted`) so the operator does not flag it. `reason` is
+    recorded in the route history.
     """
     for _ in attempts():
         current = kube.get(ROUTES, route_name(flow, tag))
         before = route_view(current)
         with core_errors():
             view = apply_tag(before, flow, tag, version, exclusive)
+        if current is not None and view == before:
+            return route_info(current)
+        findings: list[str] = []
+        if current is not None and before is not None and version not in before.versions:
+            findings = check_tag_move(
+                kube, flow, tag, version, before.versions, schema, force=force
+            )
         try:
-            if current is None or before is None:
-                return route_info(kube.create(ROUTES, build_route(view)))
-            if view == before:
-                return route_info(current)
-            findings: list[str] = []
-            if version not in before.versions:
-                findings = check_tag_move(
-                    kube, flow, tag, version, before.versions, schema, force=force
-                )
-            body = build_route(view, current)
-            annotations = body["metadata"].setdefault("annotations", {})
-            if findings:
-                annotations[ANNOTATION_SCHEMA_ACCEPTED] = format_accepted(view.versions)
-            else:
-                annotations.pop(ANNOTATION_SCHEMA_ACCEPTED, None)
-            return route_info(kube.replace(ROUTES, body))
+            return write_route(kube, view, current, reason, schema_accepted=bool(findings))
         except (AlreadyExists, StaleObject):
             continue
     raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
@@ -112,7 +161,47 @@ def input_schemas(
     return schemas
 
 
-def unset_tag(kube: Kube, flow: str, tag: str, version: int | None) -> RouteInfo:
+def rollback_tag(kube: Kube, flow: str, tag: str, reason: str | None = None) -> RouteInfo:
+    """Move `tag` back to what it routed to before its last recorded change: read the
+    history and the route, then compare-and-swap the route (the operator records it)."""
+    for _ in attempts():
+        current = kube.get(ROUTES, route_name(flow, tag))
+        history = parse_history(kube.get(HISTORIES, history_name(flow)), flow)
+        if current is None and not any(c.tag == tag for c in history.changes):
+            _no_such_tag(kube, flow, tag)
+        with core_errors():
+            target = rollback_target(history, tag, route_view(current))
+        gone = [v for v in sorted(target.versions) if not _version_exists(kube, flow, v)]
+        if gone:
+            raise NotFound(
+                f"cannot roll back tag '{tag}' of flow '{flow}' to version(s) "
+                f"{format_versions(gone)}: deleted since; tag another version instead",
+                kind="VersionNotFound",
+            )
+        try:
+            # Never refused by the schema guard: it restores what callers used before.
+            return write_route(
+                kube, target, current, reason or ROLLBACK_REASON, schema_accepted=True
+            )
+        except (AlreadyExists, StaleObject):
+            continue
+    raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
+
+
+def _no_such_tag(kube: Kube, flow: str, tag: str) -> NoReturn:
+    """A tag with neither a route nor a recorded change: name what is missing."""
+    if not kube.exists(DEPLOYMENTS, field_selector=of_flow(flow)):
+        raise not_found(no_deployments(flow))
+    raise not_found(tag_not_found(flow, tag))
+
+
+def _version_exists(kube: Kube, flow: str, version: int) -> bool:
+    return kube.get(DEPLOYMENTS, deployment_name(flow, version)) is not None
+
+
+def unset_tag(
+    kube: Kube, flow: str, tag: str, version: int | None, reason: str | None = None
+) -> RouteInfo:
     """Take `tag` off `version` (None: off its only version); an empty route is deleted."""
     name = route_name(flow, tag)
     for _ in attempts():
@@ -128,7 +217,7 @@ def unset_tag(kube: Kube, flow: str, tag: str, version: int | None) -> RouteInfo
                     ROUTES, route_name(flow, tag), current["metadata"].get("resourceVersion")
                 )
                 return RouteInfo(flow=flow, tag=tag, exclusive=view.exclusive, versions=())
-            return route_info(kube.replace(ROUTES, build_route(remaining, current)))
+            return write_route(kube, remaining, current, reason)
         except StaleObject:
             continue
         except NotFound:

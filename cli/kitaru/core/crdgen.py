@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel
 
 from kitaru.core import models
+from kitaru.core.history import ANNOTATION_CHANGE_GENERATION, ANNOTATION_CHANGED_BY
 from kitaru.core.names import (
     ANNOTATION_DELETING_FLOW,
     ANNOTATION_HIGHEST_VERSION,
@@ -263,7 +264,32 @@ INVOCATION = Kind(
     selectable=(".spec.flow", ".status.phase", ".status.resolved.version"),
 )
 
-KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION)
+HISTORY = Kind(
+    kind="FlowHistory",
+    plural="flowhistories",
+    short_name="fhist",
+    description=(
+        "FlowHistory is the recorded route changes of one flow (who, when, why, from -> to), "
+        "written by the operator from the route changes it observes, bounded in size. Its "
+        "name is <flow-dns>."
+    ),
+    spec=models.FlowHistorySpec,
+    status=models.FlowHistoryStatus,
+    name_rules=(
+        {
+            "rule": f"self.metadata.name == {_FLOW_DNS}",
+            "messageExpression": f"'metadata.name must be ' + {_FLOW_DNS}",
+        },
+    ),
+    columns=(
+        _FLOW,
+        Column("Next", ".spec.nextSeq", "Sequence number of the next change.", type="integer"),
+        _AGE,
+    ),
+    selectable=(".spec.flow",),
+)
+
+KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION, HISTORY)
 
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -341,7 +367,7 @@ def _annotation(obj: str, key: str) -> str:
 def _policy(
     name: str,
     resource: str,
-    operation: str,
+    operation: str | list[str],
     validations: list[dict[str, str]],
     *,
     param_kind: str | None = None,
@@ -357,7 +383,7 @@ def _policy(
                 {
                     "apiGroups": [group],
                     "apiVersions": [version],
-                    "operations": [operation],
+                    "operations": [operation] if isinstance(operation, str) else operation,
                     "resources": [resource],
                 }
             ]
@@ -476,7 +502,35 @@ def admission_policies() -> list[dict[str, Any]]:
         group="",
         version="v1",
     )
-    return exclusive_holder + default_route + never_reuse + protect_sources
+    # Route history names who changed a route from the client's annotation; it counts
+    # only when it claims the route's current generation, and then it must name the user
+    # making the request (metadata.generation is already the new one during admission).
+    # Writes that leave both annotations as they were (kubectl, GitOps, the operator's
+    # high-water mark) pass: the history then names the field manager instead.
+    old_claimed = _annotation("oldObject", ANNOTATION_CHANGE_GENERATION)
+    changed_by = _policy(
+        "kitaru-route-changed-by",
+        "flowroutes",
+        ["CREATE", "UPDATE"],
+        [
+            {
+                "expression": f"{_NAMESPACE_DELETING} || variables.by == ''"
+                " || variables.claimed != string(object.metadata.generation)"
+                " || variables.by == request.userInfo.username"
+                " || (request.operation == 'UPDATE'"
+                f" && variables.by == {_annotation('oldObject', ANNOTATION_CHANGED_BY)}"
+                f" && variables.claimed == {old_claimed})",
+                "messageExpression": f"'annotation {ANNOTATION_CHANGED_BY} must name the user "
+                "making the request (' + request.userInfo.username + '), not ' + variables.by",
+                "reason": "Forbidden",
+            }
+        ],
+        variables=[
+            {"name": "by", "expression": _annotation("object", ANNOTATION_CHANGED_BY)},
+            {"name": "claimed", "expression": _annotation("object", ANNOTATION_CHANGE_GENERATION)},
+        ],
+    )
+    return exclusive_holder + default_route + never_reuse + protect_sources + changed_by
 
 
 # --- files ------------------------------------------------------------------------

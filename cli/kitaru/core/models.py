@@ -447,3 +447,72 @@ class FlowInvocationStatus(Model):
     reason: str | None = Field(None, description="CamelCase reason of the final outcome.")
     message: str | None = Field(None, description="Failure message, or other detail.")
     observed_generation: int | None = Field(None, description="Generation last reconciled.")
+
+
+# --- FlowHistory --------------------------------------------------------------
+
+
+class RouteChangeAction(StrEnum):
+    CREATED = "created"
+    MOVED = "moved"
+    ADDED = "added"
+    REMOVED = "removed"
+    MODE_CHANGED = "modeChanged"
+    DELETED = "deleted"
+
+
+class RecordedRoute(Model):
+    """A route as the history last recorded it."""
+
+    tag: str = _tag_field("Tag name.")
+    exclusive: bool = Field(description="True if the tag routed to one version only.")
+    versions: list[Annotated[int, Field(ge=1)]] = Field(description="Versions it routed to.")
+
+
+class RouteChange(Model):
+    """One recorded change of one route of the flow."""
+
+    seq: int = Field(ge=1, description="Sequence number in the flow's history, never reused.")
+    tag: str = _tag_field("Tag of the route that changed.")
+    action: RouteChangeAction = Field(
+        description="created, moved, added, removed, modeChanged or deleted."
+    )
+    from_versions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Versions the tag routed to before (empty: none)."
+    )
+    to_versions: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Versions the tag routes to after (empty: deleted)."
+    )
+    exclusive: bool = Field(description="Mode of the route after the change (before, if deleted).")
+    at: str = Field(description="When the API server stored the change (RFC 3339).")
+    by: str = Field(
+        "",
+        description="Who changed it: the requesting user (admission-checked annotation "
+        "kitaru.dev/changed-by), else the field manager from managedFields; empty if unknown.",
+    )
+    by_source: str = Field(
+        "", description="Where `by` comes from: annotation, managedFields, or empty."
+    )
+    reason: str = Field("", description="Why, from the kitaru.dev/reason annotation (--reason).")
+    generation: int | None = Field(None, description="metadata.generation of the route after it.")
+
+
+class FlowHistorySpec(Model):
+    """The recorded route changes of one flow, written by the operator only."""
+
+    flow: str = _flow_field("Public flow name (a lowercase Python identifier); immutable.")
+    routes: list[RecordedRoute] = Field(
+        default_factory=list, description="Each live route as last recorded: what `from` is."
+    )
+    changes: list[RouteChange] = Field(
+        default_factory=list,
+        description="Recorded changes, oldest first; the oldest are dropped beyond the "
+        "operator's --route-history-limit (100 by default).",
+    )
+    next_seq: int = Field(1, ge=1, description="Sequence number of the next change.")
+
+
+class FlowHistoryStatus(Model):
+    """Observed state of a history (nothing yet: the record is the spec)."""
+
+    observed_generation: int | None = Field(None, description="Generation last written.")
