@@ -530,7 +530,33 @@ def admission_policies() -> list[dict[str, Any]]:
             {"name": "claimed", "expression": _annotation("object", ANNOTATION_CHANGE_GENERATION)},
         ],
     )
-    return exclusive_holder + default_route + never_reuse + protect_sources + changed_by
+    # CEL has no clock; the API server stamps the writer's managedFields entry with the
+    # time of this request before admission, so "after every managedFields time" is "in
+    # the future". Only a write that sets or changes expiresAt is checked: annotating or
+    # deleting a route whose expiry has just passed stays possible.
+    future_expiry = _policy(
+        "kitaru-route-expiry-in-future",
+        "flowroutes",
+        ["CREATE", "UPDATE"],
+        [
+            {
+                "expression": f"{_NAMESPACE_DELETING} || !has(object.spec.expiresAt)"
+                " || (oldObject != null && has(oldObject.spec.expiresAt)"
+                " && string(oldObject.spec.expiresAt) == string(object.spec.expiresAt))"
+                " || !has(object.metadata.managedFields)"
+                " || object.metadata.managedFields.all(m, !has(m.time)"
+                " || timestamp(string(object.spec.expiresAt)) > timestamp(string(m.time)))",
+                "messageExpression": "'expiresAt ' + string(object.spec.expiresAt) + ' of tag '"
+                " + object.spec.tag + ' of flow ' + object.spec.flow + ' is not in the future:"
+                " set a later time (kitaru flow tag ' + object.spec.flow + ' ' + object.spec.tag"
+                " + ' --version N --expires 7d), or delete the route to remove the tag now'",
+                "reason": "Invalid",
+            }
+        ],
+    )
+    return (
+        exclusive_holder + default_route + never_reuse + protect_sources + changed_by + future_expiry
+    )
 
 
 # --- files ------------------------------------------------------------------------

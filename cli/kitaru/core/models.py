@@ -10,6 +10,7 @@ server enforces them for every client, kubectl included.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -295,6 +296,10 @@ class FlowRouteSpec(Model):
                     "rule": "!self.exclusive || size(self.versions) == 1",
                     "message": "an exclusive tag routes to exactly one version",
                 },
+                {
+                    "rule": f"self.tag != '{DEFAULT_TAG}' || !has(self.expiresAt)",
+                    "message": f"the '{DEFAULT_TAG}' tag cannot expire: remove expiresAt",
+                },
             ]
         }
     )
@@ -310,6 +315,12 @@ class FlowRouteSpec(Model):
         min_length=1,
         description="Versions this tag routes to (a set).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    expires_at: datetime | None = Field(
+        None,
+        description="When the operator deletes this route (RFC 3339), recording it in the "
+        "flow's history with reason 'expired'; never on 'default', never in the past when "
+        "set. Unset: the tag does not expire.",
     )
 
 
