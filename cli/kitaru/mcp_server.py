@@ -203,15 +203,29 @@ def kitaru_deployments_tag(
     ] = False,
     force: Force = False,
     reason: Reason = None,
+    expires: Annotated[
+        str | None,
+        Field(
+            description="Remove the tag after this long (30m, 12h, 7d); never on 'default'. "
+            "Omitted: the tag does not expire."
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Route a tag to a deployment version (promote, e.g. stable to version 2).
 
     Refused (IncompatibleSchema, naming each input) when the version would reject inputs
-    the tag's current version accepts, unless force is true."""
+    the tag's current version accepts, unless force is true. With expires the operator
+    removes the tag then (InvalidExpiry for a bad duration or on 'default')."""
     return (
         _kitaru()
         .deployments.tag(
-            flow, tag, version=version, exclusive=exclusive, force=force, reason=reason
+            flow,
+            tag,
+            version=version,
+            exclusive=exclusive,
+            force=force,
+            reason=reason,
+            expires=expires,
         )
         .to_json()
     )

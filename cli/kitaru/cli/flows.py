@@ -49,23 +49,39 @@ def flow() -> None:
     is_flag=True,
     help="Move the tag even if the version would reject inputs its current version accepts.",
 )
+@click.option(
+    "--expires",
+    default=None,
+    metavar="DURATION",
+    help="Remove the tag after this long (30m, 12h, 7d); never on default. "
+    "Without it the tag does not expire.",
+)
 @reason_option
 @kitaru_command
 def tag_command(
-    flow_name: str, tag: str, version: int, exclusive: bool, force: bool, reason: str | None
+    flow_name: str,
+    tag: str,
+    version: int,
+    exclusive: bool,
+    force: bool,
+    expires: str | None,
+    reason: str | None,
 ) -> Output:
     """Route TAG to a version: exclusive moves it, shared adds the version.
 
     Refused when the version's input schema rejects inputs the tag's current version
-    accepts (a removed or retyped input, a new required one), unless --force.
+    accepts (a removed or retyped input, a new required one), unless --force. With
+    --expires the operator removes the tag then, and records it in the history.
     """
     route = client().deployments.tag(
-        flow_name, tag, version, exclusive=exclusive, force=force, reason=reason
+        flow_name, tag, version, exclusive=exclusive, force=force, reason=reason, expires=expires
     )
     listed = ", ".join(f"v{v}" for v in route.versions)
+    until = f"; expires {route.expires_at}" if route.expires_at else ""
     return Output(
         item=route.to_json(),
-        text=f"Tagged {flow_name} v{version} as {tag} ({route.mode}); {tag} now routes to {listed}",
+        text=f"Tagged {flow_name} v{version} as {tag} ({route.mode}); {tag} now routes to "
+        f"{listed}{until}",
     )
 
 
@@ -162,8 +178,8 @@ def show_command(flow_name: str) -> Output:
     text = (
         f"Flow {flow_name}\n\n"
         + table(
-            ["TAG", "MODE", "VERSIONS", "READY"],
-            [[r.tag, r.mode, list(r.versions), r.ready] for r in routes],
+            ["TAG", "MODE", "VERSIONS", "READY", "EXPIRES"],
+            [[r.tag, r.mode, list(r.versions), r.ready, r.expires_at or "-"] for r in routes],
             empty="No tags.",
         )
         + "\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import InvalidArguments
@@ -30,6 +30,7 @@ from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
 from kitaru.client.tags import rollback_tag, set_tag, unset_tag
 from kitaru.client.versions import check_deploy_tag, create_next_version
+from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
     HISTORIES,
     format_time,
@@ -297,19 +298,36 @@ class Deployments:
         exclusive: bool = False,
         force: bool = False,
         reason: str | None = None,
+        expires: str | None = None,
     ) -> RouteInfo:
         """Route `tag` to `version`: exclusive moves it there, shared adds the version.
 
         Refused with IncompatibleSchema, naming each input, when `version` would reject
         inputs the tag's current version(s) accept; `force=True` moves it anyway.
-        `reason` is recorded in the route history."""
+        `reason` is recorded in the route history. `expires` (a duration: 30m, 12h, 7d)
+        makes the operator remove the tag then (InvalidExpiry on `default` or a bad
+        duration); without it the tag does not expire, also when it did before."""
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
             validate_version(version)
+            expires_at = (
+                format_expiry(expiry_time(tag, expires, datetime.now(UTC)))
+                if expires is not None
+                else None
+            )
         if self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None:
             raise not_found(version_not_found(flow, version))
-        return set_tag(self._kube, flow, tag, version, exclusive, force=force, reason=reason)
+        return set_tag(
+            self._kube,
+            flow,
+            tag,
+            version,
+            exclusive,
+            force=force,
+            reason=reason,
+            expires_at=expires_at,
+        )
 
     def untag(
         self, flow: str, tag: str, version: int | None = None, reason: str | None = None

@@ -61,6 +61,8 @@ class RouteInfo:
     versions: tuple[int, ...]
     ready: bool | None = None
     message: str | None = None
+    # spec.expiresAt: when the operator removes the tag (None: never).
+    expires_at: str | None = None
 
     @property
     def mode(self) -> str:
@@ -190,6 +192,7 @@ def route_info(obj: Mapping[str, Any]) -> RouteInfo:
         versions=tuple(sorted(spec.get("versions") or [])),
         ready=ready,
         message=message,
+        expires_at=spec.get("expiresAt") or None,
     )
 
 

@@ -48,13 +48,16 @@ def stamped(
     reason: str | None,
     *,
     schema_accepted: bool = False,
+    expires_at: str | None = None,
 ) -> dict[str, Any]:
     """The route write for `view`, signed for the route history: who (the API server's
     name for this connection; admission refuses any other), the generation the write
     makes (so a later kubectl edit leaves it visibly stale) and why; and, for a move
     accepted despite its input schema, the versions accepted (so the operator does not
-    flag it)."""
+    flag it). `expires_at` is the route's `spec.expiresAt` (None: it does not expire)."""
     body = build_route(view, current)
+    if expires_at:
+        body["spec"]["expiresAt"] = expires_at
     annotations = body["metadata"].setdefault("annotations", {})
     generation = int((current or {}).get("metadata", {}).get("generation") or 0) + 1
     annotations[ANNOTATION_CHANGED_BY] = kube.username()
@@ -77,9 +80,12 @@ def write_route(
     reason: str | None,
     *,
     schema_accepted: bool = False,
+    expires_at: str | None = None,
 ) -> RouteInfo:
     """Create or compare-and-swap replace; raises AlreadyExists/StaleObject on a race."""
-    body = stamped(kube, view, current, reason, schema_accepted=schema_accepted)
+    body = stamped(
+        kube, view, current, reason, schema_accepted=schema_accepted, expires_at=expires_at
+    )
     if current is None:
         return route_info(kube.create(ROUTES, body))
     return route_info(kube.replace(ROUTES, body))
@@ -95,6 +101,7 @@ def set_tag(
     force: bool = False,
     schema: Mapping[str, Any] | None = None,
     reason: str | None = None,
+    expires_at: str | None = None,
 ) -> RouteInfo:
     """Route `tag` to `version`: exclusive moves it there, shared adds the version.
 
@@ -102,14 +109,15 @@ def set_tag(
     the version) rejects inputs the route's current versions accept, the move is refused
     with IncompatibleSchema — unless `force`, which records the acceptance on the route
     (`kitaru.dev/schema-accepted`) so the operator does not flag it. `reason` is
-    recorded in the route history.
+    recorded in the route history. `expires_at` (RFC 3339) is when the operator removes
+    the tag; a tag command without it makes the tag permanent again.
     """
     for _ in attempts():
         current = kube.get(ROUTES, route_name(flow, tag))
         before = route_view(current)
         with core_errors():
             view = apply_tag(before, flow, tag, version, exclusive)
-        if current is not None and view == before:
+        if current is not None and view == before and _expiry(current) == expires_at:
             return route_info(current)
         findings: list[str] = []
         if current is not None and before is not None and version not in before.versions:
@@ -117,7 +125,14 @@ def set_tag(
                 kube, flow, tag, version, before.versions, schema, force=force
             )
         try:
-            return write_route(kube, view, current, reason, schema_accepted=bool(findings))
+            return write_route(
+                kube,
+                view,
+                current,
+                reason,
+                schema_accepted=bool(findings),
+                expires_at=expires_at,
+            )
         except (AlreadyExists, StaleObject):
             continue
     raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
@@ -180,8 +195,14 @@ def rollback_tag(kube: Kube, flow: str, tag: str, reason: str | None = None) -> 
             )
         try:
             # Never refused by the schema guard: it restores what callers used before.
+            # The tag keeps its expiry (none once it expired: rollback restores it).
             return write_route(
-                kube, target, current, reason or ROLLBACK_REASON, schema_accepted=True
+                kube,
+                target,
+                current,
+                reason or ROLLBACK_REASON,
+                schema_accepted=True,
+                expires_at=_expiry(current),
             )
         except (AlreadyExists, StaleObject):
             continue
@@ -217,9 +238,14 @@ def unset_tag(
                     ROUTES, route_name(flow, tag), current["metadata"].get("resourceVersion")
                 )
                 return RouteInfo(flow=flow, tag=tag, exclusive=view.exclusive, versions=())
-            return write_route(kube, remaining, current, reason)
+            return write_route(kube, remaining, current, reason, expires_at=_expiry(current))
         except StaleObject:
             continue
         except NotFound:
             continue
     raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
+
+
+def _expiry(route: Mapping[str, Any] | None) -> str | None:
+    """A route's `spec.expiresAt` as written (None: absent or no expiry)."""
+    return ((route or {}).get("spec") or {}).get("expiresAt") or None

@@ -554,9 +554,8 @@ def admission_policies() -> list[dict[str, Any]]:
             }
         ],
     )
-    return (
-        exclusive_holder + default_route + never_reuse + protect_sources + changed_by + future_expiry
-    )
+    rules = [exclusive_holder, default_route, never_reuse, protect_sources, changed_by]
+    return [document for rule in [*rules, future_expiry] for document in rule]
 
 
 # --- files ------------------------------------------------------------------------
