@@ -7,6 +7,8 @@ A worker takes a dirty flow off the queue and does only what its marks ask:
 - raise the high-water-mark annotation on `default` (compare-and-swap on
   resourceVersion);
 - drop deleted versions from shared routes (delete a shared route left empty);
+- delete a route whose `spec.expiresAt` has come (compare-and-swap), or keep one timer
+  per expiring route that marks it again then;
 - write each marked status that differs from the stored one, via the status
   subresource with resourceVersion; post an Event for each real change.
 
@@ -19,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from datetime import UTC, datetime
 
 import aiohttp
 from kitaru.core.backoff import Backoff
 from kitaru.core.compat import check_route_schema
+from kitaru.core.expiry import EXPIRED_BY, EXPIRED_REASON
 from kitaru.core.history import (
     DEFAULT_HISTORY_LIMIT,
     Attribution,
@@ -91,9 +95,17 @@ class FlowReconciler:
         self.concurrency = concurrency
         self.route_history_limit = route_history_limit
         self.failures: dict[FlowKey, int] = {}
+        # One timer per expiring route, keyed (namespace, flow, tag): (expiresAt, timer).
+        # Only routes with an expiry cost anything; none is found by a scan.
+        self.expiry_timers: dict[tuple[str, str, str], tuple[float, asyncio.TimerHandle]] = {}
 
     async def run(self, workers: int = 4) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(workers)))
+        try:
+            await asyncio.gather(*(self._worker() for _ in range(workers)))
+        finally:  # stopping: no expiry may mark a flow after the workers are gone
+            for _, timer in self.expiry_timers.values():
+                timer.cancel()
+            self.expiry_timers.clear()
 
     async def _worker(self) -> None:
         while True:
@@ -135,6 +147,8 @@ class FlowReconciler:
         await asyncio.gather(*(write_statuses() for _ in range(self.concurrency)))
         for tag in sorted(dirty.routes):
             await self._route_status(namespace, state, tag, now)
+        for tag in sorted(dirty.routes):
+            await self._expire_route(namespace, flow, state, tag)
 
     # --- route history ------------------------------------------------------------
 
@@ -151,7 +165,8 @@ class FlowReconciler:
             route = state.routes.get(tag)
             if route is None:
                 if tag in state.deleted_routes:
-                    changed.append((tag, None, Attribution(at=format_time(now))))
+                    who = state.expired_routes.pop(tag, None) or Attribution(at=format_time(now))
+                    changed.append((tag, None, who))
             elif route.observed_generation != route.generation:
                 changed.append((tag, route.view, route.who))
         if not changed:
@@ -191,6 +206,46 @@ class FlowReconciler:
             raise ApiError(409, "PUT", f"{HISTORY.plural}/{name}", "kept changing")
         state.deleted_routes.clear()
         self.flows.forget_if_empty((namespace, flow))
+
+    # --- expiring tags ------------------------------------------------------------
+
+    async def _expire_route(self, namespace: str, flow: str, state: FlowState, tag: str) -> None:
+        """Delete the route once its `spec.expiresAt` has come; until then keep one timer
+        that marks it again at that time. The delete is guarded by the resourceVersion
+        the pass saw: a route re-tagged meanwhile is not deleted (its event marks it
+        again). The deletion is recorded in the next pass, by the operator, as expired."""
+        key = (namespace, flow, tag)
+        route = state.routes.get(tag)
+        expires = route.expires_at if route is not None else None
+        scheduled = self.expiry_timers.get(key)
+        if scheduled is not None and scheduled[0] != expires:
+            scheduled[1].cancel()
+            del self.expiry_timers[key]
+            scheduled = None
+        if route is None or expires is None or route.view.tag == DEFAULT_TAG:
+            return  # CEL refuses an expiry on default; never delete it here either
+        wait = expires - time.time()
+        if wait > 0:
+            if scheduled is None:
+                timer = asyncio.get_running_loop().call_later(wait, self._expiry_due, key)
+                self.expiry_timers[key] = (expires, timer)
+            return
+        if await self.api.delete(
+            ROUTE, namespace, route.name, resource_version=route.resource_version
+        ):
+            state.expired_routes[tag] = Attribution(
+                at=format_time(datetime.fromtimestamp(expires, UTC)),
+                by=EXPIRED_BY,
+                by_source="operator",
+                reason=EXPIRED_REASON,
+                generation=route.generation,
+            )
+            logger.info("route %s/%s expired: deleted", namespace, route.name)
+
+    def _expiry_due(self, key: tuple[str, str, str]) -> None:
+        self.expiry_timers.pop(key, None)
+        namespace, flow, tag = key
+        self.flows.mark((namespace, flow)).routes.add(tag)
 
     # --- `default`: bootstrap and high-water mark ------------------------------------
 

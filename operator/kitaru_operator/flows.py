@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kitaru.core.compat import parse_accepted
+from kitaru.core.expiry import parse_expiry
 from kitaru.core.history import Attribution, attribution
 from kitaru.core.models import (
     FlowDeploymentSpec,
@@ -112,6 +113,8 @@ class RouteRecord:
     versions_applied: bool = False
     # The kitaru.dev/schema-accepted annotation: versions routed here on purpose.
     schema_accepted: frozenset[int] | None = None
+    # spec.expiresAt as a Unix time: when the operator deletes the route (None: never).
+    expires_at: float | None = None
 
     def ref(self, namespace: str) -> ObjectRef:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
@@ -179,6 +182,7 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
             for entry in meta.managed_fields
         ),
         schema_accepted=parse_accepted(meta.annotations.get(ANNOTATION_SCHEMA_ACCEPTED)),
+        expires_at=(at.timestamp() if (at := parse_expiry(spec.get("expiresAt"))) else None),
     )
 
 
@@ -191,6 +195,8 @@ class FlowState:
     routes: dict[str, RouteRecord] = field(default_factory=dict)
     # Routes deleted since the last pass: their deletion is still to be recorded.
     deleted_routes: set[str] = field(default_factory=set)
+    # Routes this operator deleted at their expiry: who/why of that deletion's record.
+    expired_routes: dict[str, Attribution] = field(default_factory=dict)
 
     def routes_naming(self, versions: Iterable[int]) -> set[str]:
         wanted = set(versions)
@@ -284,6 +290,7 @@ class Flows:
         old = state.routes.get(view.tag)
         state.routes[view.tag] = record
         state.deleted_routes.discard(view.tag)
+        state.expired_routes.pop(view.tag, None)
         dirty = self.mark(key)
         dirty.routes.add(view.tag)
         dirty.versions |= tag_changes(old.view if old else None, view) & state.deployments.keys()

@@ -502,9 +502,15 @@ class RouteChange(Model):
         "kitaru.dev/changed-by), else the field manager from managedFields; empty if unknown.",
     )
     by_source: str = Field(
-        "", description="Where `by` comes from: annotation, managedFields, or empty."
+        "",
+        description="Where `by` comes from: annotation, managedFields, operator (an "
+        "expired tag), or empty.",
     )
-    reason: str = Field("", description="Why, from the kitaru.dev/reason annotation (--reason).")
+    reason: str = Field(
+        "",
+        description="Why, from the kitaru.dev/reason annotation (--reason); 'expired' for a "
+        "tag the operator removed at its expiresAt.",
+    )
     generation: int | None = Field(None, description="metadata.generation of the route after it.")
 
 
