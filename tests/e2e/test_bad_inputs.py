@@ -400,6 +400,18 @@ CLI_CASES = [
         "invalid tag 'Bad_Tag'",
     ),
     _cli(
+        "cli-tag-expires-default",
+        f"flow tag {FLOW} default --version 1 --expires 7d",
+        "InvalidExpiry",
+        "the 'default' tag cannot expire",
+    ),
+    _cli(
+        "cli-tag-expires-not-a-duration",
+        f"flow tag {FLOW} canary --version 2 --expires soon",
+        "InvalidExpiry",
+        "'soon' is not a duration",
+    ),
+    _cli(
         "cli-untag-default",
         f"flow untag {FLOW} default",
         "TagError",
@@ -636,6 +648,18 @@ SDK_CASES = [
         "has no version 3",
     ),
     _sdk(
+        "sdk-tag-expires-default",
+        lambda c, p: c.deployments.tag(FLOW, "default", 1, expires="7d"),
+        "InvalidExpiry",
+        "the 'default' tag cannot expire",
+    ),
+    _sdk(
+        "sdk-tag-expires-too-long",
+        lambda c, p: c.deployments.tag(FLOW, "canary", 2, exclusive=True, expires="400d"),
+        "InvalidExpiry",
+        "is more than a year",
+    ),
+    _sdk(
         "sdk-rollback-created-tag",
         lambda c, p: c.deployments.rollback(FLOW, "canary"),
         "NoPreviousTarget",
@@ -791,6 +815,18 @@ MCP_CASES = [
         "has no version 3",
     ),
     McpCase(
+        "mcp-tag-expires-default",
+        "kitaru_deployments_tag",
+        {"flow": FLOW, "tag": "default", "version": 1, "expires": "7d"},
+        "the 'default' tag cannot expire",
+    ),
+    McpCase(
+        "mcp-tag-expires-not-a-duration",
+        "kitaru_deployments_tag",
+        {"flow": FLOW, "tag": "canary", "version": 2, "expires": "7 days"},
+        "'7 days' is not a duration",
+    ),
+    McpCase(
         "mcp-untag-default",
         "kitaru_deployments_untag",
         {"flow": FLOW, "tag": "default"},
@@ -888,8 +924,16 @@ def _fdep(version: Any = 4, name: str | None = None, **spec: Any) -> str:
     return _obj("FlowDeployment", name or f"research-agent-v{version}", body)
 
 
-def _froute(tag: str, versions: list[Any], exclusive: bool = True, name: str | None = None) -> str:
-    spec = {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": versions}
+def _froute(
+    tag: str,
+    versions: list[Any],
+    exclusive: bool = True,
+    name: str | None = None,
+    expires_at: str | None = None,
+) -> str:
+    spec: dict[str, Any] = {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": versions}
+    if expires_at is not None:
+        spec["expiresAt"] = expires_at
     return _obj("FlowRoute", name or f"research-agent.{tag}", spec)
 
 
@@ -996,6 +1040,21 @@ KUBECTL_CASES = [
         "kubectl-route-default-shared",
         _froute("default", [1], exclusive=False),
         "the 'default' tag is always exclusive",
+    ),
+    _kubectl(
+        "kubectl-route-expires-default",
+        _froute("default", [1], expires_at="2099-01-01T00:00:00Z"),
+        "the 'default' tag cannot expire: remove expiresAt",
+    ),
+    _kubectl(
+        "kubectl-route-expires-past",
+        _froute("stale", [1], expires_at="2020-01-01T00:00:00Z"),
+        "expiresAt 2020-01-01T00:00:00Z of tag stale of flow research_agent is not in the future",
+    ),
+    _kubectl(
+        "kubectl-route-expires-not-a-time",
+        _froute("stale", [1], expires_at="next week"),
+        "spec.expiresAt in body must be of type date-time",
     ),
     _kubectl(
         "kubectl-route-forged-changed-by",
