@@ -80,16 +80,12 @@ def test_a_tag_that_expires(operator: OperatorProcess, namespace: str) -> None:
         assert route(namespace, tag) is None
     # beta's first expiry (as early as the others') has passed: it stayed.
     assert route(namespace, "beta") is not None
-    assert [c["action"] for c in client.deployments.history(FLOW, "beta")["changes"]] == [
-        "created"
-    ]
+    assert [c["action"] for c in client.deployments.history(FLOW, "beta")["changes"]] == ["created"]
     # Version 2 held the exclusive tag preview; with it gone it can be deleted.
     client.deployments.delete(FLOW, 2)
 
 
-def test_an_expiry_set_with_kubectl_is_acted_on(
-    operator: OperatorProcess, namespace: str
-) -> None:
+def test_an_expiry_set_with_kubectl_is_acted_on(operator: OperatorProcess, namespace: str) -> None:
     client = client_for(namespace)
     create(deployment(FLOW, 1), namespace)
     at = format_expiry(datetime.now(UTC) + timedelta(seconds=3))
