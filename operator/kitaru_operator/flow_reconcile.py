@@ -38,7 +38,7 @@ from kitaru.core.history import (
     record_change,
 )
 from kitaru.core.manifests import build_route
-from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, TagRef
+from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, RouteChangeAction, TagRef
 from kitaru.core.names import DEFAULT_TAG
 from kitaru.core.routing import RouteView
 from kitaru.core.status import SCHEMA_COMPATIBLE, derive_deployment_status, derive_route_status
@@ -160,13 +160,18 @@ class FlowReconciler:
         is recorded, so an operator restart records only what changed while it was away.
         O(changed routes): one GET and one write per pass that changed a route."""
         now = datetime.now(UTC)
+
+        def deleted(tag: str) -> Attribution:
+            """Who deleted a route: the operator at its expiry, else unknown."""
+            expired = state.expired_routes.get(tag)
+            return expired[1] if expired else Attribution(at=format_time(now))
+
         changed: list[tuple[str, RouteView | None, Attribution]] = []
         for tag in sorted(dirty.routes):
             route = state.routes.get(tag)
             if route is None:
                 if tag in state.deleted_routes:
-                    who = state.expired_routes.pop(tag, None) or Attribution(at=format_time(now))
-                    changed.append((tag, None, who))
+                    changed.append((tag, None, deleted(tag)))
             elif route.observed_generation != route.generation:
                 changed.append((tag, route.view, route.who))
         if not changed:
@@ -180,9 +185,10 @@ class FlowReconciler:
                 for tag, view, who in changed
                 if (change := record_change(history, tag, view, who, self.route_history_limit))
             ]
-            # Routes the history has and the model does not: deleted while no operator ran.
+            # Routes the history has and the model does not: deleted while no operator ran,
+            # or since this pass began (an expired route's delete event can come now).
             for tag in [r.tag for r in history.routes if r.tag not in state.routes]:
-                gone = Attribution(at=format_time(now))
+                gone = deleted(tag)
                 if change := record_change(history, tag, None, gone, self.route_history_limit):
                     recorded.append(change)
             if not recorded:
@@ -196,6 +202,8 @@ class FlowReconciler:
             )
             if written is not None:
                 for change in recorded:
+                    if change.action == RouteChangeAction.DELETED:
+                        state.expired_routes.pop(change.tag, None)
                     logger.info(
                         "route history %s/%s #%d: %s %s %s -> %s by %s",
                         namespace, flow, change.seq, change.tag, change.action,
@@ -233,12 +241,15 @@ class FlowReconciler:
         if await self.api.delete(
             ROUTE, namespace, route.name, resource_version=route.resource_version
         ):
-            state.expired_routes[tag] = Attribution(
-                at=format_time(datetime.fromtimestamp(expires, UTC)),
-                by=EXPIRED_BY,
-                by_source="operator",
-                reason=EXPIRED_REASON,
-                generation=route.generation,
+            state.expired_routes[tag] = (
+                route.uid,
+                Attribution(
+                    at=format_time(datetime.fromtimestamp(expires, UTC)),
+                    by=EXPIRED_BY,
+                    by_source="operator",
+                    reason=EXPIRED_REASON,
+                    generation=route.generation,
+                ),
             )
             logger.info("route %s/%s expired: deleted", namespace, route.name)
 

@@ -195,8 +195,9 @@ class FlowState:
     routes: dict[str, RouteRecord] = field(default_factory=dict)
     # Routes deleted since the last pass: their deletion is still to be recorded.
     deleted_routes: set[str] = field(default_factory=set)
-    # Routes this operator deleted at their expiry: who/why of that deletion's record.
-    expired_routes: dict[str, Attribution] = field(default_factory=dict)
+    # Routes this operator deleted at their expiry, by tag: the deleted route's uid and
+    # who/why of that deletion's record.
+    expired_routes: dict[str, tuple[str, Attribution]] = field(default_factory=dict)
 
     def routes_naming(self, versions: Iterable[int]) -> set[str]:
         wanted = set(versions)
@@ -290,7 +291,11 @@ class Flows:
         old = state.routes.get(view.tag)
         state.routes[view.tag] = record
         state.deleted_routes.discard(view.tag)
-        state.expired_routes.pop(view.tag, None)
+        expired = state.expired_routes.get(view.tag)
+        # A late event of the expired route itself (its last status write) changes
+        # nothing; only a route created again under the tag is no longer the expired one.
+        if expired is not None and expired[0] != record.uid:
+            del state.expired_routes[view.tag]
         dirty = self.mark(key)
         dirty.routes.add(view.tag)
         dirty.versions |= tag_changes(old.view if old else None, view) & state.deployments.keys()

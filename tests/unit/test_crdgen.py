@@ -169,7 +169,7 @@ def test_same_object_rules_are_carried() -> None:
     assert "self == oldSelf" in _rules(deployment)
     assert any("runnerImage" in rule for rule in _rules(deployment))
     route = _schema(crdgen.ROUTE)["properties"]["spec"]
-    assert len(_rules(route)) == 2
+    assert len(_rules(route)) == 3  # default exclusive, one exclusive version, no expiry
     assert _rules(route["properties"]["flow"]) == ["self == oldSelf"]
     assert _rules(route["properties"]["tag"]) == ["self == oldSelf"]
     invocation = _schema(crdgen.INVOCATION)["properties"]["spec"]

@@ -32,12 +32,14 @@ class FakeApi:
         return not self.conflict
 
 
-def put(flows: Flows, tag: str, expires_in: float | None, rv: str = "7") -> None:
+def put(
+    flows: Flows, tag: str, expires_in: float | None, rv: str = "7", uid: str | None = None
+) -> None:
     spec: dict[str, Any] = {"flow": FLOW, "tag": tag, "exclusive": True, "versions": [1]}
     if expires_in is not None:
         spec["expiresAt"] = format_expiry_seconds(time.time() + expires_in)
     obj = {
-        "metadata": {"name": f"research-agent.{tag}", "uid": tag, "resourceVersion": rv},
+        "metadata": {"name": f"research-agent.{tag}", "uid": uid or tag, "resourceVersion": rv},
         "spec": spec,
     }
     record = route_record(RouteObject.model_validate(obj))
@@ -82,10 +84,14 @@ def test_a_due_route_is_deleted_with_its_resource_version_and_attributed() -> No
         put(flows, "canary", -1, rv="42")
         await expire(rec, flows, "canary")
         assert api.deletes == [(NS, "research-agent.canary", "42")]
-        who = flows.state(NS, FLOW).expired_routes["canary"]  # type: ignore[union-attr]
+        state = flows.state(NS, FLOW)
+        assert state is not None
+        uid, who = state.expired_routes["canary"]
         assert (who.by, who.by_source, who.reason) == ("kitaru-operator", "operator", "expired")
-        put(flows, "canary", None, rv="43")  # re-created before the delete was recorded
-        assert "canary" not in flows.state(NS, FLOW).expired_routes  # type: ignore[union-attr]
+        put(flows, "canary", -1, rv="43")  # a late event of the deleted route itself
+        assert state.expired_routes["canary"] == (uid, who)
+        put(flows, "canary", None, rv="50", uid="again")  # created again under the tag
+        assert "canary" not in state.expired_routes
 
     asyncio.run(scenario())
 
