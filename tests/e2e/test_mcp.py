@@ -98,6 +98,7 @@ def test_tools_list_shows_every_tool_with_a_schema(tmp_path: Path) -> None:
                 "inputs",
                 "tag",
                 "exclusive",
+                "force",
                 "image",
             }
             | retention
