@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from kitaru.client.kube import Kube
 
 
-def stamped(
+def write_route(
     kube: Kube,
     view: RouteView,
     current: dict[str, Any] | None,
@@ -49,12 +49,13 @@ def stamped(
     *,
     schema_accepted: bool = False,
     expires_at: str | None = None,
-) -> dict[str, Any]:
-    """The route write for `view`, signed for the route history: who (the API server's
-    name for this connection; admission refuses any other), the generation the write
-    makes (so a later kubectl edit leaves it visibly stale) and why; and, for a move
-    accepted despite its input schema, the versions accepted (so the operator does not
-    flag it). `expires_at` is the route's `spec.expiresAt` (None: it does not expire)."""
+) -> RouteInfo:
+    """Create the route for `view`, or replace `current` compare-and-swap (raises
+    AlreadyExists/StaleObject on a race). The write is signed for the route history: who
+    (the API server's name for this connection; admission refuses any other), the
+    generation it makes (so a later kubectl edit leaves it visibly stale) and why; a move
+    accepted despite its input schema names the versions accepted (so the operator does
+    not flag it). `expires_at` is the route's `spec.expiresAt` (None: it does not expire)."""
     body = build_route(view, current)
     if expires_at:
         body["spec"]["expiresAt"] = expires_at
@@ -70,22 +71,6 @@ def stamped(
         annotations[ANNOTATION_SCHEMA_ACCEPTED] = format_accepted(view.versions)
     else:
         annotations.pop(ANNOTATION_SCHEMA_ACCEPTED, None)
-    return body
-
-
-def write_route(
-    kube: Kube,
-    view: RouteView,
-    current: dict[str, Any] | None,
-    reason: str | None,
-    *,
-    schema_accepted: bool = False,
-    expires_at: str | None = None,
-) -> RouteInfo:
-    """Create or compare-and-swap replace; raises AlreadyExists/StaleObject on a race."""
-    body = stamped(
-        kube, view, current, reason, schema_accepted=schema_accepted, expires_at=expires_at
-    )
     if current is None:
         return route_info(kube.create(ROUTES, body))
     return route_info(kube.replace(ROUTES, body))
