@@ -231,6 +231,7 @@ ROUTE = Kind(
         Column("Versions", ".spec.versions", "Versions the tag routes to."),
         _READY,
         Column("Age", ".metadata.creationTimestamp", "Time since creation.", "date", priority=1),
+        Column("Expires", ".spec.expiresAt", "When the operator removes the tag.", priority=1),
     ),
     selectable=(".spec.flow", ".spec.tag"),
 )

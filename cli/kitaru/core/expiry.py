@@ -34,14 +34,14 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
         raise InvalidExpiry(
-            f"--expires {text[:40]!r} is not a duration: use a positive whole number and a "
+            f"expiry {text[:40]!r} is not a duration: use a positive whole number and a "
             "unit (s, m, h, d or w), e.g. 30m, 12h or 7d"
         )
     span = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
     if span > MAX_EXPIRY:
         raise InvalidExpiry(
-            f"--expires {text.strip()} is more than a year: leave --expires out for a "
-            "tag that does not expire"
+            f"expiry {text.strip()} is more than a year: leave the expiry out for a tag "
+            "that does not expire"
         )
     return span
 
