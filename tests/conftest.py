@@ -2,16 +2,14 @@
 and the operator as a process (`running_operator`).
 
 Tests under tests/api, tests/e2e, tests/cluster, tests/chaos and tests/gitops are marked
-`cluster`. If the cluster cannot be started they are skipped, except with CI=true, where
-that is a failure.
+`cluster`. If the cluster cannot be started they fail (never skip): run the unit tier
+alone with `make test-unit`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from support import (
     create,
     deployment,
     kubectl,
+    localnode,
     route,
     wait_for,
 )
@@ -47,28 +46,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.cluster)
 
 
-def _cluster_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kitaru_localnode.cluster", *args, f"--dir={CLUSTER_DIR}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-
-
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     """The local cluster, started when it is not up; one named by KITARU_TEST_CLUSTER_DIR
     must already be running (the tests never start or stop it)."""
-    if _cluster_cmd("status").returncode != 0:
+    if localnode("cluster", "status").returncode != 0:
         if os.environ.get(TEST_CLUSTER_ENV):
             pytest.fail(f"{TEST_CLUSTER_ENV}={CLUSTER_DIR}: no cluster runs there", pytrace=False)
-        proc = _cluster_cmd("up")
+        proc = localnode("cluster", "up")
         if proc.returncode != 0:
             why = f"the local cluster could not be started:\n{proc.stdout}{proc.stderr}"
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(why, pytrace=False)
-            pytest.skip(why)
+            pytest.fail(why, pytrace=False)
     cfg = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=cfg)
     return Cluster(kubeconfig=KUBECONFIG, api_url=cfg.host)

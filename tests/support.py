@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kitaru.core.manifests import build_deployment
 
@@ -114,6 +114,27 @@ def kubectl(
             f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
         )
     return proc
+
+
+def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    """One object as kubectl prints it (None: not found)."""
+    proc = kubectl("get", kind, name, "-o", "json", namespace=namespace, check=False)
+    if proc.returncode != 0:
+        if "NotFound" in proc.stderr:
+            return None
+        raise AssertionError(proc.stderr)
+    found: dict[str, Any] = json.loads(proc.stdout)
+    return found
+
+
+def localnode(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m kitaru_localnode.MODULE ARGS` on the suite's cluster directory."""
+    return subprocess.run(
+        [sys.executable, "-m", f"kitaru_localnode.{module}", *args, f"--dir={CLUSTER_DIR}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def free_port() -> int:

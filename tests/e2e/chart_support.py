@@ -18,7 +18,7 @@ from kitaru.core.jobs import source_key, source_sha256
 from kitaru.core.manifests import build_deployment, build_invocation
 from kitaru.core.models import SourceSnapshot
 from kubernetes import client, config
-from support import KUBECONFIG, REPO, bin_dir, kubectl, runner_image, wait_for
+from support import KUBECONFIG, REPO, bin_dir, get, kubectl, runner_image, wait_for
 
 CHART = REPO / "charts" / "kitaru-operator"
 
@@ -42,16 +42,6 @@ def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Com
 
 def kubectl_json(*args: str) -> Any:
     return json.loads(kubectl(*args, "-o", "json").stdout)
-
-
-def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    proc = kubectl("get", kind, name, "-o", "json", namespace=namespace, check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr:
-            return None
-        raise AssertionError(proc.stderr)
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
 
 
 def unique(prefix: str) -> str:

@@ -4,34 +4,23 @@ repository made from examples/gitops that Flux syncs into the test's namespace."
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gitops_support import FluxSync, GitRepo
-from support import CLUSTER_DIR, REPO, Cluster
-
-
-def _gitops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kitaru_localnode.gitops", *args, f"--dir={CLUSTER_DIR}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+from support import CLUSTER_DIR, Cluster, localnode
 
 
 @pytest.fixture(scope="session")
 def flux(cluster: Cluster, crds_installed: None) -> Iterator[str]:
     """Flux and the git server, started for the session (and stopped after it); yields
     the git server's base URL."""
-    proc = _gitops("up")
+    proc = localnode("gitops", "up")
     if proc.returncode != 0:
         pytest.fail(f"Flux could not be started:\n{proc.stdout}{proc.stderr}", pytrace=False)
     yield (CLUSTER_DIR / "gitops" / "git-url").read_text().strip()
-    _gitops("down")
+    localnode("gitops", "down")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from kitaru.core.jobs import source_sha256
-from support import REPO, kubectl, wait_for
+from support import REPO, get, kubectl, wait_for
 
 EXAMPLE = REPO / "examples" / "gitops"
 FLUX_EXAMPLE = EXAMPLE / "flux" / "team-a.yaml"
@@ -23,16 +23,6 @@ FLUX_NAMESPACE = "flux-system"
 # The example's intervals are minutes; the tier shortens them so that a sync, a retry
 # and a minute at rest hold several reconciliations. Nothing else of the example changes.
 TEST_INTERVALS = {"interval": "10s", "retryInterval": "5s", "timeout": "20s"}
-
-
-def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    proc = kubectl("get", kind, name, "-o", "json", namespace=namespace, check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr:
-            return None
-        raise AssertionError(proc.stderr)
-    found: dict[str, Any] = json.loads(proc.stdout)
-    return found
 
 
 def items(kind: str, namespace: str) -> list[dict[str, Any]]:
