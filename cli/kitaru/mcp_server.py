@@ -162,6 +162,13 @@ def kitaru_deployments_invoke(
     inputs: Inputs = None,
     ttl_seconds_after_finished: TtlSeconds = None,
     history_limit: HistoryLimit = None,
+    key: Annotated[
+        str | None,
+        Field(
+            description="Routing key: on a split tag, the same key always runs the same "
+            "version (e.g. a user or tenant id)."
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Start a new execution of a deployed flow, resolved by tag or version ('default' if neither).
 
@@ -176,6 +183,7 @@ def kitaru_deployments_invoke(
             version=version,
             inputs=inputs,
             retention=Retention(ttl_seconds_after_finished, history_limit),
+            routing_key=key,
         )
         .to_json()
     )
@@ -196,7 +204,18 @@ def kitaru_deployments_get(
 def kitaru_deployments_tag(
     flow: Flow,
     tag: Tag,
-    version: Version,
+    version: Annotated[
+        int | None,
+        Field(ge=1, description="The version the tag routes to (give version or split)."),
+    ] = None,
+    split: Annotated[
+        dict[str, int] | None,
+        Field(
+            description="Split the tag between versions by weight: version -> percent, adding "
+            'up to 100, e.g. {"2": 90, "3": 10} (give version or split). Each invocation runs '
+            "one of them; a routing key makes the choice sticky."
+        ),
+    ] = None,
     exclusive: Annotated[
         bool,
         Field(description="Exclusive: move the tag to this version. Shared: add this version."),
@@ -211,11 +230,12 @@ def kitaru_deployments_tag(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    """Route a tag to a deployment version (promote, e.g. stable to version 2).
+    """Route a tag to a deployment version (promote, e.g. stable to version 2), or split
+    it between versions by weight (a canary: {"2": 90, "3": 10}).
 
-    Refused (IncompatibleSchema, naming each input) when the version would reject inputs
-    the tag's current version accepts, unless force is true. With expires the operator
-    removes the tag then (InvalidExpiry for a bad duration or on 'default')."""
+    Refused (IncompatibleSchema, naming each input) when a version new to the tag would
+    reject inputs the tag's current version accepts, unless force is true. With expires
+    the operator removes the tag then (InvalidExpiry for a bad duration or on 'default')."""
     return (
         _kitaru()
         .deployments.tag(
@@ -226,6 +246,7 @@ def kitaru_deployments_tag(
             force=force,
             reason=reason,
             expires=expires,
+            split=split,
         )
         .to_json()
     )

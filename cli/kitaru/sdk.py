@@ -107,13 +107,20 @@ class Flow(Generic[P, R]):
         tag: str | None = None,
         version: int | None = None,
         retention: Retention | None = None,
+        routing_key: str | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> ExecutionHandle:
         """Start a remote execution of the deployed flow by tag or version (neither ⇒
-        default); `retention` says how long it is kept once finished."""
+        default); `retention` says how long it is kept once finished. On a split tag,
+        executions with the same `routing_key` run the same version."""
         return _client(client).deployments.invoke(
-            self.name, tag=tag, version=version, inputs=inputs, retention=retention
+            self.name,
+            tag=tag,
+            version=version,
+            inputs=inputs,
+            retention=retention,
+            routing_key=routing_key,
         )
 
     def deployment(self, version: int, client: KitaruClient | None = None) -> Deployment:

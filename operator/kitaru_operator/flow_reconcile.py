@@ -75,7 +75,7 @@ def _status_body(kind: Kind, namespace: str, name: str, rv: str, status: dict) -
 
 
 def status_is_current(record: DeploymentRecord, tags: list[TagRef]) -> bool:
-    wanted = (record.generation, tuple((t.tag, t.exclusive) for t in tags))
+    wanted = (record.generation, tuple((t.tag, t.exclusive, t.weight) for t in tags))
     return record.status_key == wanted
 
 

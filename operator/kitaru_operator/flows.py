@@ -40,7 +40,7 @@ from kitaru.core.names import (
     flow_from_dns,
     parse_deployment_name,
 )
-from kitaru.core.routing import RouteView
+from kitaru.core.routing import RouteView, split_of
 from kitaru.core.tagging import tags_for_version
 from kitaru.core.versioning import parse_high_water_mark
 from pydantic import TypeAdapter
@@ -77,7 +77,7 @@ class DeploymentRecord:
     spec_json: bytes
     status_json: bytes | None
     # (observedGeneration, ((tag, exclusive), ...)) of the stored status.
-    status_key: tuple[int | None, tuple[tuple[str, bool], ...]] | None
+    status_key: tuple[int | None, tuple[tuple[str, bool, int | None], ...]] | None
     ttl_seconds_after_finished: int | None
     history_limit: int | None
 
@@ -138,7 +138,10 @@ def deployment_record(obj: Object) -> DeploymentRecord | None:
         status_key=(
             (
                 status.get("observedGeneration"),
-                tuple((t["tag"], bool(t.get("exclusive"))) for t in status.get("tags") or []),
+                tuple(
+                    (t["tag"], bool(t.get("exclusive")), t.get("weight"))
+                    for t in status.get("tags") or []
+                ),
             )
             if status
             else None
@@ -162,6 +165,7 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
             tag=spec["tag"],
             exclusive=bool(spec.get("exclusive")),
             versions=frozenset(int(v) for v in spec.get("versions") or ()),
+            split=split_of(spec.get("split")),
         ),
         high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
         status_json=compact(status) if status else None,
@@ -331,10 +335,15 @@ class Flows:
 
 
 def tag_changes(old: RouteView | None, new: RouteView | None) -> set[int]:
-    """Versions whose tag list a route change alters (all of them if the mode flipped)."""
+    """Versions whose tag list a route change alters (all of them if the mode or the
+    weights changed)."""
     before = old.versions if old else frozenset()
     after = new.versions if new else frozenset()
-    if old is not None and new is not None and old.exclusive != new.exclusive:
+    if (
+        old is not None
+        and new is not None
+        and (old.exclusive, old.split) != (new.exclusive, new.split)
+    ):
         return set(before | after)
     return set(before ^ after)
 

@@ -112,7 +112,14 @@ async def _resolve(
     "not yet" is `Waiting` until the invocation's resolve deadline."""
     namespace = body["metadata"]["namespace"]
     try:
-        resolution = resolve(FlowLookup(rt.flows, namespace), spec.flow, spec.tag, spec.version)
+        resolution = resolve(
+            FlowLookup(rt.flows, namespace),
+            spec.flow,
+            spec.tag,
+            spec.version,
+            routing_key=spec.routing_key,
+            invocation=body["metadata"]["name"],
+        )
         state = rt.flows.state(namespace, spec.flow)
         record = state.deployments.get(resolution.version) if state else None
         if record is None:  # deleted between the two reads
@@ -120,7 +127,9 @@ async def _resolve(
         deployment = record.spec()
         merged = merge_inputs(deployment.inputs, spec.inputs)
         validate_inputs(merged, deployment.input_schema)
-        chain = build_chain(resolution.selector, resolution.tag, deployment, inputs_hash(merged))
+        chain = build_chain(
+            resolution.selector, resolution.tag, deployment, inputs_hash(merged), resolution.split
+        )
     except ResolutionError as exc:
         deadline = _resolve_deadline(rt, body, spec)
         if datetime.now(UTC) < deadline and await _still_converging(rt, namespace, exc):

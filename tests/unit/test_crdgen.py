@@ -63,7 +63,7 @@ def test_names_and_versions(kind: crdgen.Kind) -> None:
     ("kind", "short", "columns"),
     [
         (crdgen.DEPLOYMENT, "fdep", ["Flow", "Version", "Tags", "Ready", "Age"]),
-        (crdgen.ROUTE, "froute", ["Flow", "Tag", "Mode", "Versions", "Ready"]),
+        (crdgen.ROUTE, "froute", ["Flow", "Tag", "Mode", "Versions", "Split", "Ready"]),
         (crdgen.INVOCATION, "finv", ["Flow", "Version", "Phase", "Age"]),
     ],
 )
@@ -169,7 +169,9 @@ def test_same_object_rules_are_carried() -> None:
     assert "self == oldSelf" in _rules(deployment)
     assert any("runnerImage" in rule for rule in _rules(deployment))
     route = _schema(crdgen.ROUTE)["properties"]["spec"]
-    assert len(_rules(route)) == 3  # default exclusive, one exclusive version, no expiry
+    # default exclusive, one exclusive version, no expiry; split: not default, not exclusive,
+    # its versions, weights adding up to 100
+    assert len(_rules(route)) == 7
     assert _rules(route["properties"]["flow"]) == ["self == oldSelf"]
     assert _rules(route["properties"]["tag"]) == ["self == oldSelf"]
     invocation = _schema(crdgen.INVOCATION)["properties"]["spec"]

@@ -129,7 +129,8 @@ def test_resolves(tag: str | None, version: int | None, expected: Resolution) ->
             AmbiguousTag,
             [
                 "tag 'benchmark' of flow 'agent' routes to versions 1, 2; invoke one of them "
-                "with --version, or make the tag exclusive"
+                "with --version, make the tag exclusive, or split it: kitaru flow tag agent "
+                "benchmark --split 1=50,2=50"
             ],
         ),
         (STORY, "agent", "stable", 2, ConflictingSelectors, ["not both"]),

@@ -74,7 +74,13 @@ def test_deploy_and_invoke_go_through_the_client() -> None:
         (
             "invoke",
             ("summarize",),
-            {"tag": "stable", "version": None, "inputs": {"topic": "u"}, "retention": None},
+            {
+                "tag": "stable",
+                "version": None,
+                "inputs": {"topic": "u"},
+                "retention": None,
+                "routing_key": None,
+            },
         ),
     ]
 
@@ -291,7 +297,7 @@ def test_records_from_objects() -> None:
     assert dep.snapshot_name == "kitaru::research_agent::v2"
     assert [t.tag for t in dep.tags] == ["canary"]
     assert dep.ready is True
-    assert dep.to_json()["tags"] == [{"tag": "canary", "exclusive": True}]
+    assert dep.to_json()["tags"] == [{"tag": "canary", "exclusive": True, "weight": None}]
     route = route_info(
         {"spec": {"flow": "f", "tag": "benchmark", "exclusive": False, "versions": [2, 1]}}
     )

@@ -28,6 +28,7 @@ def execution_fields(info: ExecutionInfo) -> str:
         "flow": info.flow,
         "requested": selector,
         "version": info.resolved_version,
+        "routing": info.routing,
         "status": info.status,
         "inputs": dict(info.inputs),
         "created": info.created,

@@ -12,10 +12,17 @@ from kitaru.client.errors import InvalidArguments
 
 if TYPE_CHECKING:
     from kitaru.client import DeploymentInfo
+    from kitaru.client.records import Tag
 
 
 def _tags(info: DeploymentInfo) -> str:
-    return ", ".join(t.tag + ("" if t.exclusive else " (shared)") for t in info.tags) or "-"
+    return ", ".join(_tag_label(t) for t in info.tags) or "-"
+
+
+def _tag_label(tag: Tag) -> str:
+    if tag.weight is not None:
+        return f"{tag.tag} ({tag.weight}%)"
+    return tag.tag + ("" if tag.exclusive else " (shared)")
 
 
 def _versions_table(infos: list[DeploymentInfo]) -> str:
@@ -42,8 +49,15 @@ def flow() -> None:
 @flow.command("tag")
 @click.argument("flow_name", metavar="FLOW")
 @click.argument("tag")
-@click.option("--version", type=int, required=True, help="The version the tag routes to.")
+@click.option("--version", type=int, default=None, help="The version the tag routes to.")
 @click.option("--exclusive", is_flag=True, help="Move the tag here from every other version.")
+@click.option(
+    "--split",
+    default=None,
+    metavar="V=PCT,...",
+    help="Split the tag between versions by weight, e.g. 2=90,3=10 (percents adding up to "
+    "100); each invocation runs one of them (invoke --key makes it sticky).",
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -61,27 +75,40 @@ def flow() -> None:
 def tag_command(
     flow_name: str,
     tag: str,
-    version: int,
+    version: int | None,
     exclusive: bool,
+    split: str | None,
     force: bool,
     expires: str | None,
     reason: str | None,
 ) -> Output:
-    """Route TAG to a version: exclusive moves it, shared adds the version.
+    """Route TAG to a version: exclusive moves it, shared adds the version; --split
+    sends each invocation to one of several versions by weight.
 
-    Refused when the version's input schema rejects inputs the tag's current version
-    accepts (a removed or retyped input, a new required one), unless --force. With
-    --expires the operator removes the tag then, and records it in the history.
+    Refused when a version new to the tag has an input schema that rejects inputs the
+    tag's current version accepts (a removed or retyped input, a new required one),
+    unless --force. With --expires the operator removes the tag then, and records it in
+    the history.
     """
+    if version is None and split is None:
+        raise click.UsageError("Missing option '--version' (or --split V=PCT,...).")
     route = client().deployments.tag(
-        flow_name, tag, version, exclusive=exclusive, force=force, reason=reason, expires=expires
+        flow_name,
+        tag,
+        version,
+        exclusive=exclusive,
+        force=force,
+        reason=reason,
+        expires=expires,
+        split=split,
     )
-    listed = ", ".join(f"v{v}" for v in route.versions)
     until = f"; expires {route.expires_at}" if route.expires_at else ""
+    tagged = (
+        f"Split {flow_name} {tag}" if route.split else f"Tagged {flow_name} v{version} as {tag}"
+    )
     return Output(
         item=route.to_json(),
-        text=f"Tagged {flow_name} v{version} as {tag} ({route.mode}); {tag} now routes to "
-        f"{listed}{until}",
+        text=f"{tagged} ({route.mode}); {tag} now routes to {route.describe()}{until}",
     )
 
 
@@ -123,8 +150,8 @@ def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
             c["at"],
             c["tag"],
             c["action"],
-            ",".join(map(str, c.get("fromVersions", []))) or "-",
-            ",".join(map(str, c.get("toVersions", []))) or "-",
+            _recorded_target(c, "from"),
+            _recorded_target(c, "to"),
             c.get("by") or "?",
             c.get("reason", ""),
         ]
@@ -135,6 +162,14 @@ def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
     return Output(items=changes, text=text)
 
 
+def _recorded_target(change: dict, side: str) -> str:
+    """One side of a recorded change: `2,3`, or `2=90,3=10` for a split tag."""
+    split = change.get(f"{side}Split") or []
+    if split:
+        return ",".join(f"{w['version']}={w['weight']}" for w in split)
+    return ",".join(map(str, change.get(f"{side}Versions", []))) or "-"
+
+
 @flow.command("rollback")
 @click.argument("flow_name", metavar="FLOW")
 @click.argument("tag")
@@ -143,8 +178,9 @@ def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
 def rollback_command(flow_name: str, tag: str, reason: str | None) -> Output:
     """Move TAG back to what it routed to before its last recorded change."""
     route = client().deployments.rollback(flow_name, tag, reason=reason)
-    listed = ", ".join(f"v{v}" for v in route.versions)
-    return Output(item=route.to_json(), text=f"Rolled back {flow_name} {tag}: routes to {listed}")
+    return Output(
+        item=route.to_json(), text=f"Rolled back {flow_name} {tag}: routes to {route.describe()}"
+    )
 
 
 @flow.command("list")
@@ -179,7 +215,7 @@ def show_command(flow_name: str) -> Output:
         f"Flow {flow_name}\n\n"
         + table(
             ["TAG", "MODE", "VERSIONS", "READY", "EXPIRES"],
-            [[r.tag, r.mode, list(r.versions), r.ready, r.expires_at or "-"] for r in routes],
+            [[r.tag, r.mode, r.describe(), r.ready, r.expires_at or "-"] for r in routes],
             empty="No tags.",
         )
         + "\n"
@@ -292,16 +328,31 @@ def deployments_prune(flow_name: str, keep: int) -> Output:
 @tag_option
 @version_option
 @input_option
+@click.option(
+    "--key",
+    "routing_key",
+    default=None,
+    metavar="KEY",
+    help="Routing key for a split tag: the same key always runs the same version.",
+)
 @kitaru_command
 def deployments_curl(
-    flow_name: str, tag: str | None, version: int | None, input_: str | None
+    flow_name: str,
+    tag: str | None,
+    version: int | None,
+    input_: str | None,
+    routing_key: str | None,
 ) -> Output:
-    """Print a curl command that starts an execution of the resolved version."""
+    """Print a curl command that starts an execution of the resolved version (of the
+    tag itself when it is split)."""
     from kitaru.client.curl import render_curl
 
     inputs = parse_inputs(input_)
     kitaru = client()
-    resolution = kitaru.deployments.resolve(flow_name, tag=tag, version=version)
+    resolution = kitaru.deployments.resolve(
+        flow_name, tag=tag, version=version, routing_key=routing_key
+    )
+    split = resolution.split
     connection = kitaru.connection
     script = render_curl(
         server=connection.server.value or "",
@@ -311,11 +362,14 @@ def deployments_curl(
         inputs=inputs,
         tag=resolution.tag if version is None else None,
         ca_file=connection.ca_path(),
+        split=",".join(f"{w.version}={w.weight}" for w in split.split) if split else None,
+        routing_key=routing_key,
     )
     item = {
         "flow": flow_name,
         "tag": resolution.tag,
-        "version": resolution.version,
+        # A split tag's command is not pinned: which version runs is chosen per execution.
+        "version": None if split and not split.sticky else resolution.version,
         "script": script,
     }
     return Output(item=item, text=script)

@@ -173,6 +173,14 @@ def _new_version(
 @tag_option
 @version_option
 @input_option
+@click.option(
+    "--key",
+    "routing_key",
+    default=None,
+    metavar="KEY",
+    help="Routing key: on a split tag, the same key always runs the same version "
+    "(e.g. a user or tenant id).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result; exit 1 if the run fails.")
 @click.option("--timeout", type=float, default=None, help="Seconds to --wait (default: forever).")
 @retention_options("this execution")
@@ -182,6 +190,7 @@ def invoke(
     tag: str | None,
     version: int | None,
     input_: str | None,
+    routing_key: str | None,
     wait: bool,
     timeout: float | None,
     ttl_seconds_after_finished: int | None,
@@ -195,6 +204,7 @@ def invoke(
         version=version,
         inputs=inputs,
         retention=Retention(ttl_seconds_after_finished, history_limit),
+        routing_key=routing_key,
     )
     route = f"tag {tag}" if tag else (f"version {version}" if version else "tag default")
     started = f"Started execution {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"

@@ -31,17 +31,32 @@ def render_curl(
     inputs: Mapping[str, Any] | None = None,
     tag: str | None = None,
     ca_file: str | None = None,
+    split: str | None = None,
+    routing_key: str | None = None,
 ) -> str:
-    """The shell text: comments, the token line and the curl (ends with a newline)."""
+    """The shell text: comments, the token line and the curl (ends with a newline).
+
+    Pinned to `version`, except on a split tag (`split`, e.g. `2=90,3=10`, with `tag`):
+    pinning would defeat the split, so the command invokes the tag, with `routing_key`
+    when given (the same key, the same version)."""
     lines = []
-    if tag is not None:
-        lines += [
-            f"# Tag '{tag}' of flow '{flow}' resolved to v{version} when this was generated.",
-            f"# This command is pinned to v{version}; regenerate it if the tag moves.",
-        ]
+    if split is not None and tag is not None:
+        lines.append(
+            f"# Tag '{tag}' of flow '{flow}' is split {split} (version=percent): each "
+            "execution runs one of them"
+            + (", the same for every execution with this routing key." if routing_key else ".")
+        )
+        invocation = build_invocation(flow, tag=tag, inputs=inputs, routing_key=routing_key)
     else:
-        lines.append(f"# Starts a new execution of flow '{flow}' v{version}.")
-    body = json.dumps(build_invocation(flow, version=version, inputs=inputs), separators=(",", ":"))
+        if tag is not None:
+            lines += [
+                f"# Tag '{tag}' of flow '{flow}' resolved to v{version} when this was generated.",
+                f"# This command is pinned to v{version}; regenerate it if the tag moves.",
+            ]
+        else:
+            lines.append(f"# Starts a new execution of flow '{flow}' v{version}.")
+        invocation = build_invocation(flow, version=version, inputs=inputs)
+    body = json.dumps(invocation, separators=(",", ":"))
     args = ["curl", "--fail-with-body", "--silent", "--show-error", "-X", "POST"]
     if ca_file:
         args += ["--cacert", shlex.quote(ca_file)]

@@ -9,12 +9,13 @@ rules (docs/ARCHITECTURE.md) are in `versions` (allocation, the first version's
 from __future__ import annotations
 
 import builtins
+import secrets
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from kitaru.client.errors import InvalidArguments
+from kitaru.client.errors import Conflict, InvalidArguments
 from kitaru.client.kube import AlreadyExists
 from kitaru.client.records import (
     DeploymentInfo,
@@ -26,9 +27,10 @@ from kitaru.client.records import (
     route_info,
 )
 from kitaru.client.removal import delete_whole_flow, prune_untagged
+from kitaru.client.retry import attempts
 from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
-from kitaru.client.tags import rollback_tag, set_tag, unset_tag
+from kitaru.client.tags import rollback_tag, set_tag, split_route, unset_tag
 from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
@@ -58,7 +60,9 @@ from kitaru.core.names import (
     DEPLOYMENTS,
     INVOCATIONS,
     ROUTES,
+    check_routing_key,
     deployment_name,
+    flow_dns,
     parse_deployment_name,
     route_name,
     validate_flow,
@@ -73,7 +77,7 @@ from kitaru.core.routing import (
     resolve,
     version_not_found,
 )
-from kitaru.core.tagging import tags_for_version
+from kitaru.core.tagging import SPLIT_EXAMPLE, InvalidSplit, parse_split, tags_for_version
 
 if TYPE_CHECKING:
     from kitaru.client.client import KitaruClient
@@ -120,7 +124,7 @@ class Deployments:
         spec = obj.get("spec") or {}
         flow_routes = [r for r in routes if r.flow == spec.get("flow")]
         refs = tags_for_version(flow_routes, int(spec.get("version") or 0))
-        return deployment_info(obj, [Tag(r.tag, r.exclusive) for r in refs])
+        return deployment_info(obj, [Tag(r.tag, r.exclusive, r.weight) for r in refs])
 
     def list(self, flow: str | None = None) -> list[DeploymentInfo]:
         """Deployment versions (of one flow, or all), with the tags routed to each."""
@@ -131,19 +135,45 @@ class Deployments:
         infos = [self._info(o, routes) for o in self._objects(flow)]
         return sorted(infos, key=lambda d: (d.flow, d.version))
 
-    def resolve(self, flow: str, tag: str | None = None, version: int | None = None) -> Resolution:
-        """The version `flow` + tag/version resolves to now (neither ⇒ the `default` route)."""
+    def resolve(
+        self,
+        flow: str,
+        tag: str | None = None,
+        version: int | None = None,
+        *,
+        routing_key: str | None = None,
+        invocation: str = "",
+    ) -> Resolution:
+        """The version `flow` + tag/version resolves to now (neither ⇒ the `default` route);
+        on a split tag, for an invocation with that `routing_key`, else that name."""
         with core_errors():
             validate_flow(flow)
             if tag is not None:
                 validate_tag(tag)
             if version is not None:
                 validate_version(version)
-            return resolve(_ApiLookup(self), flow, tag=tag, version=version)
+            return resolve(
+                _ApiLookup(self),
+                flow,
+                tag=tag,
+                version=version,
+                routing_key=routing_key,
+                invocation=invocation,
+            )
 
-    def get(self, flow: str, tag: str | None = None, version: int | None = None) -> DeploymentInfo:
+    def get(
+        self,
+        flow: str,
+        tag: str | None = None,
+        version: int | None = None,
+        *,
+        routing_key: str | None = None,
+        invocation: str = "",
+    ) -> DeploymentInfo:
         """The deployment a tag or version resolves to (neither ⇒ the `default` route)."""
-        resolution = self.resolve(flow, tag, version)
+        resolution = self.resolve(
+            flow, tag, version, routing_key=routing_key, invocation=invocation
+        )
         obj = self._kube.get(DEPLOYMENTS, deployment_name(flow, resolution.version))
         if obj is None:
             # Deleted between the resolution and this read: the same answer as before it.
@@ -294,35 +324,46 @@ class Deployments:
         self,
         flow: str,
         tag: str,
-        version: int,
+        version: int | None = None,
         exclusive: bool = False,
         force: bool = False,
         reason: str | None = None,
         expires: str | None = None,
+        split: Mapping[Any, Any] | str | None = None,
     ) -> RouteInfo:
-        """Route `tag` to `version`: exclusive moves it there, shared adds the version.
+        """Route `tag` to `version`: exclusive moves it there, shared adds the version;
+        or, with `split` ({2: 90, 3: 10} or "2=90,3=10"), send each invocation of the tag
+        to one of those versions by weight (percent; a `routing_key` makes it sticky).
 
-        Refused with IncompatibleSchema, naming each input, when `version` would reject
-        inputs the tag's current version(s) accept; `force=True` moves it anyway.
-        `reason` is recorded in the route history. `expires` (a duration: 30m, 12h, 7d)
-        makes the operator remove the tag then (InvalidExpiry on `default` or a bad
-        duration); without it the tag does not expire, also when it did before."""
+        Refused with IncompatibleSchema, naming each input, when a version new to the tag
+        would reject inputs the tag's current version(s) accept; `force=True` moves it
+        anyway. `reason` is recorded in the route history. `expires` (a duration: 30m,
+        12h, 7d) makes the operator remove the tag then (InvalidExpiry on `default` or a
+        bad duration); without it the tag does not expire, also when it did before."""
         with core_errors():
             validate_flow(flow)
             validate_tag(tag)
-            validate_version(version)
+            target = _tag_target(flow, tag, version, exclusive, split)
+            targets = [target] if isinstance(target, int) else sorted(target)
+            for v in targets:
+                validate_version(v)
             expires_at = (
                 format_expiry(expiry_time(tag, expires, datetime.now(UTC)))
                 if expires is not None
                 else None
             )
-        if self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None:
-            raise not_found(version_not_found(flow, version))
+        for v in targets:
+            if self._kube.get(DEPLOYMENTS, deployment_name(flow, v)) is None:
+                raise not_found(version_not_found(flow, v))
+        if not isinstance(target, int):
+            return split_route(
+                self._kube, flow, tag, target, force=force, reason=reason, expires_at=expires_at
+            )
         return set_tag(
             self._kube,
             flow,
             tag,
-            version,
+            target,
             exclusive,
             force=force,
             reason=reason,
@@ -419,22 +460,86 @@ class Deployments:
         version: int | None = None,
         inputs: Mapping[str, Any] | None = None,
         retention: Retention | None = None,
+        routing_key: str | None = None,
     ) -> ExecutionHandle:
         """Start a new execution of `flow` by tag or version (neither ⇒ `default`).
 
         The route is resolved and the merged inputs are validated first, so a bad
         request creates nothing; the operator then resolves it again authoritatively.
+        On a split tag, invocations with the same `routing_key` run the same version.
         """
         from kitaru.client.handle import ExecutionHandle
 
         inputs = {} if inputs is None else inputs
         with core_errors():
             check_inputs(inputs)
-        deployment = self.get(flow, tag=tag, version=version)
-        with core_errors():
-            validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
-        body = build_invocation(flow, tag=tag, version=version, inputs=inputs, retention=retention)
-        created = self._kube.create(INVOCATIONS, body)
+            if routing_key is not None:
+                check_routing_key(routing_key)
+        for _ in attempts():
+            # Named here, not by the API server: a split tag chooses by the hash of the
+            # name (without a routing key), so the version checked is the one it runs.
+            name = random_invocation_name(flow)
+            deployment = self.get(
+                flow, tag=tag, version=version, routing_key=routing_key, invocation=name
+            )
+            with core_errors():
+                validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
+            body = build_invocation(
+                flow,
+                tag=tag,
+                version=version,
+                inputs=inputs,
+                retention=retention,
+                name=name,
+                routing_key=routing_key,
+            )
+            try:
+                created = self._kube.create(INVOCATIONS, body)
+                break
+            except AlreadyExists:  # the name was taken: 1 in 14 million
+                continue
+        else:
+            raise Conflict(f"no free execution name for flow '{flow}'; try again")
         return ExecutionHandle(
             self._client.executions, created["metadata"]["name"], flow, deployment.version
         )
+
+
+# The API server's generateName alphabet: no vowels, no look-alike digits.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def random_invocation_name(flow: str) -> str:
+    """`<flow-dns>-xxxxx`, as the API server's generateName would make it."""
+    suffix = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+    return f"{flow_dns(flow)[:57]}-{suffix}"
+
+
+def _tag_target(
+    flow: str,
+    tag: str,
+    version: int | None,
+    exclusive: bool,
+    split: Mapping[Any, Any] | str | None,
+) -> int | dict[int, int]:
+    """The version of a plain tag command, or the weights of a split; refuses a mix of
+    the two, and neither."""
+    if split is None:
+        if version is None:
+            raise InvalidSplit(
+                f"pass the version tag '{tag}' routes to (--version N), or split it between "
+                f"versions: kitaru flow tag {flow} {tag} --split {SPLIT_EXAMPLE}"
+            )
+        return version
+    if version is not None:
+        raise InvalidSplit("pass either --version or --split, not both")
+    if exclusive:
+        raise InvalidSplit("a split tag is not exclusive: drop --exclusive")
+    if isinstance(split, str):
+        return parse_split(split)
+    try:
+        return {int(v): int(w) for v, w in split.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidSplit(
+            f"split maps versions to percents, e.g. {{2: 90, 3: 10}}; got {str(split)[:60]}"
+        ) from None

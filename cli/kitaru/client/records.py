@@ -20,6 +20,8 @@ READY = "Ready"
 class Tag:
     tag: str
     exclusive: bool
+    # A split tag's percent of its invocations that run this version (None: not split).
+    weight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,28 @@ class RouteInfo:
     message: str | None = None
     # spec.expiresAt: when the operator removes the tag (None: never).
     expires_at: str | None = None
+    # (version, percent) pairs of a split tag, in version order (empty: not split).
+    split: tuple[tuple[int, int], ...] = ()
 
     @property
     def mode(self) -> str:
+        if self.split:
+            return "weighted"
         return "exclusive" if self.exclusive else "shared"
 
+    def describe(self) -> str:
+        """`v2 90%, v3 10%` for a split tag, `v2, v3` otherwise."""
+        if self.split:
+            return ", ".join(f"v{v} {w}%" for v, w in self.split)
+        return ", ".join(f"v{v}" for v in self.versions)
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "versions": list(self.versions), "mode": self.mode}
+        return {
+            **asdict(self),
+            "versions": list(self.versions),
+            "mode": self.mode,
+            "split": [{"version": v, "weight": w} for v, w in self.split],
+        }
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,10 @@ class ExecutionInfo:
     version: int | None = None
     resolved_version: int | None = None
     resolved_tag: str | None = None
+    # Why a split tag gave it its version, e.g. "split 2=90,3=10: bucket 37 of 0-99 by
+    # routing key" (None: not a split tag).
+    routing: str | None = None
+    routing_key: str | None = None
     deployment: str | None = None
     inputs: Mapping[str, Any] = field(default_factory=dict)
     result: Any = None
@@ -159,7 +180,10 @@ def deployment_info(obj: Mapping[str, Any], tags: Iterable[Tag] | None = None) -
     source = snapshot.get("source") or {}
     git = snapshot.get("git") or {}
     if tags is None:
-        tags = [Tag(t["tag"], bool(t.get("exclusive"))) for t in status.get("tags") or []]
+        tags = [
+            Tag(t["tag"], bool(t.get("exclusive")), t.get("weight"))
+            for t in status.get("tags") or []
+        ]
     flow = spec.get("flow") or obj["metadata"].get("labels", {}).get(LABEL_FLOW, "")
     version = int(spec.get("version") or 0)
     return DeploymentInfo(
@@ -193,6 +217,7 @@ def route_info(obj: Mapping[str, Any]) -> RouteInfo:
         ready=ready,
         message=message,
         expires_at=spec.get("expiresAt") or None,
+        split=tuple(sorted((int(e["version"]), int(e["weight"])) for e in spec.get("split") or [])),
     )
 
 
@@ -209,6 +234,8 @@ def execution_info(obj: Mapping[str, Any]) -> ExecutionInfo:
         version=spec.get("version"),
         resolved_version=resolved.get("version"),
         resolved_tag=resolved.get("tag"),
+        routing=_split_reason(resolved.get("split")),
+        routing_key=spec.get("routingKey"),
         deployment=resolved.get("deployment"),
         inputs=spec.get("inputs") or {},
         result=status.get("result"),
@@ -219,3 +246,13 @@ def execution_info(obj: Mapping[str, Any]) -> ExecutionInfo:
         started=status.get("startTime"),
         finished_at=status.get("completionTime"),
     )
+
+
+def _split_reason(choice: Mapping[str, Any] | None) -> str | None:
+    if not choice:
+        return None
+    # Imported here: pydantic stays off the path of `kitaru --help`.
+    from kitaru.core.models import SplitChoice
+    from kitaru.core.routing import split_reason
+
+    return split_reason(SplitChoice.model_validate(choice))

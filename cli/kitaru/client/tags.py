@@ -6,7 +6,7 @@ resourceVersion (or create, or delete), and start over on 409.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from kitaru.client.errors import Conflict, IncompatibleSchema, NotFound
@@ -35,7 +35,7 @@ from kitaru.core.names import (
     route_name,
 )
 from kitaru.core.routing import RouteView, format_versions, no_deployments, tag_not_found
-from kitaru.core.tagging import apply_tag, remove_tag
+from kitaru.core.tagging import apply_tag, remove_tag, split_tag
 
 if TYPE_CHECKING:
     from kitaru.client.kube import Kube
@@ -97,18 +97,68 @@ def set_tag(
     recorded in the route history. `expires_at` (RFC 3339) is when the operator removes
     the tag; a tag command without it makes the tag permanent again.
     """
+    return _change_route(
+        kube,
+        flow,
+        tag,
+        lambda before: apply_tag(before, flow, tag, version, exclusive),
+        force=force,
+        schemas={version: schema} if schema is not None else {},
+        reason=reason,
+        expires_at=expires_at,
+    )
+
+
+def split_route(
+    kube: Kube,
+    flow: str,
+    tag: str,
+    weights: Mapping[int, int],
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    expires_at: str | None = None,
+) -> RouteInfo:
+    """Split `tag` between the versions of `weights` (version → percent), with the same
+    schema guard, history and expiry as `set_tag` for each version new to the tag."""
+    return _change_route(
+        kube,
+        flow,
+        tag,
+        lambda before: split_tag(before, flow, tag, weights),
+        force=force,
+        schemas={},
+        reason=reason,
+        expires_at=expires_at,
+    )
+
+
+def _change_route(
+    kube: Kube,
+    flow: str,
+    tag: str,
+    change: Callable[[RouteView | None], RouteView],
+    *,
+    force: bool,
+    schemas: Mapping[int, Mapping[str, Any]],
+    reason: str | None,
+    expires_at: str | None,
+) -> RouteInfo:
+    """Read the route, apply the core rule `change`, guard the versions it adds, and
+    compare-and-swap; start over on a race."""
     for _ in attempts():
         current = kube.get(ROUTES, route_name(flow, tag))
         before = route_view(current)
         with core_errors():
-            view = apply_tag(before, flow, tag, version, exclusive)
+            view = change(before)
         if current is not None and view == before and _expiry(current) == expires_at:
             return route_info(current)
         findings: list[str] = []
-        if current is not None and before is not None and version not in before.versions:
-            findings = check_tag_move(
-                kube, flow, tag, version, before.versions, schema, force=force
-            )
+        if current is not None and before is not None:
+            for version in sorted(view.versions - before.versions):
+                findings += check_tag_move(
+                    kube, flow, tag, version, before.versions, schemas.get(version), force=force
+                )
         try:
             return write_route(
                 kube,

@@ -59,9 +59,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str,
         non_null = [v for v in variants if v.get("type") != "null"]
         if len(non_null) != 1:
             raise SchemaError(f"{path or '<root>'}: only Optional[X] unions are structural")
-        base = _convert(non_null[0], defs, path)
-        rest = _convert(node, defs, path)
-        merged = {**base, **rest}
+        # The union's own keywords (description, list-type...) belong to the X it wraps.
+        merged = _convert({**non_null[0], **node}, defs, path)
         if len(non_null) < len(variants):
             merged["nullable"] = True
         return _ordered(merged)
@@ -213,7 +212,8 @@ ROUTE = Kind(
     short_name="froute",
     description=(
         "FlowRoute is one tag of a flow and the version(s) it routes to. Exclusive tags route "
-        "to exactly one version; shared tags to a set. Its name is <flow-dns>.<tag>."
+        "to exactly one version; shared tags to a set; split tags send each invocation to one "
+        "of their versions by weight. Its name is <flow-dns>.<tag>."
     ),
     spec=models.FlowRouteSpec,
     status=models.FlowRouteStatus,
@@ -227,8 +227,9 @@ ROUTE = Kind(
     columns=(
         _FLOW,
         Column("Tag", ".spec.tag", "Tag name."),
-        Column("Mode", ".status.mode", "exclusive or shared."),
+        Column("Mode", ".status.mode", "exclusive, shared or weighted."),
         Column("Versions", ".spec.versions", "Versions the tag routes to."),
+        Column("Split", ".status.splitSummary", "A split tag's weights (version=percent)."),
         _READY,
         Column("Age", ".metadata.creationTimestamp", "Time since creation.", "date", priority=1),
         Column("Expires", ".spec.expiresAt", "When the operator removes the tag.", priority=1),
@@ -349,11 +350,11 @@ def crd(kind: Kind) -> dict[str, Any]:
 # --- admission: cross-object rules -----------------------------------------------
 
 _NAMESPACE_DELETING = "has(namespaceObject.metadata.deletionTimestamp)"
-# The version's other exclusive tags, from its operator-derived status: only to name them
-# all in one message (the rule itself reads the routes).
+# The version's other exclusive and split tags, from its operator-derived status: only to
+# name them all in one message (the rule itself reads the routes).
 _OTHER_EXCLUSIVE_TAGS = (
     "(has(oldObject.status) && has(oldObject.status.tags) ? oldObject.status.tags : [])"
-    ".filter(t, t.exclusive && t.tag != params.spec.tag).map(t, t.tag)"
+    ".filter(t, (t.exclusive || has(t.weight)) && t.tag != params.spec.tag).map(t, t.tag)"
 )
 
 
@@ -429,11 +430,13 @@ def admission_policies() -> list[dict[str, Any]]:
         [
             {
                 "expression": f"{_NAMESPACE_DELETING} || params.spec.flow != oldObject.spec.flow"
-                " || !params.spec.exclusive || !(oldObject.spec.version in params.spec.versions)"
+                " || !(params.spec.exclusive || has(params.spec.split))"
+                " || !(oldObject.spec.version in params.spec.versions)"
                 # A deliberate whole-flow delete marks every route of the flow first.
                 f" || {_annotation('params', ANNOTATION_DELETING_FLOW)} == 'true'",
                 "messageExpression": "'version ' + string(oldObject.spec.version) + ' of flow '"
-                " + oldObject.spec.flow + ' holds the exclusive tag ' + params.spec.tag"
+                " + oldObject.spec.flow + ' holds the '"
+                " + (has(params.spec.split) ? 'split' : 'exclusive') + ' tag ' + params.spec.tag"
                 f" + ({_OTHER_EXCLUSIVE_TAGS}.size() > 0"
                 f" ? ' (and ' + {_OTHER_EXCLUSIVE_TAGS}.join(', ') + ')' : '')"
                 " + '; move the tag to another version first: kitaru flow tag '"

@@ -22,7 +22,7 @@ from kitaru.core.models import (
     RouteChangeAction,
 )
 from kitaru.core.names import DEFAULT_TAG, GROUP_VERSION, LABEL_FLOW, flow_dns
-from kitaru.core.routing import RouteView, format_versions
+from kitaru.core.routing import RouteView, Split, format_versions, weighted_versions
 
 HISTORIES = "flowhistories"
 # Who and why, set by the client on its route writes. `changed-by` is checked by the
@@ -89,7 +89,9 @@ def classify(before: RecordedRoute | None, after: RouteView | None) -> RouteChan
         return RouteChangeAction.CREATED
     old, new = set(before.versions), set(after.versions)
     if old == new:
-        return RouteChangeAction.MODE_CHANGED if before.exclusive != after.exclusive else None
+        if before.exclusive != after.exclusive or bool(before.split) != after.weighted:
+            return RouteChangeAction.MODE_CHANGED
+        return RouteChangeAction.REWEIGHTED if recorded_split(before) != after.split else None
     if new > old:
         return RouteChangeAction.ADDED
     if new < old:
@@ -180,6 +182,8 @@ def record_change(
         action=action,
         from_versions=list(before.versions) if before else [],
         to_versions=sorted(after.versions) if after else [],
+        from_split=list(before.split) if before else [],
+        to_split=weighted_versions(after.split) if after else [],
         exclusive=after.exclusive if after else bool(before and before.exclusive),
         at=who.at,
         by=who.by,
@@ -191,7 +195,10 @@ def record_change(
         routes.pop(tag, None)
     else:
         routes[tag] = RecordedRoute(
-            tag=tag, exclusive=after.exclusive, versions=sorted(after.versions)
+            tag=tag,
+            exclusive=after.exclusive,
+            versions=sorted(after.versions),
+            split=weighted_versions(after.split),
         )
     history.routes = [routes[t] for t in sorted(routes)]
     history.changes = [*history.changes, change][-max(limit, 1) :]
@@ -233,6 +240,7 @@ def rollback_target(history: FlowHistorySpec, tag: str, current: RouteView | Non
         recorded is None
         or set(recorded.versions) != current.versions
         or recorded.exclusive != current.exclusive
+        or recorded_split(recorded) != current.split
     ):
         raise HistoryNotCurrent(
             f"tag '{tag}' of flow '{flow}' changed after the last recorded change "
@@ -245,14 +253,25 @@ def rollback_target(history: FlowHistorySpec, tag: str, current: RouteView | Non
             f"tag '{tag}' of flow '{flow}' had no previous target: its last recorded change "
             f"(#{last.seq}) created it at {format_versions(last.to_versions)}"
         )
-    if last.action == RouteChangeAction.MODE_CHANGED:
+    split = tuple(sorted((w.version, w.weight) for w in last.from_split))
+    if split:  # a split tag is never exclusive
+        exclusive = False
+    elif last.action == RouteChangeAction.MODE_CHANGED and not last.to_split:
         exclusive = not last.exclusive
     else:  # the mode before is not recorded; an exclusive route names one version
         exclusive = last.exclusive and len(last.from_versions) == 1
     exclusive = exclusive or tag == DEFAULT_TAG
     return RouteView(
-        flow=flow, tag=tag, exclusive=exclusive, versions=frozenset(last.from_versions)
+        flow=flow,
+        tag=tag,
+        exclusive=exclusive,
+        versions=frozenset(last.from_versions),
+        split=split,
     )
+
+
+def recorded_split(route: RecordedRoute) -> Split:
+    return tuple(sorted((w.version, w.weight) for w in route.split))
 
 
 def build_history(

@@ -26,6 +26,7 @@ from kitaru.core.models import (
     ResolvedChain,
 )
 from kitaru.core.payloads import json_problem
+from kitaru.core.routing import split_reason
 
 RESOLVED = "Resolved"
 SUCCEEDED = "Succeeded"
@@ -388,6 +389,8 @@ def _resolved(
 ) -> FlowInvocationStatus:
     """Resolved: the run's verdict from its Job and pods."""
     selector = chain.tag if chain.tag else f"version {chain.version}"
+    if chain.split is not None:
+        selector += f" ({split_reason(chain.split)})"
     verdict = _verdict(spec, at.previous, job, pods)
     conditions = at.conditions(
         (

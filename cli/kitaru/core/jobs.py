@@ -20,6 +20,7 @@ from kitaru.core.models import (
     FlowInvocationSpec,
     ResolvedChain,
     SelectorKind,
+    SplitChoice,
 )
 from kitaru.core.names import (
     GROUP,
@@ -89,12 +90,14 @@ def build_chain(
     tag: str | None,
     deployment: FlowDeploymentSpec,
     inputs_hash: str,
+    split: SplitChoice | None = None,
 ) -> ResolvedChain:
     source = deployment.snapshot.source
     return ResolvedChain(
         selector=selector,
         tag=tag,
         version=deployment.version,
+        split=split,
         deployment=deployment_name(deployment.flow, deployment.version),
         snapshot_name=snapshot_name(deployment.flow, deployment.version),
         image=_image(deployment),

@@ -35,7 +35,7 @@ from kitaru.core.names import (
     route_name,
 )
 from kitaru.core.retention import Retention
-from kitaru.core.routing import RouteView
+from kitaru.core.routing import RouteView, split_of
 
 
 def source_config_map_name(flow: str, sha256: str) -> str:
@@ -114,6 +114,7 @@ def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
         tag=spec["tag"],
         exclusive=bool(spec.get("exclusive")),
         versions=frozenset(int(v) for v in spec.get("versions") or []),
+        split=split_of(spec.get("split")),
     )
 
 
@@ -151,6 +152,7 @@ def build_invocation(
     active_deadline_seconds: int | None = None,
     backoff_limit: int | None = None,
     resolve_deadline_seconds: int | None = None,
+    routing_key: str | None = None,
 ) -> dict[str, Any]:
     """A FlowInvocation named `name` (default: a generated `<flow-dns>-xxxxx`).
 
@@ -171,6 +173,7 @@ def build_invocation(
             "activeDeadlineSeconds": active_deadline_seconds,
             "backoffLimit": backoff_limit,
             "resolveDeadlineSeconds": resolve_deadline_seconds,
+            "routingKey": routing_key,
         }
     )
     metadata: dict[str, Any] = (

@@ -263,6 +263,9 @@ class TagRef(Model):
 
     tag: str = Field(description="Tag name.")
     exclusive: bool = Field(description="True if the tag routes only to this version.")
+    weight: int | None = Field(
+        None, description="For a weighted (split) tag: the percent of its invocations here."
+    )
 
 
 class FlowDeploymentStatus(Model):
@@ -282,12 +285,37 @@ class FlowDeploymentStatus(Model):
 # --- FlowRoute ----------------------------------------------------------------
 
 
+class WeightedVersion(Model):
+    """One version of a weighted route and its share of the route's invocations."""
+
+    version: int = Field(ge=1, description="Version number.")
+    weight: int = Field(ge=0, le=100, description="Percent of the route's invocations it gets.")
+
+
 class FlowRouteSpec(Model):
     """A tag of a flow and the version(s) it routes to."""
 
     model_config = ConfigDict(
         json_schema_extra={
             CEL: [
+                {
+                    "rule": f"self.tag != '{DEFAULT_TAG}' || !has(self.split)",
+                    "message": f"the '{DEFAULT_TAG}' tag cannot be split: split another tag "
+                    "(e.g. stable) and invoke it with --tag",
+                },
+                {
+                    "rule": "!has(self.split) || !self.exclusive",
+                    "message": "a split tag is not exclusive: set exclusive to false",
+                },
+                {
+                    "rule": "!has(self.split) || (size(self.split) == size(self.versions)"
+                    " && self.split.all(s, s.version in self.versions))",
+                    "message": "split names each of the tag's versions once, and no other",
+                },
+                {
+                    "rule": "!has(self.split) || self.split.map(s, s.weight).sum() == 100",
+                    "message": "the weights of a split add up to 100",
+                },
                 {
                     "rule": f"self.tag != '{DEFAULT_TAG}' || self.exclusive",
                     "message": f"the '{DEFAULT_TAG}' tag is always exclusive",
@@ -313,8 +341,22 @@ class FlowRouteSpec(Model):
     )
     versions: list[Annotated[int, Field(ge=1)]] = Field(
         min_length=1,
+        max_length=1000,
         description="Versions this tag routes to (a set).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    split: list[WeightedVersion] | None = Field(
+        None,
+        min_length=2,
+        max_length=16,
+        description="Weighted routing: each invocation of the tag runs one of `versions`, "
+        "chosen by weight (percent, adding up to 100) once, when it is resolved; by the hash "
+        "of its routingKey when it has one (sticky), else of its name. Unset: the tag is "
+        "exclusive or shared. A version a split names cannot be deleted.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["version"],
+        },
     )
     expires_at: datetime | None = Field(
         None,
@@ -327,6 +369,7 @@ class FlowRouteSpec(Model):
 class RouteMode(StrEnum):
     EXCLUSIVE = "exclusive"
     SHARED = "shared"
+    WEIGHTED = "weighted"
 
 
 class FlowRouteStatus(Model):
@@ -338,9 +381,12 @@ class FlowRouteStatus(Model):
         "SchemaCompatible (False with IncompatibleSchema when the route moved to a version "
         "that rejects inputs its earlier target accepted).",
     )
-    mode: RouteMode | None = Field(None, description="exclusive or shared, for printing.")
+    mode: RouteMode | None = Field(None, description="exclusive, shared or weighted, for printing.")
     resolved_version: int | None = Field(
         None, description="The single version this route resolves to, when it resolves to one."
+    )
+    split_summary: str | None = Field(
+        None, description="A split tag's weights as version=percent pairs, for printing."
     )
     schema_baseline: list[int] | None = Field(
         None,
@@ -369,8 +415,11 @@ class FlowInvocationSpec(Model):
                     "&& (!has(self.tag) || self.tag == oldSelf.tag) "
                     "&& has(self.version) == has(oldSelf.version) "
                     "&& (!has(self.version) || self.version == oldSelf.version) "
+                    "&& has(self.routingKey) == has(oldSelf.routingKey) "
+                    "&& (!has(self.routingKey) || self.routingKey == oldSelf.routingKey) "
                     "&& self.inputs == oldSelf.inputs",
-                    "message": "flow, tag, version and inputs of an invocation are immutable; "
+                    "message": "flow, tag, version, routingKey and inputs of an invocation are "
+                    "immutable; "
                     "only cancelRequested may change",
                 },
                 {
@@ -384,6 +433,13 @@ class FlowInvocationSpec(Model):
     flow: str = _flow_field()
     tag: str | None = _tag_field("Route to invoke; omit tag and version for 'default'.", None)
     version: int | None = Field(None, ge=1, description="Exact version to invoke.")
+    routing_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Sticky routing on a split tag: invocations with the same key run the same "
+        "version (while the weights stay); ignored by exclusive and shared tags.",
+    )
     inputs: dict[str, Any] = Field(
         default_factory=dict,
         description="Inputs of this run; they override the deploy-time inputs key by key.",
@@ -427,12 +483,30 @@ class SelectorKind(StrEnum):
     DEFAULT = "default"
 
 
+class SplitChoice(Model):
+    """How a split tag chose an invocation's version."""
+
+    split: list[WeightedVersion] = Field(description="The tag's weights when it was resolved.")
+    bucket: int = Field(
+        ge=0,
+        le=99,
+        description="Where the invocation fell in 0..99: versions take consecutive ranges of "
+        "buckets by weight, in version order.",
+    )
+    sticky: bool = Field(
+        description="True: the bucket is the hash of the routing key; false: of the name."
+    )
+
+
 class ResolvedChain(Model):
     """The whole resolution chain of an invocation, frozen when it was resolved."""
 
     selector: SelectorKind = Field(description="What was asked for: tag, version or default.")
     tag: str | None = Field(None, description="The tag asked for (or 'default').")
     version: int = Field(description="The version it resolved to.")
+    split: SplitChoice | None = Field(
+        None, description="For a split tag: the weights, and the bucket that chose `version`."
+    )
     deployment: str = Field(description="FlowDeployment name of that version.")
     snapshot_name: str = Field(description="Kitaru snapshot name kitaru::<flow>::v<N>.")
     image: str = Field(description="Image the run uses.")
@@ -469,6 +543,7 @@ class RouteChangeAction(StrEnum):
     ADDED = "added"
     REMOVED = "removed"
     MODE_CHANGED = "modeChanged"
+    REWEIGHTED = "reweighted"
     DELETED = "deleted"
 
 
@@ -478,6 +553,9 @@ class RecordedRoute(Model):
     tag: str = _tag_field("Tag name.")
     exclusive: bool = Field(description="True if the tag routed to one version only.")
     versions: list[Annotated[int, Field(ge=1)]] = Field(description="Versions it routed to.")
+    split: list[WeightedVersion] = Field(
+        default_factory=list, description="Its weights, if it was split (empty: not split)."
+    )
 
 
 class RouteChange(Model):
@@ -486,13 +564,19 @@ class RouteChange(Model):
     seq: int = Field(ge=1, description="Sequence number in the flow's history, never reused.")
     tag: str = _tag_field("Tag of the route that changed.")
     action: RouteChangeAction = Field(
-        description="created, moved, added, removed, modeChanged or deleted."
+        description="created, moved, added, removed, modeChanged, reweighted or deleted."
     )
     from_versions: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=list, description="Versions the tag routed to before (empty: none)."
     )
     to_versions: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=list, description="Versions the tag routes to after (empty: deleted)."
+    )
+    from_split: list[WeightedVersion] = Field(
+        default_factory=list, description="Weights before, if the tag was split."
+    )
+    to_split: list[WeightedVersion] = Field(
+        default_factory=list, description="Weights after, if the tag is split."
     )
     exclusive: bool = Field(description="Mode of the route after the change (before, if deleted).")
     at: str = Field(description="When the API server stored the change (RFC 3339).")

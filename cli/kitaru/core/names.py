@@ -108,6 +108,23 @@ def validate_execution_id(exec_id: str) -> str:
     return exec_id
 
 
+ROUTING_KEY_MAX_LENGTH = 256
+
+
+class InvalidRoutingKey(InvalidName):
+    """A routing key that is empty or too long."""
+
+
+def check_routing_key(key: str) -> str:
+    """A routing key (sticky routing on a split tag): any text of 1 to 256 characters."""
+    if not isinstance(key, str) or not 1 <= len(key) <= ROUTING_KEY_MAX_LENGTH:
+        raise InvalidRoutingKey(
+            f"invalid routing key {shown(str(key))}: a routing key is 1 to "
+            f"{ROUTING_KEY_MAX_LENGTH} characters (e.g. a user or tenant id)"
+        )
+    return key
+
+
 def flow_dns(flow: str) -> str:
     """The DNS form of a flow name; bijective because flows cannot contain '-'."""
     return flow.replace("_", "-")

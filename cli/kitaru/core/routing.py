@@ -6,12 +6,17 @@ Pure and O(1): the caller supplies a `RouteLookup` backed by an in-memory index
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from kitaru.core.models import FlowRouteSpec, SelectorKind
+from kitaru.core.models import FlowRouteSpec, SelectorKind, SplitChoice, WeightedVersion
 from kitaru.core.names import DEFAULT_TAG
+
+# (version, weight) pairs in version order; empty: the route is not split.
+Split = tuple[tuple[int, int], ...]
+BUCKETS = 100
 
 
 @dataclass(frozen=True)
@@ -22,11 +27,60 @@ class RouteView:
     tag: str
     exclusive: bool
     versions: frozenset[int]
+    split: Split = ()
+
+    @property
+    def weighted(self) -> bool:
+        return bool(self.split)
 
     def to_spec(self) -> FlowRouteSpec:
         return FlowRouteSpec(
-            flow=self.flow, tag=self.tag, exclusive=self.exclusive, versions=sorted(self.versions)
+            flow=self.flow,
+            tag=self.tag,
+            exclusive=self.exclusive,
+            versions=sorted(self.versions),
+            split=weighted_versions(self.split) or None,
         )
+
+
+def split_of(entries: Iterable[Mapping[str, Any]] | None) -> Split:
+    """The `Split` of a route's `spec.split` as stored (a list of {version, weight})."""
+    pairs = ((int(e["version"]), int(e["weight"])) for e in entries or () if "version" in e)
+    return tuple(sorted(pairs))
+
+
+def weighted_versions(split: Split) -> list[WeightedVersion]:
+    return [WeightedVersion(version=v, weight=w) for v, w in split]
+
+
+def format_split(split: Split) -> str:
+    """`2=90,3=10`: how the CLI takes and shows a split."""
+    return ",".join(f"{v}={w}" for v, w in split)
+
+
+def split_bucket(flow: str, key: str) -> int:
+    """Where `key` falls in 0..BUCKETS-1 for `flow`'s split tags: a stable hash, so the
+    same key lands in the same bucket in every process and after every restart."""
+    digest = hashlib.sha256(f"{flow}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def split_reason(choice: SplitChoice) -> str:
+    """Why a split tag chose its version, e.g. `split 2=90,3=10: bucket 37 by routing key`."""
+    split = tuple((w.version, w.weight) for w in choice.split)
+    by = "routing key" if choice.sticky else "invocation name"
+    return f"split {format_split(split)}: bucket {choice.bucket} of 0-99 by {by}"
+
+
+def pick_version(split: Split, bucket: int) -> int:
+    """The version whose range of buckets holds `bucket`: versions take consecutive
+    ranges by weight, in version order (0..89 → the first of a 90/10 split)."""
+    upper = 0
+    for version, weight in split:
+        upper += weight
+        if bucket < upper:
+            return version
+    return split[-1][0]  # weights add up to BUCKETS; unreachable for a valid split
 
 
 class RouteLookup(Protocol):
@@ -94,6 +148,7 @@ class Resolution:
     selector: SelectorKind
     tag: str | None
     version: int
+    split: SplitChoice | None = None
 
 
 def format_versions(versions: Iterable[int]) -> str:
@@ -127,9 +182,17 @@ def tag_not_found(flow: str, tag: str) -> TagNotFound:
 
 
 def resolve(
-    lookup: RouteLookup, flow: str, tag: str | None = None, version: int | None = None
+    lookup: RouteLookup,
+    flow: str,
+    tag: str | None = None,
+    version: int | None = None,
+    *,
+    routing_key: str | None = None,
+    invocation: str = "",
 ) -> Resolution:
-    """Resolve an invocation: version ⇒ that version, tag ⇒ its one version, neither ⇒ default."""
+    """Resolve an invocation: version ⇒ that version, tag ⇒ its one version (a split tag:
+    one by weight, from the hash of `routing_key`, else of the `invocation`'s name),
+    neither ⇒ default."""
     if tag is not None and version is not None:
         raise ConflictingSelectors(
             f"invoke flow '{flow}' with either a tag ({tag}) or a version ({version}), not both"
@@ -153,12 +216,22 @@ def resolve(
                 DEFAULT_TAG,
             )
         raise tag_not_found(flow, name)
-    if len(route.versions) > 1:
-        raise AmbiguousTag(
-            f"tag '{name}' of flow '{flow}' routes to versions {format_versions(route.versions)}; "
-            "invoke one of them with --version, or make the tag exclusive"
+    choice: SplitChoice | None = None
+    if route.weighted:
+        bucket = split_bucket(flow, routing_key if routing_key is not None else invocation)
+        choice = SplitChoice(
+            split=weighted_versions(route.split), bucket=bucket, sticky=routing_key is not None
         )
-    (resolved,) = route.versions
+        resolved = pick_version(route.split, bucket)
+    elif len(route.versions) > 1:
+        raise AmbiguousTag(
+            f"tag '{name}' of flow '{flow}' routes to versions "
+            f"{format_versions(route.versions)}; invoke one of them with --version, make the "
+            f"tag exclusive, or split it: kitaru flow tag {flow} {name} --split "
+            + format_split(even_split(route.versions))
+        )
+    else:
+        (resolved,) = route.versions
     if not lookup.has_version(flow, resolved):
         raise VersionNotFound(
             f"tag '{name}' of flow '{flow}' routes to version {resolved}, which no longer "
@@ -169,4 +242,11 @@ def resolve(
             resolved,
         )
     selector = SelectorKind.DEFAULT if tag is None else SelectorKind.TAG
-    return Resolution(selector, name, resolved)
+    return Resolution(selector, name, resolved, choice)
+
+
+def even_split(versions: Iterable[int]) -> Split:
+    """Weights as even as whole percents allow (the first versions take the remainder)."""
+    ordered = sorted(versions)
+    share, extra = divmod(BUCKETS, len(ordered))
+    return tuple((v, share + (1 if i < extra else 0)) for i, v in enumerate(ordered))

@@ -20,7 +20,7 @@ from kitaru.core.models import (
     RouteMode,
 )
 from kitaru.core.names import snapshot_name
-from kitaru.core.routing import RouteView, format_versions
+from kitaru.core.routing import RouteView, Split, format_split, format_versions
 from kitaru.core.tagging import tags_for_version
 
 READY = "Ready"
@@ -58,7 +58,9 @@ def derive_deployment_status(
     return FlowDeploymentStatus(
         conditions=conditions,
         tags=tags,
-        tag_summary=",".join(ref.tag for ref in tags),
+        tag_summary=",".join(
+            ref.tag if ref.weight is None else f"{ref.tag}({ref.weight}%)" for ref in tags
+        ),
         snapshot_name=name,
         observed_generation=generation,
     )
@@ -84,6 +86,12 @@ def derive_route_status(
             f"kitaru flow tag {spec.flow} {spec.tag} --version N"
             + (" --exclusive" if spec.exclusive else "")
         )
+    elif spec.split:
+        ready, reason = True, "Split"
+        message = (
+            f"{route} splits its invocations by weight: {format_split(route_split(spec))} "
+            "(version=percent)"
+        )
     elif len(routed) == 1:
         ready, reason, message = True, "Resolved", f"{route} routes to version {spec.versions[0]}"
     else:
@@ -104,8 +112,19 @@ def derive_route_status(
         baseline = list(schema.baseline)
     return FlowRouteStatus(
         conditions=conditions,
-        mode=RouteMode.EXCLUSIVE if spec.exclusive else RouteMode.SHARED,
+        mode=route_mode(spec),
         resolved_version=spec.versions[0] if len(routed) == 1 and not missing else None,
+        split_summary=format_split(route_split(spec)) or None,
         schema_baseline=baseline,
         observed_generation=generation,
     )
+
+
+def route_mode(spec: FlowRouteSpec) -> RouteMode:
+    if spec.split:
+        return RouteMode.WEIGHTED
+    return RouteMode.EXCLUSIVE if spec.exclusive else RouteMode.SHARED
+
+
+def route_split(spec: FlowRouteSpec) -> Split:
+    return tuple(sorted((w.version, w.weight) for w in spec.split or ()))

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from kitaru.core.models import TagRef
 from kitaru.core.names import DEFAULT_TAG, validate_flow, validate_tag, validate_version
-from kitaru.core.routing import RouteView, format_versions
+from kitaru.core.routing import (
+    BUCKETS,
+    RouteView,
+    Split,
+    even_split,
+    format_split,
+    format_versions,
+)
+
+MAX_SPLIT = 16
+SPLIT_EXAMPLE = "2=90,3=10"
 
 
 class TagError(ValueError):
@@ -26,8 +36,9 @@ def apply_tag(
 ) -> RouteView:
     """The route after `kitaru flow tag FLOW TAG --version N [--exclusive]`.
 
-    Exclusive moves the tag to `version`; shared adds `version` to the set. The mode
-    follows the latest command, except that `default` is always exclusive.
+    Exclusive moves the tag to `version`; shared adds `version` to the set (a split tag
+    becomes shared over its versions and `version`). The mode follows the latest command,
+    except that `default` is always exclusive.
     """
     validate_flow(flow)
     validate_tag(tag)
@@ -40,6 +51,60 @@ def apply_tag(
     else:
         versions = current.versions | {version}
     return RouteView(flow, tag, exclusive, versions)
+
+
+class InvalidSplit(TagError):
+    """A split that the rules forbid; the message says what to pass instead."""
+
+    reason = "InvalidSplit"
+
+
+def parse_split(text: str) -> dict[int, int]:
+    """`2=90,3=10` → {2: 90, 3: 10}: the CLI's --split."""
+    weights: dict[int, int] = {}
+    for part in text.split(","):
+        version, sep, weight = part.strip().partition("=")
+        if not sep or not version.strip().isdigit() or not weight.strip().isdigit():
+            raise InvalidSplit(
+                f"--split takes VERSION=WEIGHT pairs separated by commas, e.g. {SPLIT_EXAMPLE}; "
+                f"got {part.strip()[:40]!r}"
+            )
+        if int(version) in weights:
+            raise InvalidSplit(f"--split names version {int(version)} twice")
+        weights[int(version)] = int(weight)
+    return weights
+
+
+def split_tag(
+    current: RouteView | None, flow: str, tag: str, weights: Mapping[int, int]
+) -> RouteView:
+    """The route after `kitaru flow tag FLOW TAG --split 2=90,3=10`: the tag routes to
+    exactly the versions named, each invocation to one of them by weight (percent)."""
+    validate_flow(flow)
+    validate_tag(tag)
+    if current is not None and (current.flow, current.tag) != (flow, tag):
+        raise ValueError(f"route {current.flow}.{current.tag} is not {flow}.{tag}")
+    if tag == DEFAULT_TAG:
+        raise InvalidSplit(
+            f"the '{DEFAULT_TAG}' tag cannot be split: split another tag, e.g. "
+            f"kitaru flow tag {flow} stable --split {SPLIT_EXAMPLE}, and invoke it with --tag"
+        )
+    if not 2 <= len(weights) <= MAX_SPLIT:
+        raise InvalidSplit(
+            f"a split names 2 to {MAX_SPLIT} versions, e.g. --split {SPLIT_EXAMPLE}; "
+            f"to route tag '{tag}' to one version use --version N --exclusive"
+        )
+    for version, weight in weights.items():
+        validate_version(version)
+        if not 0 <= weight <= BUCKETS:
+            raise InvalidSplit(f"the weight of version {version} is {weight}: use 0 to 100")
+    split: Split = tuple(sorted(weights.items()))
+    total = sum(weights.values())
+    if total != BUCKETS:
+        raise InvalidSplit(
+            f"the weights of a split add up to 100; {format_split(split)} adds up to {total}"
+        )
+    return RouteView(flow, tag, False, frozenset(weights), split)
 
 
 def bootstrap_default(
@@ -60,7 +125,23 @@ def bootstrap_default(
 
 def remove_tag(current: RouteView, version: int | None) -> RouteView | None:
     """The route after `kitaru flow untag` (None: delete the route). Without a version,
-    the tag comes off its only version; a tag on several needs one."""
+    the tag comes off its only version (a split tag: off all of them); a shared tag on
+    several needs one."""
+    if current.weighted:
+        if version is None:
+            return None  # the whole split tag goes
+        rest = sorted(current.versions - {version})
+        instead = (
+            f"--version {rest[0]} --exclusive"
+            if len(rest) == 1
+            else "--split " + format_split(even_split(rest))
+        )
+        raise InvalidSplit(
+            f"tag '{current.tag}' of flow '{current.flow}' is split "
+            f"({format_split(current.split)}); taking version {version} out would leave weights "
+            f"that do not add up to 100: route it anew, e.g. kitaru flow tag {current.flow} "
+            f"{current.tag} {instead}, or remove the whole tag without --version"
+        )
     if current.tag == DEFAULT_TAG:
         raise TagError(
             f"the '{DEFAULT_TAG}' tag of flow '{current.flow}' cannot be removed, only moved: "
@@ -87,7 +168,7 @@ def remove_tag(current: RouteView, version: int | None) -> RouteView | None:
 def tags_for_version(routes: Iterable[RouteView], version: int) -> list[TagRef]:
     """The tags routed to `version`, `default` first, then by name."""
     refs = [
-        TagRef(tag=route.tag, exclusive=route.exclusive)
+        TagRef(tag=route.tag, exclusive=route.exclusive, weight=dict(route.split).get(version))
         for route in routes
         if version in route.versions
     ]
