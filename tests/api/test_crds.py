@@ -140,7 +140,7 @@ def test_valid_objects_and_printer_columns(namespace: str) -> None:
     assert fdep[0].split() == ["NAME", "FLOW", "VERSION", "TAGS", "READY", "AGE"]
     assert fdep[1].split()[:3] == ["research-agent-v1", "research_agent", "1"]
     froute = kubectl("get", "froute", namespace=namespace).stdout.splitlines()
-    assert froute[0].split() == ["NAME", "FLOW", "TAG", "MODE", "VERSIONS", "READY"]
+    assert froute[0].split() == ["NAME", "FLOW", "TAG", "MODE", "VERSIONS", "SPLIT", "READY"]
     assert froute[1].split() == ["research-agent.bench", "research_agent", "bench", "[1,2]"]
     finv = kubectl("get", "finv", namespace=namespace).stdout.splitlines()
     assert finv[0].split() == ["NAME", "FLOW", "VERSION", "PHASE", "AGE"]

@@ -3,8 +3,8 @@ SDK, the MCP server and kubectl, each answered with an error that names what to 
 nothing half-created: the namespace holds exactly what it held before.
 
 One project is set up per module (the operator running): research_agent v1 (`default`),
-v2 (`canary`, exclusive), `benchmark` shared by both, `nightly` moved from v3 to v1, and
-v3 built and deleted again.
+v2 (`canary`, exclusive), `benchmark` shared by both, `ab` split 50/50 between them,
+`nightly` moved from v3 to v1, and v3 built and deleted again.
 Every case id is a row of docs/bad-inputs.md and the other way round.
 """
 
@@ -133,13 +133,14 @@ def catalog(
         kitaru(f"flow tag {FLOW} nightly --version 3 --exclusive")
         kitaru(f"flow tag {FLOW} nightly --version 1 --exclusive")
         kitaru(f"flow deployments delete {FLOW} --version 3")
+        kitaru(f"flow tag {FLOW} ab --split 1=50,2=50")
         (kitaru.project / "flows" / "compat.py").write_text(COMPAT_V1)
         (kitaru.project / "flows" / "compat_v2.py").write_text(COMPAT_V2)
         kitaru(f"deploy flows/compat.py:{COMPAT}")
         kitaru(f"build flows/compat_v2.py:{COMPAT}")
         sdk = sdk_client(kitaru)
-        wait_for(  # every route change recorded: default, canary, benchmark x2, nightly x2
-            lambda: len(sdk.deployments.history(FLOW)["changes"]) == 6,
+        wait_for(  # every change recorded: default, canary, benchmark x2, nightly x2, ab
+            lambda: len(sdk.deployments.history(FLOW)["changes"]) == 7,
             timeout=30,
             message="the route history recorded the set-up",
         )
@@ -412,6 +413,54 @@ CLI_CASES = [
         "'soon' is not a duration",
     ),
     _cli(
+        "cli-tag-split-sum",
+        f"flow tag {FLOW} stable --split 1=90,2=20",
+        "InvalidSplit",
+        "the weights of a split add up to 100; 1=90,2=20 adds up to 110",
+    ),
+    _cli(
+        "cli-tag-split-syntax",
+        f"flow tag {FLOW} stable --split 1:90,2:10",
+        "InvalidSplit",
+        "--split takes VERSION=WEIGHT pairs separated by commas, e.g. 2=90,3=10",
+    ),
+    _cli(
+        "cli-tag-split-default",
+        f"flow tag {FLOW} default --split 1=50,2=50",
+        "InvalidSplit",
+        "the 'default' tag cannot be split",
+    ),
+    _cli(
+        "cli-tag-split-and-version",
+        f"flow tag {FLOW} stable --version 1 --split 1=50,2=50",
+        "InvalidSplit",
+        "pass either --version or --split, not both",
+    ),
+    _cli(
+        "cli-tag-split-exclusive",
+        f"flow tag {FLOW} stable --split 1=50,2=50 --exclusive",
+        "InvalidSplit",
+        "a split tag is not exclusive: drop --exclusive",
+    ),
+    _cli(
+        "cli-tag-split-deleted-version",
+        f"flow tag {FLOW} stable --split 1=50,3=50",
+        "VersionNotFound",
+        "has no version 3",
+    ),
+    _cli(
+        "cli-untag-split-version",
+        f"flow untag {FLOW} ab --version 2",
+        "InvalidSplit",
+        "taking version 2 out would leave weights that do not add up to 100",
+    ),
+    _cli(
+        "cli-invoke-key-too-long",
+        f"invoke {FLOW} --tag ab --key {'k' * 300}",
+        "InvalidRoutingKey",
+        "a routing key is 1 to 256 characters",
+    ),
+    _cli(
         "cli-untag-default",
         f"flow untag {FLOW} default",
         "TagError",
@@ -648,6 +697,36 @@ SDK_CASES = [
         "has no version 3",
     ),
     _sdk(
+        "sdk-tag-split-sum",
+        lambda c, p: c.deployments.tag(FLOW, "stable", split={1: 90, 2: 20}),
+        "InvalidSplit",
+        "adds up to 110",
+    ),
+    _sdk(
+        "sdk-tag-split-not-a-mapping",
+        lambda c, p: c.deployments.tag(FLOW, "stable", split=[1, 2]),  # type: ignore[arg-type]
+        "InvalidSplit",
+        "split maps versions to percents, e.g. {2: 90, 3: 10}",
+    ),
+    _sdk(
+        "sdk-tag-neither-version-nor-split",
+        lambda c, p: c.deployments.tag(FLOW, "stable"),
+        "InvalidSplit",
+        "pass the version tag 'stable' routes to (--version N), or split it",
+    ),
+    _sdk(
+        "sdk-untag-split-version",
+        lambda c, p: c.deployments.untag(FLOW, "ab", version=1),
+        "InvalidSplit",
+        "kitaru flow tag research_agent ab --version 2 --exclusive",
+    ),
+    _sdk(
+        "sdk-invoke-key-empty",
+        lambda c, p: c.deployments.invoke(FLOW, tag="ab", routing_key=""),
+        "InvalidRoutingKey",
+        "a routing key is 1 to 256 characters",
+    ),
+    _sdk(
         "sdk-tag-expires-default",
         lambda c, p: c.deployments.tag(FLOW, "default", 1, expires="7d"),
         "InvalidExpiry",
@@ -815,6 +894,30 @@ MCP_CASES = [
         "has no version 3",
     ),
     McpCase(
+        "mcp-tag-split-sum",
+        "kitaru_deployments_tag",
+        {"flow": FLOW, "tag": "stable", "split": {"1": 90, "2": 20}},
+        "adds up to 110",
+    ),
+    McpCase(
+        "mcp-tag-split-default",
+        "kitaru_deployments_tag",
+        {"flow": FLOW, "tag": "default", "split": {"1": 50, "2": 50}},
+        "the 'default' tag cannot be split",
+    ),
+    McpCase(
+        "mcp-tag-split-and-version",
+        "kitaru_deployments_tag",
+        {"flow": FLOW, "tag": "stable", "version": 1, "split": {"1": 50, "2": 50}},
+        "pass either --version or --split, not both",
+    ),
+    McpCase(
+        "mcp-invoke-key-too-long",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "tag": "ab", "key": "k" * 300},
+        "a routing key is 1 to 256 characters",
+    ),
+    McpCase(
         "mcp-tag-expires-default",
         "kitaru_deployments_tag",
         {"flow": FLOW, "tag": "default", "version": 1, "expires": "7d"},
@@ -930,10 +1033,13 @@ def _froute(
     exclusive: bool = True,
     name: str | None = None,
     expires_at: str | None = None,
+    split: dict[int, int] | None = None,
 ) -> str:
     spec: dict[str, Any] = {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": versions}
     if expires_at is not None:
         spec["expiresAt"] = expires_at
+    if split is not None:
+        spec["split"] = [{"version": v, "weight": w} for v, w in split.items()]
     return _obj("FlowRoute", name or f"research-agent.{tag}", spec)
 
 
@@ -1040,6 +1146,31 @@ KUBECTL_CASES = [
         "kubectl-route-default-shared",
         _froute("default", [1], exclusive=False),
         "the 'default' tag is always exclusive",
+    ),
+    _kubectl(
+        "kubectl-route-split-default",
+        _froute("default", [1, 2], exclusive=False, split={1: 50, 2: 50}),
+        "the 'default' tag cannot be split",
+    ),
+    _kubectl(
+        "kubectl-route-split-exclusive",
+        _froute("stable", [1, 2], split={1: 50, 2: 50}),
+        "a split tag is not exclusive: set exclusive to false",
+    ),
+    _kubectl(
+        "kubectl-route-split-other-versions",
+        _froute("stable", [1, 2], exclusive=False, split={1: 50, 3: 50}),
+        "split names each of the tag's versions once, and no other",
+    ),
+    _kubectl(
+        "kubectl-route-split-sum",
+        _froute("stable", [1, 2], exclusive=False, split={1: 90, 2: 20}),
+        "the weights of a split add up to 100",
+    ),
+    _kubectl(
+        "kubectl-invocation-key-too-long",
+        _finv(tag="ab", routingKey="k" * 300),
+        "spec.routingKey: Too long",
     ),
     _kubectl(
         "kubectl-route-expires-default",
