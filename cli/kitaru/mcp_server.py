@@ -344,6 +344,33 @@ def kitaru_executions_logs(exec_id: ExecId) -> dict[str, Any]:
     return {"exec_id": exec_id, "logs": _kitaru().executions.logs(exec_id)}
 
 
+def kitaru_deployments_shadow(
+    flow: Flow,
+    tag: Tag,
+    version: Annotated[
+        int | None, Field(ge=1, description="The candidate version the shadow runs use.")
+    ] = None,
+    fraction: Annotated[
+        float | None,
+        Field(description="The share of the tag's invocations to mirror: above 0, at most 1."),
+    ] = None,
+    off: Annotated[bool, Field(description="Stop mirroring (no version or fraction).")] = False,
+) -> dict[str, Any]:
+    """Mirror a fraction of a tag's invocations to a candidate version (shadow runs: the
+    same inputs, results kept beside the primary's and never returned to the caller), or
+    stop with off. The route's shadow_summary says how often the two agree."""
+    return (
+        _kitaru()
+        .deployments.shadow(flow, tag, version=version, fraction=fraction, off=off)
+        .to_json()
+    )
+
+
+def kitaru_executions_diff(exec_id: ExecId) -> dict[str, Any]:
+    """Compare an execution with its shadow run: status, duration, result and a diff."""
+    return _kitaru().executions.diff(exec_id)
+
+
 def _items(items: list[Any]) -> dict[str, Any]:
     return {"items": [item.to_json() for item in items], "count": len(items)}
 
@@ -358,6 +385,7 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_deployments_untag, False),
     (kitaru_deployments_history, True),
     (kitaru_deployments_rollback, False),
+    (kitaru_deployments_shadow, False),
     (kitaru_deployments_delete, False),
     (kitaru_deployments_prune, False),
     (kitaru_executions_list, True),
@@ -365,6 +393,7 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_executions_wait, True),
     (kitaru_executions_cancel, False),
     (kitaru_executions_logs, True),
+    (kitaru_executions_diff, True),
 )
 
 

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import aiohttp
@@ -38,7 +39,13 @@ from kitaru.core.history import (
     record_change,
 )
 from kitaru.core.manifests import build_route
-from kitaru.core.models import FlowDeploymentStatus, FlowRouteStatus, RouteChangeAction, TagRef
+from kitaru.core.models import (
+    FlowDeploymentStatus,
+    FlowRouteStatus,
+    RouteChangeAction,
+    ShadowSummary,
+    TagRef,
+)
 from kitaru.core.names import DEFAULT_TAG
 from kitaru.core.routing import RouteView
 from kitaru.core.status import SCHEMA_COMPATIBLE, derive_deployment_status, derive_route_status
@@ -60,6 +67,8 @@ from kitaru_operator.kube import DEPLOYMENT, HISTORY, ROUTE, ApiError, AsyncKube
 
 logger = logging.getLogger("kitaru_operator")
 RECONCILE_RETRY = Backoff(base=0.5, cap=30)
+# (namespace, flow, tag, shadow version) -> how that route's shadow runs compare.
+ShadowSummaryOf = Callable[[str, str, str, int], ShadowSummary]
 HISTORY_WRITE_ATTEMPTS = 5  # then the pass fails and is retried with backoff
 
 
@@ -90,8 +99,10 @@ class FlowReconciler:
         *,
         concurrency: int = 16,
         route_history_limit: int = DEFAULT_HISTORY_LIMIT,
+        shadow_summary: ShadowSummaryOf | None = None,
     ) -> None:
         self.api, self.flows, self.events = api, flows, events
+        self.shadow_summary = shadow_summary
         self.concurrency = concurrency
         self.route_history_limit = route_history_limit
         self.failures: dict[FlowKey, int] = {}
@@ -417,8 +428,13 @@ class FlowReconciler:
             schemas,
             route.schema_accepted,
         )
+        shadow = (
+            self.shadow_summary(namespace, route.view.flow, route.view.tag, route.shadow[0])
+            if route.shadow is not None and self.shadow_summary is not None
+            else None
+        )
         status = derive_route_status(
-            route.view.to_spec(), live, previous, route.generation, now, schema
+            route.view.to_spec(), live, previous, route.generation, now, schema, shadow
         )
         wire = status.wire()
         if route.status_json is not None and compact(wire) == route.status_json:

@@ -115,6 +115,8 @@ class RouteRecord:
     schema_accepted: frozenset[int] | None = None
     # spec.expiresAt as a Unix time: when the operator deletes the route (None: never).
     expires_at: float | None = None
+    # spec.shadow: (candidate version, fraction of invocations mirrored to it).
+    shadow: tuple[int, float] | None = None
 
     def ref(self, namespace: str) -> ObjectRef:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
@@ -167,6 +169,7 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
             versions=frozenset(int(v) for v in spec.get("versions") or ()),
             split=split_of(spec.get("split")),
         ),
+        shadow=_shadow(spec.get("shadow")),
         high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
         status_json=compact(status) if status else None,
         who=attribution(
@@ -334,6 +337,12 @@ class Flows:
                 yield from ((ns, r.name) for r in records)
 
 
+def _shadow(shadow: dict[str, Any] | None) -> tuple[int, float] | None:
+    if not shadow or "version" not in shadow:
+        return None
+    return int(shadow["version"]), float(shadow.get("fraction") or 0)
+
+
 def tag_changes(old: RouteView | None, new: RouteView | None) -> set[int]:
     """Versions whose tag list a route change alters (all of them if the mode or the
     weights changed)."""
@@ -395,3 +404,10 @@ class FlowLookup:
         state = self.flows.state(self.namespace, flow)
         record = state.routes.get(tag) if state else None
         return record.view if record else None
+
+    def shadow(self, flow: str, tag: str) -> tuple[int, float] | None:
+        """The route's shadow (version, fraction) when its candidate version exists."""
+        state = self.flows.state(self.namespace, flow)
+        if state is None or (record := state.routes.get(tag)) is None or not record.shadow:
+            return None
+        return record.shadow if record.shadow[0] in state.deployments else None

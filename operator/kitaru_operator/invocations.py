@@ -42,16 +42,19 @@ from kitaru.core.models import (
     FlowInvocationStatus,
     Phase,
     ResolvedChain,
+    ShadowRef,
 )
 from kitaru.core.names import LABEL_INVOCATION, deployment_name, route_name
 from kitaru.core.routing import (
     NoDefaultRoute,
     NoDeployments,
+    Resolution,
     ResolutionError,
     TagNotFound,
     VersionNotFound,
     resolve,
 )
+from kitaru.core.shadow import build_shadow_invocation, mirrors, shadow_name
 
 from kitaru_operator import metrics
 from kitaru_operator.events import ObjectRef
@@ -130,6 +133,7 @@ async def _resolve(
         chain = build_chain(
             resolution.selector, resolution.tag, deployment, inputs_hash(merged), resolution.split
         )
+        chain.shadow = _shadow_of_run(rt, namespace, body["metadata"]["name"], spec, resolution)
     except ResolutionError as exc:
         deadline = _resolve_deadline(rt, body, spec)
         if datetime.now(UTC) < deadline and await _still_converging(rt, namespace, exc):
@@ -141,6 +145,39 @@ async def _resolve(
     except NotRunnable as exc:
         return Failure(exc.reason, exc.message), None, {}
     return chain, deployment, merged
+
+
+def _shadow_of_run(
+    rt: Runtime, namespace: str, name: str, spec: FlowInvocationSpec, resolution: Resolution
+) -> ShadowRef | None:
+    """The shadow run this invocation gets: when the route it resolved through mirrors
+    to a candidate that exists, and its name falls in the mirrored fraction."""
+    if resolution.tag is None or spec.shadow_of is not None:
+        return None
+    shadow = FlowLookup(rt.flows, namespace).shadow(spec.flow, resolution.tag)
+    if shadow is None or not mirrors(spec.flow, name, shadow[1]):
+        return None
+    return ShadowRef(name=shadow_name(name), version=shadow[0])
+
+
+async def _start_shadow(
+    rt: Runtime,
+    body: Body,
+    spec: FlowInvocationSpec,
+    shadow: ShadowRef | None,
+    inputs: dict[str, Any],
+) -> None:
+    """Create the shadow run, if any. Never the primary's problem: a refusal is an Event."""
+    if shadow is None:
+        return
+    meta = body["metadata"]
+    manifest = build_shadow_invocation(body, spec, shadow.version, inputs)
+    try:
+        await rt.api.create(INVOCATION, meta["namespace"], manifest)  # None: it exists
+    except ApiError as exc:
+        rt.events.post(
+            _ref(body), "ShadowNotStarted", f"shadow run {shadow.name}: {exc}", warning=True
+        )
 
 
 def _not_ours(job: JobRecord, name: str) -> Waiting | Failure:
@@ -176,9 +213,12 @@ async def _dispatch(
         "uid": meta["uid"],
         "controller": False,
     }
-    created, early_pod = await asyncio.gather(
+    # The shadow run (if any) in the same breath: a crash after the Job but before it
+    # would otherwise lose it, since a Job that exists is never dispatched again.
+    created, early_pod, _ = await asyncio.gather(
         rt.api.create(JOB, namespace, manifest),
         _create_pod(rt, build_pod(manifest, 0, owner=owner)),
+        _start_shadow(rt, body, spec, outcome.shadow, merged),
     )
     record: JobRecord | None
     if created is not None:

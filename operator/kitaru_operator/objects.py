@@ -119,19 +119,29 @@ class _FinishedSpec(Slim):
     flow: str = ""
     ttl_seconds_after_finished: int | None = None
     history_limit: int | None = None
+    shadow_of: str | None = None
+
+
+class _ShadowRef(Slim):
+    name: str = ""
 
 
 class _Resolved(Slim):
     version: int | None = None
+    tag: str | None = None
+    shadow: _ShadowRef | None = None
 
 
 class _FinishedStatus(Slim):
     completion_time: str | None = None
+    phase: str | None = None
+    result: Any = None
     resolved: _Resolved | None = None
 
 
 class FinishedInvocation(Resource):
-    """What retention needs of a finished FlowInvocation."""
+    """What retention and the shadow tally need of a finished FlowInvocation (the
+    result is read to be hashed, then dropped with the rest)."""
 
     spec: _FinishedSpec = Field(default_factory=_FinishedSpec)
     status: _FinishedStatus = Field(default_factory=_FinishedStatus)

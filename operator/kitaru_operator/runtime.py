@@ -16,6 +16,7 @@ from kitaru_operator.informer import Key
 from kitaru_operator.kube import AsyncKube, ClientClosed
 from kitaru_operator.retention import RetentionKeeper
 from kitaru_operator.runs import JobRecord, Jobs, RunningPods
+from kitaru_operator.shadows import ShadowTally
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -83,6 +84,7 @@ class Runtime:
     jobs: Jobs
     pods: RunningPods
     retention: RetentionKeeper
+    shadows: ShadowTally
     # How long an invocation may wait for what it names (unless it says otherwise).
     resolve_deadline_seconds: float = 60.0
     # Set once versions, routes, Jobs and pods are listed: resolution waits for it.

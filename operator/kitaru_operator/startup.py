@@ -39,7 +39,6 @@ from kitaru_operator.retention import (
     FINISHED_SELECTOR,
     RetentionKeeper,
     VersionRetention,
-    finished_run,
 )
 from kitaru_operator.runs import (
     RUNNING_POD_SELECTOR,
@@ -50,6 +49,7 @@ from kitaru_operator.runs import (
 )
 from kitaru_operator.runtime import Runtime
 from kitaru_operator.settings import OperatorConfig
+from kitaru_operator.shadows import FinishedRuns, ShadowTally, finished_record
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -84,6 +84,7 @@ async def start(config: OperatorConfig) -> Runtime:
         jobs=Jobs(owner_changed),
         pods=RunningPods(owner_changed),
         retention=RetentionKeeper(api, config.retention, _version_retention(flows)),
+        shadows=ShadowTally(lambda ns, flow, tag: flows.mark((ns, flow)).routes.add(tag)),
         resolve_deadline_seconds=config.resolve_deadline_seconds,
     )
     needed: list[Informer[Any, Any]] = []
@@ -111,8 +112,8 @@ async def start(config: OperatorConfig) -> Runtime:
             INVOCATION,
             scope,
             FinishedInvocation,
-            finished_run,
-            rt.retention,
+            finished_record,
+            FinishedRuns(rt.retention, rt.shadows),
             field_selector=FINISHED_SELECTOR,
         )
         for scope in config.scopes
@@ -137,7 +138,11 @@ async def _when_synced(
     rt.synced.set()
     logger.info("synced: %d flows in memory", len(rt.flows.states))
     reconciler = FlowReconciler(
-        rt.api, rt.flows, rt.events, route_history_limit=route_history_limit
+        rt.api,
+        rt.flows,
+        rt.events,
+        route_history_limit=route_history_limit,
+        shadow_summary=rt.shadows.summary,
     )
     rt.spawn(reconciler.run())
     for informer in finished:

@@ -461,6 +461,30 @@ CLI_CASES = [
         "a routing key is 1 to 256 characters",
     ),
     _cli(
+        "cli-shadow-own-version",
+        f"flow shadow {FLOW} canary --version 2 --fraction 0.5",
+        "InvalidShadow",
+        "tag 'canary' of flow 'research_agent' already routes to version 2",
+    ),
+    _cli(
+        "cli-shadow-fraction",
+        f"flow shadow {FLOW} canary --version 1 --fraction 1.5",
+        "InvalidShadow",
+        "--fraction is a number above 0 and at most 1 (0.2: one run in five); got 1.5",
+    ),
+    _cli(
+        "cli-shadow-no-version",
+        f"flow shadow {FLOW} canary --fraction 0.5",
+        "InvalidShadow",
+        "pass the candidate version and the fraction to mirror",
+    ),
+    _cli(
+        "cli-shadow-unknown-tag",
+        f"flow shadow {FLOW} nope --version 1 --fraction 0.5",
+        "TagNotFound",
+        "flow 'research_agent' has no tag 'nope'",
+    ),
+    _cli(
         "cli-untag-default",
         f"flow untag {FLOW} default",
         "TagError",
@@ -524,7 +548,7 @@ CLI_CASES = [
         "cli-delete-exclusive-version",
         f"flow deployments delete {FLOW} --version 2",
         "Rejected",
-        "holds the exclusive tag canary",
+        "version 2 of flow research_agent holds the",
     ),
     _cli(
         "cli-prune-negative-keep",
@@ -727,6 +751,18 @@ SDK_CASES = [
         "a routing key is 1 to 256 characters",
     ),
     _sdk(
+        "sdk-shadow-off-and-version",
+        lambda c, p: c.deployments.shadow(FLOW, "canary", 1, 0.5, off=True),
+        "InvalidShadow",
+        "pass either --off or --version and --fraction, not both",
+    ),
+    _sdk(
+        "sdk-shadow-fraction-zero",
+        lambda c, p: c.deployments.shadow(FLOW, "canary", 1, 0),
+        "InvalidShadow",
+        "--fraction is a number above 0 and at most 1",
+    ),
+    _sdk(
         "sdk-tag-expires-default",
         lambda c, p: c.deployments.tag(FLOW, "default", 1, expires="7d"),
         "InvalidExpiry",
@@ -918,6 +954,18 @@ MCP_CASES = [
         "a routing key is 1 to 256 characters",
     ),
     McpCase(
+        "mcp-shadow-own-version",
+        "kitaru_deployments_shadow",
+        {"flow": FLOW, "tag": "canary", "version": 2, "fraction": 0.5},
+        "already routes to version 2",
+    ),
+    McpCase(
+        "mcp-shadow-deleted-version",
+        "kitaru_deployments_shadow",
+        {"flow": FLOW, "tag": "canary", "version": 3, "fraction": 0.5},
+        "has no version 3",
+    ),
+    McpCase(
         "mcp-tag-expires-default",
         "kitaru_deployments_tag",
         {"flow": FLOW, "tag": "default", "version": 1, "expires": "7d"},
@@ -969,7 +1017,7 @@ MCP_CASES = [
         "mcp-delete-exclusive-version",
         "kitaru_deployments_delete",
         {"flow": FLOW, "version": 2},
-        "holds the exclusive tag canary",
+        "version 2 of flow research_agent holds the",
     ),
     McpCase(
         "mcp-executions-get-invalid-id",
@@ -1034,12 +1082,15 @@ def _froute(
     name: str | None = None,
     expires_at: str | None = None,
     split: dict[int, int] | None = None,
+    shadow: dict[str, Any] | None = None,
 ) -> str:
     spec: dict[str, Any] = {"flow": FLOW, "tag": tag, "exclusive": exclusive, "versions": versions}
     if expires_at is not None:
         spec["expiresAt"] = expires_at
     if split is not None:
         spec["split"] = [{"version": v, "weight": w} for v, w in split.items()]
+    if shadow is not None:
+        spec["shadow"] = shadow
     return _obj("FlowRoute", name or f"research-agent.{tag}", spec)
 
 
@@ -1171,6 +1222,16 @@ KUBECTL_CASES = [
         "kubectl-invocation-key-too-long",
         _finv(tag="ab", routingKey="k" * 300),
         "spec.routingKey: Too long",
+    ),
+    _kubectl(
+        "kubectl-route-shadow-own-version",
+        _froute("stable", [1], shadow={"version": 1, "fraction": 0.5}),
+        "a shadow runs a version the tag does not route to",
+    ),
+    _kubectl(
+        "kubectl-route-shadow-fraction",
+        _froute("stable", [1], shadow={"version": 2, "fraction": 2}),
+        "spec.shadow.fraction in body should be less than or equal to 1",
     ),
     _kubectl(
         "kubectl-route-expires-default",

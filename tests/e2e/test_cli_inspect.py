@@ -269,7 +269,7 @@ def test_flow_list_show_and_deployment_show(kitaru: Kitaru) -> None:
         1,
         "research-agent-v1",
     )
-    assert item["tags"] == [{"tag": "default", "exclusive": True}]
+    assert item["tags"] == [{"tag": "default", "exclusive": True, "weight": None}]
     assert item["snapshot_name"] == "kitaru::research_agent::v1"
     assert item["inputs"] == {"topic": "durable agents"}
     assert len(item["source_sha256"]) == 64 and fields["source"].endswith(item["source_sha256"])
@@ -277,7 +277,9 @@ def test_flow_list_show_and_deployment_show(kitaru: Kitaru) -> None:
         kitaru("flow deployments show research_agent --tag canary -o json"),
         "flow deployments show",
     )
-    assert canary["version"] == 2 and canary["tags"] == [{"tag": "canary", "exclusive": True}]
+    assert canary["version"] == 2 and canary["tags"] == [
+        {"tag": "canary", "exclusive": True, "weight": None}
+    ]
 
 
 def test_executions_get_logs_wait_and_deployment_logs(kitaru: Kitaru) -> None:

@@ -170,8 +170,8 @@ def test_same_object_rules_are_carried() -> None:
     assert any("runnerImage" in rule for rule in _rules(deployment))
     route = _schema(crdgen.ROUTE)["properties"]["spec"]
     # default exclusive, one exclusive version, no expiry; split: not default, not exclusive,
-    # its versions, weights adding up to 100
-    assert len(_rules(route)) == 7
+    # its versions, weights adding up to 100; a shadow off the route's versions
+    assert len(_rules(route)) == 8
     assert _rules(route["properties"]["flow"]) == ["self == oldSelf"]
     assert _rules(route["properties"]["tag"]) == ["self == oldSelf"]
     invocation = _schema(crdgen.INVOCATION)["properties"]["spec"]

@@ -104,6 +104,28 @@ def wait_command(exec_id: str, timeout: float | None) -> Output:
     return waited(exec_id, timeout)
 
 
+@executions.command("diff")
+@exec_id_argument
+@kitaru_command
+def diff_command(exec_id: str) -> Output:
+    """Compare an execution with its shadow run: status, duration, result diff."""
+    diff = client().executions.diff(exec_id)
+    rows = [
+        [side, run["exec_id"], run["version"], run["status"], run["duration_seconds"]]
+        for side, run in (("primary", diff["primary"]), ("shadow", diff["shadow"]))
+    ]
+    text = table(["RUN", "EXECUTION", "VERSION", "STATUS", "SECONDS"], rows)
+    if not diff["finished"]:
+        text += "\nnot finished yet: compare again when both have"
+    elif diff["agree"]:
+        text += "\nthey agree: the same outcome and the same result"
+    else:
+        text += "\nthey differ:\n" + (
+            "\n".join(diff["result_diff"]) or "the outcomes differ (see STATUS)"
+        )
+    return Output(item=diff, text=text)
+
+
 @executions.command("cancel")
 @exec_id_argument
 @kitaru_command

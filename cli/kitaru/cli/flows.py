@@ -12,7 +12,7 @@ from kitaru.client.errors import InvalidArguments
 
 if TYPE_CHECKING:
     from kitaru.client import DeploymentInfo
-    from kitaru.client.records import Tag
+    from kitaru.client.records import RouteInfo, Tag
 
 
 def _tags(info: DeploymentInfo) -> str:
@@ -112,6 +112,37 @@ def tag_command(
     )
 
 
+@flow.command("shadow")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("tag")
+@click.option("--version", type=int, default=None, help="The candidate version to mirror to.")
+@click.option(
+    "--fraction",
+    type=float,
+    default=None,
+    help="The share of the tag's invocations to mirror, above 0 and at most 1 (0.2).",
+)
+@click.option("--off", is_flag=True, help="Stop mirroring.")
+@kitaru_command
+def shadow_command(
+    flow_name: str, tag: str, version: int | None, fraction: float | None, off: bool
+) -> Output:
+    """Mirror a fraction of TAG's invocations to a candidate version (shadow runs).
+
+    A shadow run gets the same inputs; its result is kept beside the primary's and never
+    returned to the caller. Compare one pair with `kitaru executions diff EXECUTION`; the
+    route's status sums up how often they agree (kitaru flow show).
+    """
+    route = client().deployments.shadow(flow_name, tag, version, fraction, off=off)
+    if route.shadow is None:
+        return Output(item=route.to_json(), text=f"{flow_name} {tag} has no shadow runs")
+    return Output(
+        item=route.to_json(),
+        text=f"Mirroring {route.shadow['fraction']:g} of {flow_name} {tag}'s invocations "
+        f"to v{route.shadow['version']}",
+    )
+
+
 @flow.command("untag")
 @click.argument("flow_name", metavar="FLOW")
 @click.argument("tag")
@@ -160,6 +191,17 @@ def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
     header = ["SEQ", "AT", "TAG", "ACTION", "FROM", "TO", "BY", "REASON"]
     text = table(header, rows) if rows else f"no recorded route change of {flow_name}"
     return Output(items=changes, text=text)
+
+
+def _shadow_label(route: RouteInfo) -> str:
+    """`v3 20% (agree 9/10)`: a route's shadow and how its runs compare so far."""
+    if not route.shadow:
+        return "-"
+    label = f"v{route.shadow['version']} {route.shadow['fraction']:.0%}"
+    summary = route.shadow_summary or {}
+    if summary.get("version") == route.shadow["version"] and summary.get("compared"):
+        label += f" (agree {summary['agreed']}/{summary['compared']})"
+    return label
 
 
 def _recorded_target(change: dict, side: str) -> str:
@@ -214,8 +256,18 @@ def show_command(flow_name: str) -> Output:
     text = (
         f"Flow {flow_name}\n\n"
         + table(
-            ["TAG", "MODE", "VERSIONS", "READY", "EXPIRES"],
-            [[r.tag, r.mode, r.describe(), r.ready, r.expires_at or "-"] for r in routes],
+            ["TAG", "MODE", "VERSIONS", "READY", "EXPIRES", "SHADOW"],
+            [
+                [
+                    r.tag,
+                    r.mode,
+                    r.describe() if r.split else list(r.versions),
+                    r.ready,
+                    r.expires_at or "-",
+                    _shadow_label(r),
+                ]
+                for r in routes
+            ],
             empty="No tags.",
         )
         + "\n"

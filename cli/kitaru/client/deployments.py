@@ -30,7 +30,7 @@ from kitaru.client.removal import delete_whole_flow, prune_untagged
 from kitaru.client.retry import attempts
 from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
-from kitaru.client.tags import rollback_tag, set_tag, split_route, unset_tag
+from kitaru.client.tags import rollback_tag, set_shadow, set_tag, split_route, unset_tag
 from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
@@ -77,6 +77,7 @@ from kitaru.core.routing import (
     resolve,
     version_not_found,
 )
+from kitaru.core.shadow import InvalidShadow
 from kitaru.core.tagging import SPLIT_EXAMPLE, InvalidSplit, parse_split, tags_for_version
 
 if TYPE_CHECKING:
@@ -370,6 +371,37 @@ class Deployments:
             expires_at=expires_at,
         )
 
+    def shadow(
+        self,
+        flow: str,
+        tag: str,
+        version: int | None = None,
+        fraction: float | None = None,
+        off: bool = False,
+    ) -> RouteInfo:
+        """Mirror `fraction` of the tag's invocations to the candidate `version` (shadow
+        runs: same inputs, results kept beside the primary's, never returned to the
+        caller; compare them with `executions.diff`), or with `off=True` stop."""
+        with core_errors():
+            validate_flow(flow)
+            validate_tag(tag)
+            if off:
+                if version is not None or fraction is not None:
+                    raise InvalidShadow("pass either --off or --version and --fraction, not both")
+            else:
+                if version is None or fraction is None:
+                    raise InvalidShadow(
+                        f"pass the candidate version and the fraction to mirror, e.g. kitaru "
+                        f"flow shadow {flow} {tag} --version 3 --fraction 0.2 (or --off)"
+                    )
+                validate_version(version)
+        if (
+            version is not None
+            and self._kube.get(DEPLOYMENTS, deployment_name(flow, version)) is None
+        ):
+            raise not_found(version_not_found(flow, version))
+        return set_shadow(self._kube, flow, tag, None if off else version, fraction)
+
     def untag(
         self, flow: str, tag: str, version: int | None = None, reason: str | None = None
     ) -> RouteInfo:
@@ -472,6 +504,7 @@ class Deployments:
 
         inputs = {} if inputs is None else inputs
         with core_errors():
+            validate_flow(flow)
             check_inputs(inputs)
             if routing_key is not None:
                 check_routing_key(routing_key)

@@ -37,6 +37,42 @@ def phase_selector(status: str) -> str:
     return f"status.phase={status.capitalize()}"
 
 
+def compare_runs(primary: ExecutionInfo, shadow: ExecutionInfo) -> dict[str, Any]:
+    """The JSON of `executions diff`: both runs, whether they agree, the result diff."""
+    from kitaru.core.shadow import RunOutcome, agree, result_diff, result_digest
+
+    def side(info: ExecutionInfo) -> dict[str, Any]:
+        return {
+            "exec_id": info.exec_id,
+            "version": info.resolved_version,
+            "status": info.status,
+            "duration_seconds": duration_seconds(info.started, info.finished_at),
+            "result": info.result,
+            "message": info.message,
+        }
+
+    def outcome(info: ExecutionInfo) -> RunOutcome:
+        return RunOutcome(info.status.capitalize(), result_digest(info.result))
+
+    finished = primary.finished and shadow.finished
+    return {
+        "primary": side(primary),
+        "shadow": side(shadow),
+        "finished": finished,
+        "agree": agree(outcome(primary), outcome(shadow)) if finished else None,
+        "result_diff": result_diff(primary.result, shadow.result) if finished else [],
+    }
+
+
+def duration_seconds(started: str | None, finished: str | None) -> float | None:
+    from datetime import datetime
+
+    if not started or not finished:
+        return None
+    start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (started, finished))
+    return (end - start).total_seconds()
+
+
 def _age_key(info: ExecutionInfo) -> tuple[str, str]:
     return (info.created or "", info.exec_id)
 
@@ -132,6 +168,29 @@ class Executions:
                         return info
             except Expired:
                 continue
+
+    def diff(self, exec_id: str) -> dict[str, Any]:
+        """An execution beside its shadow run: status, duration and result of each, and a
+        diff of the results. `exec_id` may name either of the two."""
+        obj = self._get(exec_id)
+        primary = execution_info(obj)
+        if primary.shadow_of:  # asked about the shadow: compare it with what it mirrors
+            primary = execution_info(self._get(primary.shadow_of))
+        if not primary.shadow:
+            raise NotFound(
+                f"execution {exec_id!r} has no shadow run: its route had no shadow when it "
+                "was resolved, or it fell outside the mirrored fraction "
+                "(kitaru flow shadow FLOW TAG --version N --fraction F)",
+                kind="NoShadowRun",
+            )
+        shadow_obj = self._client.kube.get(INVOCATIONS, primary.shadow)
+        if shadow_obj is None:
+            raise NotFound(
+                f"the shadow run {primary.shadow!r} of execution {primary.exec_id!r} does not "
+                "exist: it was refused when it was started, or deleted since",
+                kind="ExecutionNotFound",
+            )
+        return compare_runs(primary, execution_info(shadow_obj))
 
     def cancel(self, exec_id: str) -> ExecutionInfo:
         """Request cancellation: the operator deletes the run's Job and marks it Cancelled."""

@@ -67,6 +67,9 @@ class RouteInfo:
     expires_at: str | None = None
     # (version, percent) pairs of a split tag, in version order (empty: not split).
     split: tuple[tuple[int, int], ...] = ()
+    # spec.shadow ({version, fraction}) and status.shadow (how its runs compare so far).
+    shadow: Mapping[str, Any] | None = None
+    shadow_summary: Mapping[str, Any] | None = None
 
     @property
     def mode(self) -> str:
@@ -86,6 +89,8 @@ class RouteInfo:
             "versions": list(self.versions),
             "mode": self.mode,
             "split": [{"version": v, "weight": w} for v, w in self.split],
+            "shadow": dict(self.shadow) if self.shadow else None,
+            "shadow_summary": dict(self.shadow_summary) if self.shadow_summary else None,
         }
 
 
@@ -133,6 +138,9 @@ class ExecutionInfo:
     # routing key" (None: not a split tag).
     routing: str | None = None
     routing_key: str | None = None
+    # A shadow run: the execution it mirrors. A mirrored one: its shadow run's name.
+    shadow_of: str | None = None
+    shadow: str | None = None
     deployment: str | None = None
     inputs: Mapping[str, Any] = field(default_factory=dict)
     result: Any = None
@@ -218,6 +226,8 @@ def route_info(obj: Mapping[str, Any]) -> RouteInfo:
         message=message,
         expires_at=spec.get("expiresAt") or None,
         split=tuple(sorted((int(e["version"]), int(e["weight"])) for e in spec.get("split") or [])),
+        shadow=spec.get("shadow"),
+        shadow_summary=(obj.get("status") or {}).get("shadow"),
     )
 
 
@@ -236,6 +246,8 @@ def execution_info(obj: Mapping[str, Any]) -> ExecutionInfo:
         resolved_tag=resolved.get("tag"),
         routing=_split_reason(resolved.get("split")),
         routing_key=spec.get("routingKey"),
+        shadow_of=spec.get("shadowOf"),
+        shadow=(resolved.get("shadow") or {}).get("name"),
         deployment=resolved.get("deployment"),
         inputs=spec.get("inputs") or {},
         result=status.get("result"),

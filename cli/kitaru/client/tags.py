@@ -6,6 +6,7 @@ resourceVersion (or create, or delete), and start over on 409.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -35,6 +36,7 @@ from kitaru.core.names import (
     route_name,
 )
 from kitaru.core.routing import RouteView, format_versions, no_deployments, tag_not_found
+from kitaru.core.shadow import shadow_spec
 from kitaru.core.tagging import apply_tag, remove_tag, split_tag
 
 if TYPE_CHECKING:
@@ -59,6 +61,9 @@ def write_route(
     body = build_route(view, current)
     if expires_at:
         body["spec"]["expiresAt"] = expires_at
+    shadow = ((current or {}).get("spec") or {}).get("shadow")
+    if shadow and shadow.get("version") not in view.versions:
+        body["spec"]["shadow"] = shadow  # kept, unless the tag now routes to the candidate
     annotations = body["metadata"].setdefault("annotations", {})
     generation = int((current or {}).get("metadata", {}).get("generation") or 0) + 1
     annotations[ANNOTATION_CHANGED_BY] = kube.username()
@@ -277,6 +282,32 @@ def unset_tag(
         except StaleObject:
             continue
         except NotFound:
+            continue
+    raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
+
+
+def set_shadow(
+    kube: Kube, flow: str, tag: str, version: int | None, fraction: float | None
+) -> RouteInfo:
+    """Mirror `fraction` of the tag's invocations to `version` (None: stop mirroring),
+    compare-and-swap on the route; its other fields stay as they are."""
+    for _ in attempts():
+        current = kube.get(ROUTES, route_name(flow, tag))
+        if current is None:
+            raise not_found(tag_not_found(flow, tag))
+        body = copy.deepcopy(current)
+        body.pop("status", None)
+        if version is None:
+            if "shadow" not in body["spec"]:
+                return route_info(current)
+            del body["spec"]["shadow"]
+        else:
+            with core_errors():
+                spec = shadow_spec(route_view(current), flow, tag, version, fraction or 0)
+            body["spec"]["shadow"] = spec.wire()
+        try:
+            return route_info(kube.replace(ROUTES, body))
+        except StaleObject:
             continue
     raise Conflict(f"tag '{tag}' of flow '{flow}' kept changing; try again")
 

@@ -82,6 +82,11 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str,
                 out[models.PRESERVE] = True
         elif key == "const":
             out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema's number is OpenAPI v3's bound plus a flag (`gt=0`: minimum 0,
+            # exclusiveMinimum true).
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = copy.deepcopy(value)
     if "enum" in out and "type" not in out:

@@ -292,6 +292,18 @@ class WeightedVersion(Model):
     weight: int = Field(ge=0, le=100, description="Percent of the route's invocations it gets.")
 
 
+class ShadowSpec(Model):
+    """A candidate version that a fraction of the route's invocations is mirrored to."""
+
+    version: int = Field(ge=1, description="The candidate version the shadow runs use.")
+    fraction: float = Field(
+        gt=0,
+        le=1,
+        description="The share of the route's invocations mirrored (0.2: one in five), "
+        "chosen by the hash of the invocation's name.",
+    )
+
+
 class FlowRouteSpec(Model):
     """A tag of a flow and the version(s) it routes to."""
 
@@ -315,6 +327,11 @@ class FlowRouteSpec(Model):
                 {
                     "rule": "!has(self.split) || self.split.map(s, s.weight).sum() == 100",
                     "message": "the weights of a split add up to 100",
+                },
+                {
+                    "rule": "!has(self.shadow) || !(self.shadow.version in self.versions)",
+                    "message": "a shadow runs a version the tag does not route to: pick "
+                    "another shadow version, or remove the shadow",
                 },
                 {
                     "rule": f"self.tag != '{DEFAULT_TAG}' || self.exclusive",
@@ -358,6 +375,12 @@ class FlowRouteSpec(Model):
             "x-kubernetes-list-map-keys": ["version"],
         },
     )
+    shadow: ShadowSpec | None = Field(
+        None,
+        description="Shadow runs: a fraction of the invocations this tag resolves also run "
+        "on a candidate version, with the same inputs; their results are kept beside the "
+        "primary's (kitaru executions diff) and never returned to the caller.",
+    )
     expires_at: datetime | None = Field(
         None,
         description="When the operator deletes this route (RFC 3339), recording it in the "
@@ -370,6 +393,19 @@ class RouteMode(StrEnum):
     EXCLUSIVE = "exclusive"
     SHARED = "shared"
     WEIGHTED = "weighted"
+
+
+class ShadowSummary(Model):
+    """Agreement of the retained shadow runs of a route with their primaries."""
+
+    version: int = Field(ge=1, description="The shadow version compared.")
+    compared: int = Field(ge=0, description="Pairs where both runs have finished.")
+    agreed: int = Field(
+        ge=0, description="Pairs that agree: the same outcome and, if completed, the same result."
+    )
+    agreement_rate: float | None = Field(
+        None, description="agreed / compared (unset before the first pair finishes)."
+    )
 
 
 class FlowRouteStatus(Model):
@@ -387,6 +423,9 @@ class FlowRouteStatus(Model):
     )
     split_summary: str | None = Field(
         None, description="A split tag's weights as version=percent pairs, for printing."
+    )
+    shadow: ShadowSummary | None = Field(
+        None, description="How the shadow runs compare with their primaries so far."
     )
     schema_baseline: list[int] | None = Field(
         None,
@@ -417,9 +456,11 @@ class FlowInvocationSpec(Model):
                     "&& (!has(self.version) || self.version == oldSelf.version) "
                     "&& has(self.routingKey) == has(oldSelf.routingKey) "
                     "&& (!has(self.routingKey) || self.routingKey == oldSelf.routingKey) "
+                    "&& has(self.shadowOf) == has(oldSelf.shadowOf) "
+                    "&& (!has(self.shadowOf) || self.shadowOf == oldSelf.shadowOf) "
                     "&& self.inputs == oldSelf.inputs",
-                    "message": "flow, tag, version, routingKey and inputs of an invocation are "
-                    "immutable; "
+                    "message": "flow, tag, version, routingKey, shadowOf and inputs of an "
+                    "invocation are immutable; "
                     "only cancelRequested may change",
                 },
                 {
@@ -472,6 +513,12 @@ class FlowInvocationSpec(Model):
         "default route, a tag applied in the same GitOps sync) before the invocation fails "
         "(default: the operator's, 60 s).",
     )
+    shadow_of: str | None = Field(
+        None,
+        max_length=63,
+        description="Set by the operator on a shadow run: the execution it mirrors (same "
+        "inputs; its result is never returned to that execution's caller).",
+    )
     cancel_requested: bool = Field(
         False, description="Set to true to cancel: the run's Job is deleted, phase Cancelled."
     )
@@ -498,6 +545,13 @@ class SplitChoice(Model):
     )
 
 
+class ShadowRef(Model):
+    """The shadow run of an execution."""
+
+    name: str = Field(description="The shadow execution's name.")
+    version: int = Field(ge=1, description="The version it runs.")
+
+
 class ResolvedChain(Model):
     """The whole resolution chain of an invocation, frozen when it was resolved."""
 
@@ -506,6 +560,9 @@ class ResolvedChain(Model):
     version: int = Field(description="The version it resolved to.")
     split: SplitChoice | None = Field(
         None, description="For a split tag: the weights, and the bucket that chose `version`."
+    )
+    shadow: ShadowRef | None = Field(
+        None, description="The shadow run started beside this one, if the route mirrored it."
     )
     deployment: str = Field(description="FlowDeployment name of that version.")
     snapshot_name: str = Field(description="Kitaru snapshot name kitaru::<flow>::v<N>.")

@@ -18,6 +18,7 @@ from kitaru.core.models import (
     FlowRouteSpec,
     FlowRouteStatus,
     RouteMode,
+    ShadowSummary,
 )
 from kitaru.core.names import snapshot_name
 from kitaru.core.routing import RouteView, Split, format_split, format_versions
@@ -73,6 +74,7 @@ def derive_route_status(
     generation: int | None,
     now: datetime | str,
     schema: SchemaCheck | None = None,
+    shadow: ShadowSummary | None = None,
 ) -> FlowRouteStatus:
     """Status of a FlowRoute: Ready, or VersionNotFound naming the missing versions; and
     with `schema` (see `compat.check_route_schema`) SchemaCompatible and its baseline."""
@@ -115,6 +117,7 @@ def derive_route_status(
         mode=route_mode(spec),
         resolved_version=spec.versions[0] if len(routed) == 1 and not missing else None,
         split_summary=format_split(route_split(spec)) or None,
+        shadow=shadow,
         schema_baseline=baseline,
         observed_generation=generation,
     )
