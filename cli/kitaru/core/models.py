@@ -558,20 +558,28 @@ class FlowScheduleSpec(Model):
                     "rule": "!(has(self.tag) && has(self.version))",
                     "message": "set at most one of tag and version",
                 },
+                {
+                    "rule": f"self.schedule.matches('{CRON_SHAPE}')",
+                    "message": "schedule must be a cron expression of five fields (minute hour "
+                    "day-of-month month day-of-week) like '0 3 * * *', or @hourly, @daily, "
+                    "@weekly, @monthly, @yearly",
+                },
+                {
+                    "rule": f"!has(self.timeZone) || self.timeZone.matches('{TIME_ZONE_SHAPE}')",
+                    "message": "timeZone must be an IANA time zone name like Europe/Berlin",
+                },
             ]
         }
     )
 
     schedule: str = Field(
         max_length=256,
-        pattern=CRON_SHAPE,
         description="Cron expression: five fields (minute hour day-of-month month "
         "day-of-week), e.g. '0 3 * * *', or @yearly, @monthly, @weekly, @daily, @hourly.",
     )
     time_zone: str | None = Field(
         None,
         max_length=64,
-        pattern=TIME_ZONE_SHAPE,
         description="IANA time zone the schedule is read in, e.g. Europe/Berlin (default "
         "UTC). A wall time skipped by a DST change fires once right after the gap; a "
         "repeated one fires once, the first time.",

@@ -11,19 +11,30 @@ second run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kitaru.core.conditions import rfc3339, set_condition
-from kitaru.core.cron import InvalidSchedule, next_tick, parse_cron, previous_tick, time_zone
+from kitaru.core.cron import (
+    InvalidSchedule,
+    next_tick,
+    parse_cron,
+    previous_tick,
+    time_zone,
+)
 from kitaru.core.models import FlowScheduleSpec, FlowScheduleStatus
 from kitaru.core.names import (
     ANNOTATION_SCHEDULED_AT,
     GROUP_VERSION,
     LABEL_FLOW,
     LABEL_SCHEDULE,
+    shown,
+    validate_flow,
+    validate_schedule_name,
+    validate_tag,
+    validate_version,
 )
 
 MISSED_LIMIT = 100
@@ -241,3 +252,89 @@ def build_scheduled_run(
     if spec.version:
         body["spec"]["version"] = spec.version
     return body
+
+
+POLICIES = ("Allow", "Forbid", "Replace")
+_zone = time_zone  # build_schedule's parameter of that name shadows it
+HISTORY_LIMIT_MAX = 1000
+
+
+def build_schedule(
+    name: str,
+    flow: str,
+    cron: str,
+    *,
+    time_zone: str | None = None,
+    tag: str | None = None,
+    version: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    concurrency_policy: str = "Allow",
+    starting_deadline_seconds: int | None = None,
+    successful_runs_history_limit: int = 3,
+    failed_runs_history_limit: int = 1,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """A FlowSchedule manifest, every field checked first (InvalidName, InvalidSchedule
+    with a reason): the same rules the CRD and the operator apply, said the same way."""
+    validate_schedule_name(name)
+    validate_flow(flow)
+    if tag is not None and version is not None:
+        raise InvalidSchedule(
+            f"invoke flow '{flow}' with either a tag ({tag}) or a version ({version}), not both",
+            reason="ConflictingSelectors",
+        )
+    if tag is not None:
+        validate_tag(tag)
+    if version is not None:
+        validate_version(version)
+    parse_cron(cron)
+    _zone(time_zone)
+    if concurrency_policy not in POLICIES:
+        raise InvalidSchedule(
+            f"unknown concurrency policy {shown(concurrency_policy)}: use Allow (start "
+            "beside unfinished runs), Forbid (skip the tick) or Replace (cancel them first)",
+            reason="InvalidConcurrencyPolicy",
+        )
+    if starting_deadline_seconds is not None and (
+        isinstance(starting_deadline_seconds, bool)
+        or not isinstance(starting_deadline_seconds, int)
+        or starting_deadline_seconds < 1
+    ):
+        raise InvalidSchedule(
+            f"invalid starting deadline {shown(starting_deadline_seconds)}: a whole number "
+            "of seconds >= 1, or unset to always run the latest missed tick",
+            reason="InvalidStartingDeadline",
+        )
+    for what, limit in (
+        ("successful", successful_runs_history_limit),
+        ("failed", failed_runs_history_limit),
+    ):
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            limit = -1
+        if not 0 <= limit <= HISTORY_LIMIT_MAX:
+            raise InvalidSchedule(
+                f"invalid {what} runs history limit {shown(limit)}: a whole number from 0 "
+                f"to {HISTORY_LIMIT_MAX}",
+                reason="InvalidHistoryLimit",
+            )
+    spec = FlowScheduleSpec.model_validate(
+        {
+            "schedule": cron,
+            "timeZone": time_zone or None,
+            "flow": flow,
+            "tag": tag,
+            "version": version,
+            "inputs": dict(inputs or {}),
+            "concurrencyPolicy": concurrency_policy,
+            "startingDeadlineSeconds": starting_deadline_seconds,
+            "successfulRunsHistoryLimit": successful_runs_history_limit,
+            "failedRunsHistoryLimit": failed_runs_history_limit,
+            "suspend": suspend,
+        }
+    )
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "FlowSchedule",
+        "metadata": {"name": name, "labels": {LABEL_FLOW: flow}},
+        "spec": spec.wire(),
+    }
