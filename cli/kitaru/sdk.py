@@ -131,6 +131,9 @@ class Flow(Generic[P, R]):
         version: int | None = None,
         concurrency_policy: str = "Allow",
         starting_deadline_seconds: int | None = None,
+        successful_runs_history_limit: int = 3,
+        failed_runs_history_limit: int = 1,
+        suspend: bool = False,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> ScheduleInfo:
@@ -146,6 +149,9 @@ class Flow(Generic[P, R]):
             inputs=inputs,
             concurrency_policy=concurrency_policy,
             starting_deadline_seconds=starting_deadline_seconds,
+            successful_runs_history_limit=successful_runs_history_limit,
+            failed_runs_history_limit=failed_runs_history_limit,
+            suspend=suspend,
         )
 
 

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kitaru import flow
+from kitaru.client import KitaruClient
+from kitaru.client.connection import combine, load_kube_context
 from kitaru.core.schedules import run_name
-from support import OperatorProcess, create, deployment, get, kubectl, wait_for
+from support import KUBECONFIG, OperatorProcess, create, deployment, get, kubectl, route, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -221,3 +224,37 @@ def test_an_unusable_schedule_is_reported_on_status(
         lambda: (ready() or {}).get("reason") == "UnknownTimeZone", message="time zone reported"
     )
     assert not runs_of("broken", namespace)
+
+
+def test_the_sdk_schedules_a_flow_and_manages_it(namespace: str) -> None:
+    """`flow.schedule(...)` and `KitaruClient().schedules` write what kubectl reads."""
+    create(deployment(FLOW, 1), namespace)
+    create(route(FLOW, "default", 1, annotations={"kitaru.dev/highest-version": "1"}), namespace)
+    env = {"KUBECONFIG": str(KUBECONFIG), "KITARU_PROJECT": namespace}
+    client = KitaruClient(combine(env, None, load_kube_context(env)))
+
+    @flow(name=FLOW)
+    def research_agent(topic: str) -> str:
+        return topic
+
+    info = research_agent.schedule(
+        "weekly-digest",
+        "0 9 * * mon",
+        time_zone="America/New_York",
+        version=1,
+        failed_runs_history_limit=0,
+        client=client,
+        topic="digest",
+    )
+    assert (info.target, info.inputs, info.failed_runs_history_limit) == (
+        "version 1", {"topic": "digest"}, 0,
+    )  # fmt: skip
+    spec = get("fsched", "weekly-digest", namespace)["spec"]  # type: ignore[index]
+    assert spec["schedule"] == "0 9 * * mon" and spec["timeZone"] == "America/New_York"
+    assert [s.name for s in client.schedules.list(FLOW)] == ["weekly-digest"]
+    assert client.schedules.list("other_flow") == []
+    assert client.schedules.pause("weekly-digest").suspended
+    assert get("fsched", "weekly-digest", namespace)["spec"]["suspend"] is True  # type: ignore[index]
+    assert not client.schedules.resume("weekly-digest").suspended
+    assert client.schedules.delete("weekly-digest").name == "weekly-digest"
+    assert get("fsched", "weekly-digest", namespace) is None

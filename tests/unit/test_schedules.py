@@ -6,10 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from kitaru.core.cron import InvalidSchedule
 from kitaru.core.models import FlowScheduleSpec, FlowScheduleStatus
+from kitaru.core.names import InvalidName
 from kitaru.core.schedules import (
     MISSED_LIMIT,
     ScheduledRun,
+    build_schedule,
     build_scheduled_run,
     due_tick,
     plan_pass,
@@ -179,3 +183,29 @@ def test_the_tick_run_is_owned_labelled_and_routes_like_any_invocation() -> None
     owner = body["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("FlowSchedule", "u-1", True)
     assert body["spec"] == {"flow": "research_agent", "inputs": {"topic": "cron"}, "tag": "stable"}
+
+
+def test_build_schedule_checks_every_field_before_anything_is_written() -> None:
+    body = build_schedule(
+        "nightly", "research_agent", "0 3 * * *", time_zone="Europe/Berlin", tag="stable"
+    )
+    assert body["metadata"] == {"name": "nightly", "labels": {"kitaru.dev/flow": "research_agent"}}
+    assert body["spec"]["timeZone"] == "Europe/Berlin" and body["spec"]["tag"] == "stable"
+    cases = {
+        "InvalidSchedule": {"cron": "61 * * * *"},
+        "UnknownTimeZone": {"time_zone": "Mars/Olympus"},
+        "ConflictingSelectors": {"tag": "a", "version": 1},
+        "InvalidConcurrencyPolicy": {"concurrency_policy": "forbid"},
+        "InvalidStartingDeadline": {"starting_deadline_seconds": 0},
+        "InvalidHistoryLimit": {"failed_runs_history_limit": 1001},
+    }
+    for reason, fields in cases.items():
+        arguments: dict[str, Any] = {"cron": "@daily", **fields}
+        cron = arguments.pop("cron")
+        with pytest.raises(InvalidSchedule) as caught:
+            build_schedule("nightly", "research_agent", cron, **arguments)
+        assert caught.value.reason == reason, (reason, caught.value.message)
+    with pytest.raises(InvalidName, match="at most 52 characters"):
+        build_schedule("x" * 53, "research_agent", "@daily")
+    with pytest.raises(InvalidName, match="invalid flow name"):
+        build_schedule("nightly", "Research", "@daily")
