@@ -44,6 +44,7 @@ Clock = Callable[[], datetime]
 # Timers fire a little after the tick, so that the clock read then is past it.
 TIMER_SLACK_SECONDS = 0.05
 STATUS_WRITE_ATTEMPTS = 3
+RETRY_SECONDS = 10
 
 
 def _utcnow() -> datetime:
@@ -200,14 +201,17 @@ class ScheduleBook:
                         return
                 except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
                     logger.warning("schedule %s/%s: %s; retrying in 10 s", *key, exc)
-                    self._arm_retry(key)
-                    return
+                    break
+            else:
+                logger.warning("schedule %s/%s: status kept changing; retrying in 10 s", *key)
+            self._arm_retry(key)
 
     def _arm_retry(self, key: Key) -> None:
+        """Try again soon: an API error or lost races must not leave a schedule unarmed."""
         if (timer := self.timers.pop(key, None)) is not None:
             timer.cancel()
         if key in self.objects:
-            self.timers[key] = asyncio.get_running_loop().call_later(10, self.poke, key)
+            self.timers[key] = asyncio.get_running_loop().call_later(RETRY_SECONDS, self.poke, key)
 
     async def _pass(self, key: Key) -> bool:
         """One reconcile; False when the status write lost a race (run it again)."""
