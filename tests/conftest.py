@@ -118,6 +118,7 @@ CRD_NAMES = (
     "flowroutes.kitaru.dev",
     "flowinvocations.kitaru.dev",
     "flowhistories.kitaru.dev",
+    "flowschedules.kitaru.dev",
 )
 
 

@@ -371,6 +371,102 @@ def kitaru_executions_diff(exec_id: ExecId) -> dict[str, Any]:
     return _kitaru().executions.diff(exec_id)
 
 
+ScheduleName = Annotated[
+    str,
+    Field(description="Schedule name: lowercase letters, digits and '-', at most 52 characters."),
+]
+
+
+def kitaru_schedules_create(
+    name: ScheduleName,
+    flow: Flow,
+    cron: Annotated[
+        str,
+        Field(
+            description="Five cron fields (minute hour day-of-month month day-of-week), e.g. "
+            "'0 3 * * *', or @hourly, @daily, @weekly, @monthly, @yearly."
+        ),
+    ],
+    time_zone: Annotated[
+        str | None, Field(description="IANA time zone, e.g. Europe/Berlin (default UTC).")
+    ] = None,
+    tag: Selector = None,
+    version: OptionalVersion = None,
+    inputs: Inputs = None,
+    concurrency_policy: Annotated[
+        str,
+        Field(
+            description="A tick while a run is unfinished: Allow (start another), Forbid "
+            "(skip the tick) or Replace (cancel the run first)."
+        ),
+    ] = "Allow",
+    starting_deadline_seconds: Annotated[
+        int | None,
+        Field(
+            description="Skip a tick not started within this many seconds (>= 1; default: "
+            "always run the latest missed tick)."
+        ),
+    ] = None,
+    successful_runs_history_limit: Annotated[
+        int, Field(description="Completed runs kept (0-1000).")
+    ] = 3,
+    failed_runs_history_limit: Annotated[
+        int, Field(description="Failed or cancelled runs kept (0-1000).")
+    ] = 1,
+    suspend: Annotated[bool, Field(description="Create it paused.")] = False,
+) -> dict[str, Any]:
+    """Invoke a flow's route (tag, version, or 'default' if neither) on a cron schedule.
+
+    Each tick's run resolves the route as it stands then; CronJob semantics for missed
+    ticks, concurrency and history limits.
+    """
+    return (
+        _kitaru()
+        .schedules.create(
+            name,
+            flow,
+            cron,
+            time_zone=time_zone,
+            tag=tag,
+            version=version,
+            inputs=inputs,
+            concurrency_policy=concurrency_policy,
+            starting_deadline_seconds=starting_deadline_seconds,
+            successful_runs_history_limit=successful_runs_history_limit,
+            failed_runs_history_limit=failed_runs_history_limit,
+            suspend=suspend,
+        )
+        .to_json()
+    )
+
+
+def kitaru_schedules_list(
+    flow: Annotated[str | None, Field(description="Only schedules of this flow.")] = None,
+) -> dict[str, Any]:
+    """List schedules: flow, target, cron, time zone, last and next tick."""
+    return _items(_kitaru().schedules.list(flow))
+
+
+def kitaru_schedules_get(name: ScheduleName) -> dict[str, Any]:
+    """Show a schedule: what it runs, when, its last and next tick, unfinished runs."""
+    return _kitaru().schedules.get(name).to_json()
+
+
+def kitaru_schedules_pause(name: ScheduleName) -> dict[str, Any]:
+    """Pause a schedule: no new runs until resumed (unfinished runs go on)."""
+    return _kitaru().schedules.pause(name).to_json()
+
+
+def kitaru_schedules_resume(name: ScheduleName) -> dict[str, Any]:
+    """Resume a schedule (the latest tick missed meanwhile runs now, within its deadline)."""
+    return _kitaru().schedules.resume(name).to_json()
+
+
+def kitaru_schedules_delete(name: ScheduleName) -> dict[str, Any]:
+    """Delete a schedule and its runs."""
+    return _kitaru().schedules.delete(name).to_json()
+
+
 def _items(items: list[Any]) -> dict[str, Any]:
     return {"items": [item.to_json() for item in items], "count": len(items)}
 
@@ -394,6 +490,12 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_executions_cancel, False),
     (kitaru_executions_logs, True),
     (kitaru_executions_diff, True),
+    (kitaru_schedules_create, False),
+    (kitaru_schedules_list, True),
+    (kitaru_schedules_get, True),
+    (kitaru_schedules_pause, False),
+    (kitaru_schedules_resume, False),
+    (kitaru_schedules_delete, False),
 )
 
 

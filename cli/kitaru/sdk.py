@@ -10,6 +10,7 @@
     research_agent.deploy(topic="durable execution")  # next version, tag 'default'
     handle = research_agent.invoke(topic="serverless routing")
     result = handle.wait()
+    research_agent.schedule("nightly", "0 3 * * *", time_zone="Europe/Berlin", topic="news")
 
 Nothing here imports the Kubernetes client until a method talks to the server.
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
-    from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient
+    from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient, ScheduleInfo
     from kitaru.core.retention import Retention
 
 P = ParamSpec("P")
@@ -126,6 +127,39 @@ class Flow(Generic[P, R]):
     def deployment(self, version: int, client: KitaruClient | None = None) -> Deployment:
         """The deployment `version` of this flow, for pinned invocations."""
         return Deployment(self.name, version, client)
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        *,
+        time_zone: str | None = None,
+        tag: str | None = None,
+        version: int | None = None,
+        concurrency_policy: str = "Allow",
+        starting_deadline_seconds: int | None = None,
+        successful_runs_history_limit: int = 3,
+        failed_runs_history_limit: int = 1,
+        suspend: bool = False,
+        client: KitaruClient | None = None,
+        **inputs: Any,
+    ) -> ScheduleInfo:
+        """Invoke this flow's route on `cron` in `time_zone` (a FlowSchedule named
+        `name`); `KitaruClient().schedules` lists, pauses, resumes and deletes it."""
+        return _client(client).schedules.create(
+            name,
+            self.name,
+            cron,
+            time_zone=time_zone,
+            tag=tag,
+            version=version,
+            inputs=inputs,
+            concurrency_policy=concurrency_policy,
+            starting_deadline_seconds=starting_deadline_seconds,
+            successful_runs_history_limit=successful_runs_history_limit,
+            failed_runs_history_limit=failed_runs_history_limit,
+            suspend=suspend,
+        )
 
 
 @overload

@@ -147,6 +147,17 @@ class FinishedInvocation(Resource):
     status: _FinishedStatus = Field(default_factory=_FinishedStatus)
 
 
+class _RunStatus(Slim):
+    phase: str | None = None
+    completion_time: str | None = None
+
+
+class ScheduledInvocation(Resource):
+    """What a schedule needs of one of its runs: its phase and finish time."""
+
+    status: _RunStatus = Field(default_factory=_RunStatus)
+
+
 Item = TypeVar("Item", bound=Resource)
 
 

@@ -8,7 +8,7 @@ import hashlib
 import logging
 from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kitaru_operator.events import EventRecorder
 from kitaru_operator.flows import Flows
@@ -17,6 +17,9 @@ from kitaru_operator.kube import AsyncKube, ClientClosed
 from kitaru_operator.retention import RetentionKeeper
 from kitaru_operator.runs import JobRecord, Jobs, RunningPods
 from kitaru_operator.shadows import ShadowTally
+
+if TYPE_CHECKING:
+    from kitaru_operator.schedules import ScheduleBook
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -102,6 +105,8 @@ class Runtime:
     # key -> (resourceVersion the write was based on, the object as written).
     written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
+    # FlowSchedules and their timers (set by `startup.start`).
+    schedules: ScheduleBook | None = None
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self.background.spawn(coroutine)

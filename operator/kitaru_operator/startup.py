@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from kitaru.core.names import LABEL_INVOCATION
+from kitaru.core.names import LABEL_INVOCATION, LABEL_SCHEDULE
 from kitaru.core.retention import Retention
 
 from kitaru_operator.events import EventRecorder
@@ -27,13 +27,23 @@ from kitaru_operator.flows import (
 )
 from kitaru_operator.informer import Informer
 from kitaru_operator.invocations import reconcile_invocation, wake_waiting
-from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
+from kitaru_operator.kube import (
+    DEPLOYMENT,
+    INVOCATION,
+    JOB,
+    POD,
+    ROUTE,
+    SCHEDULE,
+    ApiError,
+    AsyncKube,
+)
 from kitaru_operator.objects import (
     FinishedInvocation,
     JobObject,
     Object,
     Observed,
     RouteObject,
+    ScheduledInvocation,
 )
 from kitaru_operator.retention import (
     FINISHED_SELECTOR,
@@ -48,6 +58,7 @@ from kitaru_operator.runs import (
     pod_record,
 )
 from kitaru_operator.runtime import Runtime
+from kitaru_operator.schedules import ScheduleBook, scheduled_run_record
 from kitaru_operator.settings import OperatorConfig
 from kitaru_operator.shadows import FinishedRuns, ShadowTally, finished_record
 
@@ -121,7 +132,27 @@ async def start(config: OperatorConfig) -> Runtime:
     rt.spawn(rt.events.run())
     for informer in needed:
         rt.spawn(informer.run())
+    rt.schedules = ScheduleBook(api, rt.events, rt.spawn)
+    scheduling = [
+        informer
+        for scope in config.scopes
+        for informer in (
+            Informer(api, SCHEDULE, scope, Object, lambda o: o, rt.schedules),
+            Informer(
+                api,
+                INVOCATION,
+                scope,
+                ScheduledInvocation,
+                scheduled_run_record,
+                rt.schedules.runs,
+                label_selector=LABEL_SCHEDULE,
+            ),
+        )
+    ]
     rt.spawn(_when_synced(rt, needed, finished, config.route_history_limit))
+    for informer in scheduling:
+        rt.spawn(informer.run())
+    rt.spawn(_start_schedules(rt.schedules, scheduling))
     rt.spawn(_resync_running(rt, config.resync_seconds))
     return rt
 
@@ -154,6 +185,13 @@ async def _when_synced(
     rt.retention.wake.set()
     kept = sum(len(history) for history in rt.retention.histories.values())
     logger.info("retention: listed finished runs, %d kept for deletion later", kept)
+
+
+async def _start_schedules(book: ScheduleBook, informers: list[Informer[Any, Any]]) -> None:
+    """Once schedules and their runs are listed, arm every schedule (missed ticks first)."""
+    await asyncio.gather(*(informer.synced.wait() for informer in informers))
+    book.start()
+    logger.info("schedules: %d armed", len(book.objects))
 
 
 async def _resync_running(rt: Runtime, interval: float) -> None:

@@ -29,7 +29,7 @@ from kitaru.client import KitaruClient
 from kitaru.client.connection import resolve_connection
 from kitaru.client.errors import KitaruError
 from kitaru.client.source import load_target
-from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES
+from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES, SCHEDULES
 from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 from support import (
     REPO,
@@ -90,7 +90,7 @@ class Catalog:
         """Every object a request could create or change: Kitaru objects with their specs,
         ConfigMaps and Jobs by name."""
         state: dict[str, Any] = {}
-        for plural in (DEPLOYMENTS, ROUTES, INVOCATIONS):
+        for plural in (DEPLOYMENTS, ROUTES, INVOCATIONS, SCHEDULES):
             items = self.custom.list_namespaced_custom_object(
                 GROUP, API_VERSION, self.namespace, plural
             )["items"]
@@ -138,6 +138,7 @@ def catalog(
         (kitaru.project / "flows" / "compat_v2.py").write_text(COMPAT_V2)
         kitaru(f"deploy flows/compat.py:{COMPAT}")
         kitaru(f"build flows/compat_v2.py:{COMPAT}")
+        kitaru(f"schedule create existing {FLOW} --cron @daily --suspend")
         sdk = sdk_client(kitaru)
         wait_for(  # every change recorded: default, canary, benchmark x2, nightly x2, ab
             lambda: len(sdk.deployments.history(FLOW)["changes"]) == 7,
@@ -574,6 +575,96 @@ CLI_CASES = [
         "InvalidName",
         "invalid flow name 'a;b'",
     ),
+    _cli(
+        "cli-schedule-cron-out-of-range",
+        f"schedule create nightly-news {FLOW} --cron '61 * * * *'",
+        "InvalidSchedule",
+        "invalid schedule '61 * * * *': minute 61 is out of range 0-59",
+    ),
+    _cli(
+        "cli-schedule-cron-three-fields",
+        f"schedule create nightly-news {FLOW} --cron '* * *'",
+        "InvalidSchedule",
+        "a cron expression has 5 fields (minute hour day-of-month month day-of-week), not 3",
+    ),
+    _cli(
+        "cli-schedule-cron-unknown-macro",
+        f"schedule create nightly-news {FLOW} --cron @reboot",
+        "InvalidSchedule",
+        "unknown schedule macro '@reboot'",
+    ),
+    _cli(
+        "cli-schedule-cron-never-fires",
+        f"schedule create nightly-news {FLOW} --cron '0 0 30 2 *'",
+        "InvalidSchedule",
+        "it never fires (no such date)",
+    ),
+    _cli(
+        "cli-schedule-unknown-time-zone",
+        f"schedule create nightly-news {FLOW} --cron @daily --tz Mars/Olympus",
+        "UnknownTimeZone",
+        "unknown time zone 'Mars/Olympus': use an IANA name like Europe/Berlin",
+    ),
+    _cli(
+        "cli-schedule-tag-and-version",
+        f"schedule create nightly-news {FLOW} --cron @daily --tag canary --version 2",
+        "ConflictingSelectors",
+        "either a tag (canary) or a version (2), not both",
+    ),
+    _cli(
+        "cli-schedule-name-uppercase",
+        f"schedule create Nightly {FLOW} --cron @daily",
+        "InvalidName",
+        "invalid schedule name 'Nightly'",
+    ),
+    _cli(
+        "cli-schedule-name-too-long",
+        f"schedule create {'n' * 53} {FLOW} --cron @daily",
+        "InvalidName",
+        "at most 52 characters",
+    ),
+    _cli(
+        "cli-schedule-unknown-flow",
+        "schedule create nightly-news no_such_flow --cron @daily",
+        "NoDeployments",
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    _cli(
+        "cli-schedule-unknown-tag",
+        f"schedule create nightly-news {FLOW} --cron @daily --tag nope",
+        "TagNotFound",
+        "flow 'research_agent' has no tag 'nope'",
+    ),
+    _cli(
+        "cli-schedule-deadline-negative",
+        f"schedule create nightly-news {FLOW} --cron @daily --starting-deadline-seconds -5",
+        "UsageError",
+        "-5 is not in the range x>=1",
+    ),
+    _cli(
+        "cli-schedule-policy-lowercase",
+        f"schedule create nightly-news {FLOW} --cron @daily --concurrency-policy forbid",
+        "UsageError",
+        "'forbid' is not one of 'Allow', 'Forbid', 'Replace'",
+    ),
+    _cli(
+        "cli-schedule-input-wrong-type",
+        f'schedule create nightly-news {FLOW} --cron @daily --input \'{{"depth": "deep"}}\'',
+        "InvalidInputs",
+        "input 'depth': 'deep' is not of type 'integer'",
+    ),
+    _cli(
+        "cli-schedule-exists",
+        f"schedule create existing {FLOW} --cron @hourly",
+        "ScheduleExists",
+        "schedule 'existing' already exists: delete it first",
+    ),
+    _cli(
+        "cli-schedule-show-missing",
+        "schedule show nope",
+        "ScheduleNotFound",
+        "schedule 'nope' not found",
+    ),
 ]
 
 
@@ -822,6 +913,64 @@ SDK_CASES = [
         "InvalidName",
         "invalid execution id ''",
     ),
+    _sdk(
+        "sdk-schedule-cron-out-of-range",
+        lambda c, p: c.schedules.create("nightly-news", FLOW, "0 25 * * *"),
+        "InvalidSchedule",
+        "hour 25 is out of range 0-23",
+    ),
+    _sdk(
+        "sdk-schedule-unknown-time-zone",
+        lambda c, p: c.schedules.create("nightly-news", FLOW, "@daily", time_zone="Berlin"),
+        "UnknownTimeZone",
+        "unknown time zone 'Berlin'",
+    ),
+    _sdk(
+        "sdk-schedule-tag-and-version",
+        lambda c, p: c.schedules.create("nightly-news", FLOW, "@daily", tag="canary", version=2),
+        "ConflictingSelectors",
+        "either a tag (canary) or a version (2), not both",
+    ),
+    _sdk(
+        "sdk-schedule-deadline-zero",
+        lambda c, p: c.schedules.create(
+            "nightly-news", FLOW, "@daily", starting_deadline_seconds=0
+        ),
+        "InvalidStartingDeadline",
+        "invalid starting deadline 0: a whole number of seconds >= 1",
+    ),
+    _sdk(
+        "sdk-schedule-history-limit-negative",
+        lambda c, p: c.schedules.create(
+            "nightly-news", FLOW, "@daily", successful_runs_history_limit=-1
+        ),
+        "InvalidHistoryLimit",
+        "invalid successful runs history limit -1: a whole number from 0 to 1000",
+    ),
+    _sdk(
+        "sdk-schedule-policy-unknown",
+        lambda c, p: c.schedules.create("nightly-news", FLOW, "@daily", concurrency_policy="Skip"),
+        "InvalidConcurrencyPolicy",
+        "unknown concurrency policy 'Skip': use Allow",
+    ),
+    _sdk(
+        "sdk-schedule-deleted-version",
+        lambda c, p: c.schedules.create("nightly-news", FLOW, "@daily", version=3),
+        "VersionNotFound",
+        "flow 'research_agent' has no version 3",
+    ),
+    _sdk(
+        "sdk-schedule-input-unknown",
+        lambda c, p: c.schedules.create("nightly-news", FLOW, "@daily", inputs={"extra": 1}),
+        "InvalidInputs",
+        "unknown input 'extra'",
+    ),
+    _sdk(
+        "sdk-schedule-pause-missing",
+        lambda c, p: c.schedules.pause("nope"),
+        "ScheduleNotFound",
+        "schedule 'nope' not found",
+    ),
 ]
 
 
@@ -1025,6 +1174,48 @@ MCP_CASES = [
         {"exec_id": "Run 1"},
         "invalid execution id 'Run 1'",
     ),
+    McpCase(
+        "mcp-schedule-cron-three-fields",
+        "kitaru_schedules_create",
+        {"name": "nightly-news", "flow": FLOW, "cron": "* * *"},
+        "a cron expression has 5 fields",
+    ),
+    McpCase(
+        "mcp-schedule-unknown-time-zone",
+        "kitaru_schedules_create",
+        {"name": "nightly-news", "flow": FLOW, "cron": "@daily", "time_zone": "Mars/Olympus"},
+        "unknown time zone 'Mars/Olympus'",
+    ),
+    McpCase(
+        "mcp-schedule-tag-and-version",
+        "kitaru_schedules_create",
+        {"name": "nightly-news", "flow": FLOW, "cron": "@daily", "tag": "canary", "version": 2},
+        "either a tag (canary) or a version (2), not both",
+    ),
+    McpCase(
+        "mcp-schedule-deadline-zero",
+        "kitaru_schedules_create",
+        {"name": "nightly-news", "flow": FLOW, "cron": "@daily", "starting_deadline_seconds": 0},
+        "invalid starting deadline 0",
+    ),
+    McpCase(
+        "mcp-schedule-policy-unknown",
+        "kitaru_schedules_create",
+        {"name": "nightly-news", "flow": FLOW, "cron": "@daily", "concurrency_policy": "forbid"},
+        "unknown concurrency policy 'forbid'",
+    ),
+    McpCase(
+        "mcp-schedule-name-invalid",
+        "kitaru_schedules_create",
+        {"name": "Nightly News", "flow": FLOW, "cron": "@daily"},
+        "invalid schedule name 'Nightly News'",
+    ),
+    McpCase(
+        "mcp-schedule-delete-missing",
+        "kitaru_schedules_delete",
+        {"name": "nope"},
+        "schedule 'nope' not found",
+    ),
 ]
 
 
@@ -1112,6 +1303,10 @@ def _deep_finv(name: str, depth: int, **spec: Any) -> str:
     """An invocation whose input `k` nests `depth` levels (no dict of that depth is
     needed: Python's json could not encode it)."""
     return _finv(name, inputs={"k": 0}, **spec).replace('{"k": 0}', f'{{"k": {nested(depth)}}}')
+
+
+def _fsched(name: str = "nightly-news", **spec: Any) -> str:
+    return _obj("FlowSchedule", name, {"flow": FLOW, "schedule": "@daily", **spec})
 
 
 def _kubectl(id: str, manifest: str, fragment: str) -> Any:
@@ -1312,6 +1507,41 @@ KUBECTL_CASES = [
         "kubectl-invocation-over-depth-limit",
         _deep_finv("bad-run", 10_000),
         "exceeded max depth",
+    ),
+    _kubectl(
+        "kubectl-schedule-cron-shape",
+        _fsched(schedule="every minute"),
+        "schedule must be a cron expression of five fields",
+    ),
+    _kubectl(
+        "kubectl-schedule-time-zone-shape",
+        _fsched(timeZone="not a zone"),
+        "timeZone must be an IANA time zone name like Europe/Berlin",
+    ),
+    _kubectl(
+        "kubectl-schedule-tag-and-version",
+        _fsched(tag="canary", version=2),
+        "set at most one of tag and version",
+    ),
+    _kubectl(
+        "kubectl-schedule-deadline-zero",
+        _fsched(startingDeadlineSeconds=0),
+        "spec.startingDeadlineSeconds in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-schedule-policy-unknown",
+        _fsched(concurrencyPolicy="forbid"),
+        'spec.concurrencyPolicy: Unsupported value: "forbid"',
+    ),
+    _kubectl(
+        "kubectl-schedule-history-limit-negative",
+        _fsched(failedRunsHistoryLimit=-1),
+        "spec.failedRunsHistoryLimit in body should be greater than or equal to 0",
+    ),
+    _kubectl(
+        "kubectl-schedule-name-too-long",
+        _fsched(name="n" * 53),
+        "a schedule name is lowercase letters, digits and '-', at most 52 characters",
     ),
 ]
 
@@ -1599,6 +1829,52 @@ def _ids(params: list[Any]) -> set[str]:
     return {param.id for param in params}
 
 
+# --- kubectl: accepted by the API server, reported on the schedule's status ----------
+
+SCHEDULE_STATUS_CASES = [
+    pytest.param(
+        OperatorCase(
+            "status-schedule-minute-out-of-range",
+            _fsched("minute-61", schedule="61 * * * *"),
+            "InvalidSchedule: invalid schedule '61 * * * *': minute 61 is out of range 0-59",
+        ),
+        id="status-schedule-minute-out-of-range",
+    ),
+    pytest.param(
+        OperatorCase(
+            "status-schedule-unknown-time-zone",
+            _fsched("mars", timeZone="Mars/Olympus"),
+            "UnknownTimeZone: unknown time zone 'Mars/Olympus'",
+        ),
+        id="status-schedule-unknown-time-zone",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SCHEDULE_STATUS_CASES)
+def test_an_unusable_schedule_is_reported_on_status(catalog: Catalog, case: OperatorCase) -> None:
+    """CEL cannot parse cron or know the IANA zones: a well-shaped but unusable schedule
+    is accepted, and the operator says Ready=False why, starting no run; the CLI shows it."""
+    name = json.loads(case.manifest)["metadata"]["name"]
+    kubectl("create", "-f", "-", namespace=catalog.namespace, input=case.manifest)
+
+    def ready() -> dict[str, Any] | None:
+        status = (
+            catalog.custom.get_namespaced_custom_object(
+                GROUP, API_VERSION, catalog.namespace, SCHEDULES, name
+            ).get("status")
+            or {}
+        )
+        return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    condition = wait_for(ready, timeout=30, message=f"schedule {name} reported")
+    assert condition["status"] == "False"
+    assert case.fragment in f"{condition['reason']}: {condition['message']}", condition
+    shown = catalog.kitaru(f"schedule show {name}").out
+    assert case.fragment in shown, shown
+    kubectl("delete", "fsched", name, namespace=catalog.namespace)
+
+
 RACES = {
     "race-delete-version-while-invoking": test_deleting_a_version_while_it_is_invoked,
     "race-invoke-flow-being-deleted": test_invoking_a_flow_while_it_is_deleted,
@@ -1620,6 +1896,7 @@ def test_the_catalog_document_lists_every_case() -> None:
         | {c.id for c in MCP_CASES}
         | _ids(KUBECTL_CASES)
         | _ids(OPERATOR_CASES)
+        | _ids(SCHEDULE_STATUS_CASES)
         | set(RACES)
     )
     assert set(rows) == tested, (sorted(set(rows) - tested), sorted(tested - set(rows)))

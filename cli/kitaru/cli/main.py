@@ -20,6 +20,7 @@ from kitaru.cli.base import (
 from kitaru.cli.executions import executions
 from kitaru.cli.flows import flow
 from kitaru.cli.output import JSON, TEXT, Output, fields, parse_inputs, result_text, spinner, table
+from kitaru.cli.schedules import schedule
 from kitaru.client.errors import InvalidArguments, KitaruError
 from kitaru.core.retention import Retention
 
@@ -39,6 +40,7 @@ def main(output: str | None) -> None:
 
 main.add_command(flow)
 main.add_command(executions)
+main.add_command(schedule)
 
 
 # --- project and deploy ----------------------------------------------------------------

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from kitaru.client.executions import Executions
     from kitaru.client.handle import ExecutionHandle
     from kitaru.client.records import DeploymentInfo, ExecutionInfo, FlowSummary, RouteInfo, Tag
+    from kitaru.client.schedules import ScheduleInfo, Schedules
 
 _LAZY = {
     "DEFAULT_SERVICE_ACCOUNT": "kitaru.client.client",
@@ -63,6 +64,8 @@ _LAZY = {
     "FlowSummary": "kitaru.client.records",
     "RouteInfo": "kitaru.client.records",
     "Tag": "kitaru.client.records",
+    "ScheduleInfo": "kitaru.client.schedules",
+    "Schedules": "kitaru.client.schedules",
 }
 
 __all__ = [
@@ -86,6 +89,8 @@ __all__ = [
     "Rejected",
     "ResolutionFailed",
     "RouteInfo",
+    "ScheduleInfo",
+    "Schedules",
     "Setting",
     "Tag",
     "resolve_connection",

@@ -9,13 +9,14 @@ from kitaru.client.deployments import Deployments
 from kitaru.client.errors import KitaruConnectionError, NotFound, Rejected
 from kitaru.client.executions import Executions
 from kitaru.client.kube import Kube
+from kitaru.client.schedules import Schedules
 
 DEFAULT_SERVICE_ACCOUNT = "kitaru-client"
 TOKEN_RBAC = "create on serviceaccounts/token (core API group)"
 
 
 class KitaruClient:
-    """Deployments and executions in the active project.
+    """Deployments, executions and schedules in the active project.
 
     `KitaruClient()` uses the active connection (environment, `kitaru login`,
     kubeconfig; see `kitaru.client.connection`); nothing is contacted until the
@@ -40,6 +41,10 @@ class KitaruClient:
     @cached_property
     def executions(self) -> Executions:
         return Executions(self)
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        return Schedules(self)
 
     def service_account(self) -> str:
         """The ServiceAccount `auth_token()` mints for (see `kitaru auth token`)."""

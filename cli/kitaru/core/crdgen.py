@@ -31,6 +31,9 @@ from kitaru.core.names import (
     API_VERSION,
     DEFAULT_TAG,
     GROUP,
+    SCHEDULE_NAME_MAX_LENGTH,
+    SCHEDULE_NAME_PATTERN,
+    SCHEDULES,
 )
 
 CATEGORY = "kitaru"
@@ -296,7 +299,40 @@ HISTORY = Kind(
     selectable=(".spec.flow",),
 )
 
-KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION, HISTORY)
+SCHEDULE = Kind(
+    kind="FlowSchedule",
+    plural=SCHEDULES,
+    short_name="fsched",
+    description=(
+        "FlowSchedule invokes a flow's route on a cron schedule in a time zone, with "
+        "CronJob semantics (concurrency policy, starting deadline, history limits, suspend). "
+        "Each tick's run is a FlowInvocation named <schedule>-<minutes since the epoch>, "
+        "resolved as the route stands at the tick."
+    ),
+    spec=models.FlowScheduleSpec,
+    status=models.FlowScheduleStatus,
+    name_rules=(
+        {
+            "rule": f"size(self.metadata.name) <= {SCHEDULE_NAME_MAX_LENGTH}"
+            f" && self.metadata.name.matches('{SCHEDULE_NAME_PATTERN}')",
+            "message": f"a schedule name is lowercase letters, digits and '-', at most "
+            f"{SCHEDULE_NAME_MAX_LENGTH} characters (its runs are named after it)",
+        },
+    ),
+    columns=(
+        _FLOW,
+        Column("Schedule", ".spec.schedule", "Cron expression."),
+        Column("TZ", ".spec.timeZone", "Time zone (empty: UTC)."),
+        Column("Target", ".status.target", "What each tick invokes."),
+        Column("Suspend", ".spec.suspend", "True while paused.", type="boolean"),
+        Column("Last", ".status.lastScheduleTime", "Time since the last tick.", type="date"),
+        Column("Next", ".status.nextScheduleTime", "The next tick (UTC)."),
+        _AGE,
+    ),
+    selectable=(".spec.flow",),
+)
+
+KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION, HISTORY, SCHEDULE)
 
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -674,3 +674,115 @@ class FlowHistoryStatus(Model):
     """Observed state of a history (nothing yet: the record is the spec)."""
 
     observed_generation: int | None = Field(None, description="Generation last written.")
+
+
+# --- FlowSchedule -------------------------------------------------------------
+
+# What the API server can check of a cron expression without parsing it (CEL has no
+# cron): a macro, or five fields of cron characters. Ranges, steps and "never fires"
+# are checked by every client before it writes, and by the operator (Ready=False) for
+# kubectl and GitOps.
+CRON_SHAPE = r"^(@[a-z]+|[0-9A-Za-z*,/-]+( +[0-9A-Za-z*,/-]+){4})$"
+TIME_ZONE_SHAPE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+ConcurrencyPolicy = Literal["Allow", "Forbid", "Replace"]
+
+
+class FlowScheduleSpec(Model):
+    """Invoke a flow's route on a cron schedule (CronJob semantics)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            CEL: [
+                {
+                    "rule": "!(has(self.tag) && has(self.version))",
+                    "message": "set at most one of tag and version",
+                },
+                {
+                    "rule": f"self.schedule.matches('{CRON_SHAPE}')",
+                    "message": "schedule must be a cron expression of five fields (minute hour "
+                    "day-of-month month day-of-week) like '0 3 * * *', or @hourly, @daily, "
+                    "@weekly, @monthly, @yearly",
+                },
+                {
+                    "rule": f"!has(self.timeZone) || self.timeZone.matches('{TIME_ZONE_SHAPE}')",
+                    "message": "timeZone must be an IANA time zone name like Europe/Berlin",
+                },
+            ]
+        }
+    )
+
+    schedule: str = Field(
+        max_length=256,
+        description="Cron expression: five fields (minute hour day-of-month month "
+        "day-of-week), e.g. '0 3 * * *', or @yearly, @monthly, @weekly, @daily, @hourly.",
+    )
+    time_zone: str | None = Field(
+        None,
+        max_length=64,
+        description="IANA time zone the schedule is read in, e.g. Europe/Berlin (default "
+        "UTC). A wall time skipped by a DST change fires once right after the gap; a "
+        "repeated one fires once, the first time.",
+    )
+    flow: str = _flow_field()
+    tag: str | None = _tag_field(
+        "Route to invoke at each tick, resolved as it stands then; omit tag and version "
+        "for 'default'.",
+        None,
+    )
+    version: int | None = Field(None, ge=1, description="Exact version to invoke.")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Inputs of every run; they override the deploy-time inputs key by key.",
+        json_schema_extra={PRESERVE: True},
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(
+        "Allow",
+        description="When a tick comes while a run of this schedule is unfinished: Allow "
+        "starts another, Forbid skips the tick, Replace cancels the unfinished run(s) first.",
+    )
+    starting_deadline_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="A tick not started within this many seconds (operator down, schedule "
+        "suspended) is skipped. Unset: the latest missed tick always runs.",
+    )
+    successful_runs_history_limit: int = Field(
+        3, ge=0, le=1000, description="Completed runs of this schedule kept (oldest deleted)."
+    )
+    failed_runs_history_limit: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Failed or cancelled runs of this schedule kept (oldest deleted).",
+    )
+    suspend: bool = Field(
+        False, description="True pauses the schedule: no new runs (unfinished ones go on)."
+    )
+
+
+class FlowScheduleStatus(Model):
+    """Observed state of a schedule, written by the operator."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready (False with InvalidSchedule or UnknownTimeZone when the operator "
+        "cannot use the schedule).",
+    )
+    target: str | None = Field(
+        None, description="What each tick invokes: 'tag T', 'version N' or 'default'."
+    )
+    last_schedule_time: str | None = Field(
+        None, description="The last tick handled (started, or skipped by the policy)."
+    )
+    next_schedule_time: str | None = Field(
+        None, description="The next tick (unset while suspended or invalid)."
+    )
+    last_successful_time: str | None = Field(
+        None, description="When the last run that completed finished."
+    )
+    active: list[str] = Field(
+        default_factory=list, description="Names of this schedule's unfinished runs."
+    )
+    observed_generation: int | None = Field(None, description="Generation last reconciled.")

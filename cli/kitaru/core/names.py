@@ -16,6 +16,7 @@ GROUP_VERSION = f"{GROUP}/{API_VERSION}"
 DEPLOYMENTS = "flowdeployments"
 ROUTES = "flowroutes"
 INVOCATIONS = "flowinvocations"
+SCHEDULES = "flowschedules"
 
 DEFAULT_TAG = "default"
 
@@ -27,12 +28,19 @@ TAG_MAX_LENGTH = 63
 # (the CRD's limit: it names the Job).
 EXECUTION_ID_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 EXECUTION_ID_MAX_LENGTH = 63
+# A schedule's runs are named <schedule>-<minutes since the epoch> (up to 10 digits):
+# 52 characters leave room for that within an execution id (as a CronJob's name does).
+SCHEDULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SCHEDULE_NAME_MAX_LENGTH = 52
 
 LABEL_FLOW = f"{GROUP}/flow"
 LABEL_VERSION = f"{GROUP}/version"
 LABEL_TAG = f"{GROUP}/tag"
 LABEL_INVOCATION = f"{GROUP}/invocation"
 LABEL_SOURCE = f"{GROUP}/source"
+LABEL_SCHEDULE = f"{GROUP}/schedule"
+# On a scheduled run: the tick it was started for (RFC 3339).
+ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"
 ANNOTATION_HIGHEST_VERSION = f"{GROUP}/highest-version"
 # On a FlowRoute: the versions (comma-separated) routed there on purpose although their
 # input schema rejects inputs the previous target accepted (`--force`, or by hand).
@@ -42,6 +50,7 @@ ANNOTATION_DELETING_FLOW = f"{GROUP}/deleting-flow"
 _FLOW_RE = re.compile(FLOW_PATTERN)
 _TAG_RE = re.compile(TAG_PATTERN)
 _EXECUTION_ID_RE = re.compile(EXECUTION_ID_PATTERN)
+_SCHEDULE_NAME_RE = re.compile(SCHEDULE_NAME_PATTERN)
 _DEPLOYMENT_NAME_RE = re.compile(r"^(?P<flow>[a-z][a-z0-9-]*)-v(?P<version>[1-9][0-9]*)$")
 
 
@@ -123,6 +132,16 @@ def check_routing_key(key: str) -> str:
             f"{ROUTING_KEY_MAX_LENGTH} characters (e.g. a user or tenant id)"
         )
     return key
+
+
+def validate_schedule_name(name: str) -> str:
+    if not _matches(name, _SCHEDULE_NAME_RE, SCHEDULE_NAME_MAX_LENGTH):
+        raise InvalidName(
+            f"invalid schedule name {shown(name)}: use lowercase letters, digits and '-', "
+            f"starting and ending with a letter or digit, at most {SCHEDULE_NAME_MAX_LENGTH} "
+            "characters"
+        )
+    return name
 
 
 def flow_dns(flow: str) -> str:

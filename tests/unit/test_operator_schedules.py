@@ -1,0 +1,56 @@
+"""The operator's view of scheduled runs without a cluster: only labelled runs are kept,
+and a schedule is woken when one of its runs finishes or vanishes unfinished — not on
+every change, and not when a finished run is pruned."""
+
+from __future__ import annotations
+
+from kitaru.core.schedules import ScheduledRun
+from kitaru_operator.objects import ScheduledInvocation
+from kitaru_operator.schedules import RunRecord, ScheduledRuns, scheduled_run_record
+
+NS = "project"
+
+
+def invocation(name: str, phase: str | None, labels: dict[str, str]) -> ScheduledInvocation:
+    status = {"phase": phase, "completionTime": "2026-01-01T10:00:00Z" if phase else None}
+    return ScheduledInvocation.model_validate(
+        {"metadata": {"name": name, "namespace": NS, "labels": labels}, "status": status}
+    )
+
+
+def run(name: str, phase: str | None = None) -> RunRecord:
+    record = scheduled_run_record(invocation(name, phase, {"kitaru.dev/schedule": "nightly"}))
+    assert record is not None
+    return record
+
+
+def test_only_runs_of_a_schedule_are_kept() -> None:
+    assert scheduled_run_record(invocation("manual", None, {})) is None
+    record = run("nightly-1", "Completed")
+    assert record is not None and record.schedule == "nightly"
+    assert record.run.succeeded and record.run.completion_time is not None
+
+
+def test_a_schedule_wakes_when_its_run_finishes_or_vanishes_unfinished() -> None:
+    woken: list[tuple[str, str]] = []
+    runs = ScheduledRuns(woken.append)
+    runs.upsert((NS, "nightly-1"), run("nightly-1"))
+    runs.upsert((NS, "nightly-1"), run("nightly-1", "Running"))
+    assert woken == []
+    runs.upsert((NS, "nightly-1"), run("nightly-1", "Failed"))
+    runs.upsert((NS, "nightly-1"), run("nightly-1", "Failed"))
+    assert woken == [(NS, "nightly")]
+    runs.delete((NS, "nightly-1"))  # pruned after it finished: nothing to do
+    assert woken == [(NS, "nightly")] and runs.of((NS, "nightly")) == []
+    runs.upsert((NS, "nightly-2"), run("nightly-2", "Running"))
+    runs.delete((NS, "nightly-2"))  # deleted while running: active changes
+    assert woken == [(NS, "nightly"), (NS, "nightly")]
+    assert list(runs.keys(NS)) == []
+
+
+def test_a_run_created_here_is_seen_before_its_watch_event() -> None:
+    runs = ScheduledRuns(lambda key: None)
+    runs.add(NS, "nightly", ScheduledRun("nightly-3", None))
+    assert [r.name for r in runs.of((NS, "nightly"))] == ["nightly-3"]
+    runs.upsert((NS, "nightly-3"), run("nightly-3", "Running"))
+    assert [r.phase for r in runs.of((NS, "nightly"))] == ["Running"]
