@@ -174,8 +174,17 @@ def test_a_refused_tag_move_shows_the_cli_error(
 def test_a_viewer_sees_no_invoke_button(
     roles: str, producer: Kitaru, namespace: str, tmp_path: Path
 ) -> None:
+    exec_id = producer("invoke research_agent --tag canary -o json").json()["item"]["exec_id"]
     viewer = token_env(producer, namespace, "ui-viewer", f"{roles}-viewer")
     with dashboard(producer.project, viewer, tmp_path / "viewer.log") as url, chromium() as b:
+        b.get(f"{url}/runs?flow=research_agent&tag=canary")
+        assert present(b, f'tr.run[data-exec="{exec_id}"]')
+        b.get(f"{url}/runs/{exec_id}")
+        # The page follows an unfinished run (polling) until the operator has resolved it.
+        wait_for(lambda: present(b, "#chain"), timeout=60, message="the resolution chain")
+        screenshot(b, "viewer-run")
+        assert "v2" in text_of(b, "#chain")
+        assert "logs unavailable" in text_of(b, "#logs"), "a viewer may not read pod logs"
         b.get(f"{url}/flows/research_agent")
         screenshot(b, "viewer-flow")
         assert present(b, "tr.route"), "a viewer reads the routes"

@@ -325,9 +325,12 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
         try:
             run = client.executions.get(exec_id)
             chain = client.executions.resolution(exec_id)
-            logs = client.executions.logs(exec_id)
         except KitaruError as error:
             return error_page(request, error)
+        try:
+            logs = client.executions.logs(exec_id)
+        except KitaruError as error:  # e.g. the viewer role may not read pod logs
+            logs = f"(logs unavailable: {error.message})"
         name = "_run_detail.html" if request.query_params.get("fragment") else "run.html"
         return page(request, name, run=run, chain=chain, logs=logs)
 
