@@ -19,6 +19,7 @@ from chart_support import bind, token_of
 from cli_support import FLOWS_AND_MORE, RESEARCH_FLOW, Kitaru, new_project
 from kubernetes import client, config
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 from support import KUBECONFIG, get, kubectl, wait_for
 from ui_support import chromium, dashboard, present, screenshot, text_of
@@ -76,12 +77,30 @@ def post(url: str, fields: dict[str, str]) -> tuple[int, str]:
         return int(error.code), error.read().decode()
 
 
+def submit_tag_form(b: WebDriver, tag: str, version: int, exclusive: bool = False) -> None:
+    form = b.find_element(By.ID, "tag-form")
+    form.find_element(By.NAME, "tag").send_keys(tag)
+    Select(form.find_element(By.NAME, "version")).select_by_value(str(version))
+    if exclusive:
+        form.find_element(By.NAME, "exclusive").click()
+    form.find_element(By.CSS_SELECTOR, "button").click()
+
+
 def runs_of(namespace: str) -> list[Any]:
     names = kubectl("get", "flowinvocations", "-o", "name", namespace=namespace).stdout
     return names.split()
 
 
 def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
+    # A run (it stays pending without a node, resolved to v2 by the operator).
+    exec_id = producer("invoke research_agent --tag canary -o json").json()["item"]["exec_id"]
+    wait_for(
+        lambda: ((get("flowinvocation", exec_id, namespace) or {}).get("status") or {}).get(
+            "resolved"
+        ),
+        timeout=60,
+        message="the run resolved",
+    )
     with dashboard(producer.project, producer.env, tmp_path / "ui.log") as url, chromium() as b:
         b.get(url)
         screenshot(b, "flows")
@@ -91,6 +110,7 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
         }
         assert "exclusive v1" in routes["default"]
         assert "exclusive v2" in routes["canary"]
+        assert exec_id in routes["canary"], "the last run of the tag"
         assert text_of(b, "header .project") == f"project {namespace}"
 
         b.find_element(By.LINK_TEXT, "research_agent").click()
@@ -99,7 +119,7 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
             r.get_attribute("data-version") for r in b.find_elements(By.CSS_SELECTOR, "tr.version")
         } == {"1", "2"}
         assert present(b, "#tag-form"), "a producer may move tags"
-        assert present(b, "svg.chart")
+        assert "no finished runs" in text_of(b, "#charts")  # v2's run is still pending
         # Each single-version route has its snippets; curl is pinned to the version.
         curl = b.find_element(By.CSS_SELECTOR, 'details.snippets[data-tag="canary"]')
         curl.click()
@@ -117,7 +137,11 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
 
         b.get(f"{url}/runs?flow=research_agent")
         screenshot(b, "runs")
+        assert present(b, f'tr.run[data-exec="{exec_id}"]')
+        b.get(f"{url}/runs?flow=research_agent&version=1")
         assert "No runs match." in text_of(b, "#runs")
+        b.get(f"{url}/runs?status=bogus")
+        assert "unknown status 'bogus'" in text_of(b, "#error")
 
 
 def test_the_form_is_checked_before_anything_is_created(
@@ -158,15 +182,79 @@ def test_a_refused_tag_move_shows_the_cli_error(
     expected = cli.json()["error"]["message"]
     with dashboard(producer.project, producer.env, tmp_path / "ui.log") as url, chromium() as b:
         b.get(f"{url}/flows/research_agent")
-        b.find_element(By.NAME, "tag").send_keys("canary")
-        Select(b.find_element(By.NAME, "version")).select_by_value("3")
-        b.find_element(By.NAME, "exclusive").click()
-        b.find_element(By.CSS_SELECTOR, "#tag-form button").click()
+        submit_tag_form(b, "canary", 3, exclusive=True)
         wait_for(lambda: present(b, "#tag-error"), timeout=30, message="the tag error")
         screenshot(b, "tag-move-refused")
         assert text_of(b, "#tag-error") == expected
         assert "would reject inputs" in expected
         assert "exclusive v2" in text_of(b, 'tr.route[data-tag="canary"]')
+    route = get("flowroute", "research-agent.canary", namespace)
+    assert route is not None and route["spec"]["versions"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("action", "tag", "command"),
+    [
+        ("untag", "default", "flow untag research_agent default"),
+        ("rollback", "canary", "flow rollback research_agent canary"),
+    ],
+)
+def test_refused_route_changes_show_the_cli_error(
+    producer: Kitaru, namespace: str, tmp_path: Path, action: str, tag: str, command: str
+) -> None:
+    cli = producer(f"{command} -o json", check=False)
+    assert cli.code == 1
+    expected = cli.json()["error"]["message"]
+    with dashboard(producer.project, producer.env, tmp_path / "ui.log") as url, chromium() as b:
+        b.get(f"{url}/flows/research_agent")
+        row = b.find_element(By.CSS_SELECTOR, f'tr.route[data-tag="{tag}"]')
+        row.find_element(By.CSS_SELECTOR, f"form.{action} button").click()
+        wait_for(lambda: present(b, "#tag-error"), timeout=30, message=f"the {action} error")
+        screenshot(b, f"{action}-refused")
+        assert text_of(b, "#tag-error") == expected
+    assert get("flowroute", f"research-agent.{tag}", namespace) is not None
+
+
+def test_route_changes_from_the_dashboard(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
+    """Add a shared tag, remove it from one version, move `canary` and roll it back: the
+    history records each change."""
+    producer("flow tag research_agent benchmark --version 1")
+    with dashboard(producer.project, producer.env, tmp_path / "ui.log") as url, chromium() as b:
+        b.get(f"{url}/flows/research_agent")
+        submit_tag_form(b, "benchmark", 2)
+        wait_for(lambda: present(b, "#notice"), timeout=30, message="the shared tag")
+        assert "Tagged research_agent benchmark → v1, v2 (shared)" in text_of(b, "#notice")
+
+        row = b.find_element(By.CSS_SELECTOR, 'tr.route[data-tag="benchmark"]')
+        Select(row.find_element(By.NAME, "version")).select_by_value("1")
+        row.find_element(By.CSS_SELECTOR, "form.untag button").click()
+        wait_for(
+            lambda: "Removed tag benchmark of research_agent from v1" in text_of(b, "#notice"),
+            timeout=30,
+            message="the untag",
+        )
+        assert "shared v2" in text_of(b, 'tr.route[data-tag="benchmark"]')
+
+        submit_tag_form(b, "canary", 1, exclusive=True)
+        wait_for(
+            lambda: "exclusive v1" in text_of(b, 'tr.route[data-tag="canary"]'),
+            timeout=30,
+            message="canary moved to v1",
+        )
+        row = b.find_element(By.CSS_SELECTOR, 'tr.route[data-tag="canary"]')
+        row.find_element(By.CSS_SELECTOR, "form.rollback button").click()
+        wait_for(
+            lambda: "Rolled back research_agent canary → v2" in text_of(b, "#notice"),
+            timeout=30,
+            message="the rollback",
+        )
+        wait_for(
+            lambda: b.refresh() or "rollback" in text_of(b, "#history"),
+            timeout=30,
+            interval=1,
+            message="the rollback in the history",
+        )
+        screenshot(b, "route-changes")
     route = get("flowroute", "research-agent.canary", namespace)
     assert route is not None and route["spec"]["versions"] == [2]
 
@@ -212,10 +300,7 @@ def test_seed_story_from_the_dashboard(
     deploy_twice(kitaru)
     with dashboard(kitaru.project, kitaru.env, tmp_path / "ui.log") as url, chromium() as b:
         b.get(f"{url}/flows/research_agent")
-        b.find_element(By.NAME, "tag").send_keys("stable")
-        Select(b.find_element(By.NAME, "version")).select_by_value("2")
-        b.find_element(By.NAME, "exclusive").click()
-        b.find_element(By.CSS_SELECTOR, "#tag-form button").click()
+        submit_tag_form(b, "stable", 2, exclusive=True)
         wait_for(lambda: present(b, "#notice"), timeout=30, message="the tag move")
         screenshot(b, "story-1-stable-moved")
         assert "Tagged research_agent stable → v2 (exclusive)" in text_of(b, "#notice")

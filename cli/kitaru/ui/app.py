@@ -92,6 +92,10 @@ def _version_arg(text: str | None) -> int | None:
         ) from None
 
 
+def _versions(versions: tuple[int, ...]) -> str:
+    return ", ".join(f"v{v}" for v in versions) or "(none)"
+
+
 def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
     """The dashboard for the connection `connect()` returns (called per request)."""
     csrf_token = secrets.token_urlsafe(32)
@@ -192,46 +196,60 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
             return error_page(request, error)
         return page(request, "flow.html", **context)
 
-    async def tag_move(request: Request) -> Response:
-        form = await request.form()
-        return await run_in_threadpool(move_tag, request, form)
-
-    def move_tag(request: Request, form: FormData) -> Response:
+    def change_route(request: Request, form: FormData) -> Response:
+        """Tag, untag or roll back through the client; a refusal is shown on the flow
+        page with the client's message."""
         flow = request.path_params["flow"]
         client = connect()
+        action = str(form.get("action") or "tag")
+        tag = str(form.get("tag", "")).strip()
+        version = None
+        reason = str(form.get("reason") or "").strip() or None
         try:
             check_csrf(form)
-            tag = str(form.get("tag", "")).strip()
             version = _version_arg(str(form.get("version", "")).strip())
-            if version is None:
-                raise InvalidArguments("choose the version to route the tag to")
-            route = client.deployments.tag(
-                flow,
-                tag,
-                version,
-                exclusive=form.get("exclusive") == "on",
-                force=form.get("force") == "on",
-                reason=str(form.get("reason") or "").strip() or None,
-            )
+            if action == "untag":
+                route = client.deployments.untag(flow, tag, version, reason=reason)
+                notice = f"Removed tag {tag} of {flow}" + (f" from v{version}" if version else "")
+            elif action == "rollback":
+                route = client.deployments.rollback(flow, tag, reason=reason)
+                notice = f"Rolled back {flow} {tag} → {_versions(route.versions)}"
+            elif action == "tag":
+                if version is None:
+                    raise InvalidArguments("choose the version to route the tag to")
+                route = client.deployments.tag(
+                    flow,
+                    tag,
+                    version,
+                    exclusive=form.get("exclusive") == "on",
+                    force=form.get("force") == "on",
+                    reason=reason,
+                )
+                notice = f"Tagged {flow} {tag} → {_versions(route.versions)} ({route.mode})"
+            else:
+                raise InvalidArguments(f"unknown route action {action!r}: tag, untag or rollback")
         except KitaruError as error:
             try:
                 context = flow_context(client, flow)
             except KitaruError:
                 return error_page(request, error)
+            filled = dict(form) if action == "tag" else {}
             return page(
                 request,
                 "flow.html",
                 status_code(error),
                 tag_error=error.message,
-                tag_form=dict(form),
+                tag_form=filled,
                 **context,
             )
-        target = ", ".join(f"v{v}" for v in route.versions)
-        notice = f"Tagged {flow} {route.tag} → {target} ({route.mode})"
         return RedirectResponse(
             request.url_for("flow", flow=flow).include_query_params(notice=notice),
             status_code=303,
         )
+
+    async def routes_post(request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(change_route, request, form)
 
     def invoke_context(client: KitaruClient, request: Request, flow: str) -> dict[str, Any]:
         params = request.query_params
@@ -341,7 +359,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
         routes=[
             Route("/", flows_page, name="flows"),
             Route("/flows/{flow}", flow_page, name="flow"),
-            Route("/flows/{flow}/tag", tag_move, methods=["POST"], name="tag"),
+            Route("/flows/{flow}/routes", routes_post, methods=["POST"], name="routes"),
             Route("/flows/{flow}/invoke", invoke_page, name="invoke_form"),
             Route("/flows/{flow}/invoke", invoke, methods=["POST"], name="invoke"),
             Route("/runs", runs_page, name="runs"),
