@@ -144,6 +144,31 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
         assert "unknown status 'bogus'" in text_of(b, "#error")
 
 
+def test_runs_are_followed_live(producer: Kitaru, tmp_path: Path) -> None:
+    """The runs list and a run's page show a status change without a reload (a marker
+    set in the page survives): here two runs are cancelled, which needs no node."""
+    first, second = (
+        producer("invoke research_agent -o json").json()["item"]["exec_id"] for _ in range(2)
+    )
+    with dashboard(producer.project, producer.env, tmp_path / "ui.log") as url, chromium() as b:
+        b.get(f"{url}/runs?flow=research_agent")
+        b.execute_script("window.kitaruMarker = 1")
+        producer(f"executions cancel {first}")
+        row = f'tr.run[data-exec="{first}"] .status'
+        wait_for(lambda: text_of(b, row) == "cancelled", timeout=60, message="the list updated")
+        assert b.execute_script("return window.kitaruMarker") == 1, "the page was reloaded"
+
+        b.get(f"{url}/runs/{second}")
+        assert text_of(b, "#run-status") in ("pending", "running")
+        b.execute_script("window.kitaruMarker = 2")
+        producer(f"executions cancel {second}")
+        wait_for(
+            lambda: text_of(b, "#run-status") == "cancelled", timeout=60, message="the run page"
+        )
+        screenshot(b, "run-cancelled-live")
+        assert b.execute_script("return window.kitaruMarker") == 2, "the page was reloaded"
+
+
 def test_the_form_is_checked_before_anything_is_created(
     producer: Kitaru, namespace: str, tmp_path: Path
 ) -> None:
