@@ -80,7 +80,8 @@ def post(url: str, fields: dict[str, str]) -> tuple[int, str]:
 def submit_tag_form(b: WebDriver, tag: str, version: int, exclusive: bool = False) -> None:
     form = b.find_element(By.ID, "tag-form")
     form.find_element(By.NAME, "tag").send_keys(tag)
-    Select(form.find_element(By.NAME, "version")).select_by_value(str(version))
+    form.find_element(By.NAME, "version").clear()
+    form.find_element(By.NAME, "version").send_keys(str(version))
     if exclusive:
         form.find_element(By.NAME, "exclusive").click()
     form.find_element(By.CSS_SELECTOR, "button").click()

@@ -42,6 +42,8 @@ HERE = Path(__file__).parent
 # Runs read per flow for the last-run-per-tag column and the canary charts.
 RUNS_PER_FLOW = 200
 RUNS_PER_PAGE = 100
+# Versions listed on a flow's page unless all are asked for (?versions=all).
+VERSIONS_SHOWN = 50
 # How often an in-cluster connection is read again (the kubelet rotates its token).
 RECONNECT_SECONDS = 300.0
 
@@ -146,7 +148,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
             return error_page(request, error)
         return page(request, "flows.html", flows=flows, routes=routes, last_runs=last_runs)
 
-    def flow_context(client: KitaruClient, flow: str) -> dict[str, Any]:
+    def flow_context(client: KitaruClient, flow: str, all_versions: bool = False) -> dict[str, Any]:
         deployments = client.deployments
         versions = deployments.list(flow)
         if not versions:
@@ -156,6 +158,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
         runs = client.executions.list(flow, limit=RUNS_PER_FLOW)
         stats = views.version_stats(runs)
         by_version = {v.version: v for v in versions}
+        newest = sorted(versions, key=lambda v: v.version, reverse=True)
         snippets = {}
         connection = client.connection
         for route in routes:
@@ -177,7 +180,8 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
             }
         return {
             "flow": flow,
-            "versions": sorted(versions, key=lambda v: v.version, reverse=True),
+            "versions": newest[: None if all_versions else VERSIONS_SHOWN],
+            "versions_total": len(newest),
             "routes": routes,
             "history": deployments.history(flow)["changes"],
             "last_runs": views.last_run_per_tag(runs),
@@ -191,7 +195,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
     def flow_page(request: Request) -> Response:
         flow = request.path_params["flow"]
         try:
-            context = flow_context(connect(), flow)
+            context = flow_context(connect(), flow, request.query_params.get("versions") == "all")
         except KitaruError as error:
             return error_page(request, error)
         return page(request, "flow.html", **context)
