@@ -129,6 +129,12 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
         history = text_of(b, "#history")
         assert "canary" in history and "default" in history
 
+        b.find_element(By.CSS_SELECTOR, 'tr.version[data-version="1"] a.invoke-version').click()
+        assert "version v1 (kitaru::research_agent::v1)" in text_of(b, "main")
+        # A link cannot make the dashboard show a text of its own as a notice.
+        b.get(f"{url}/flows/research_agent?done=x&notice=Tagged")
+        assert not present(b, "#notice")
+
         b.find_element(By.CSS_SELECTOR, 'tr.route[data-tag="canary"] a.invoke').click()
         screenshot(b, "invoke-form")
         # The form is generated from v2's input schema, deploy-time values filled in.

@@ -44,6 +44,8 @@ RUNS_PER_FLOW = 200
 RUNS_PER_PAGE = 100
 # Versions listed on a flow's page unless all are asked for (?versions=all).
 VERSIONS_SHOWN = 50
+# Notices of writes not yet shown that are kept (the oldest go first).
+MAX_NOTICES = 256
 # How often an in-cluster connection is read again (the kubelet rotates its token).
 RECONNECT_SECONDS = 300.0
 
@@ -101,6 +103,9 @@ def _versions(versions: tuple[int, ...]) -> str:
 def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
     """The dashboard for the connection `connect()` returns (called per request)."""
     csrf_token = secrets.token_urlsafe(32)
+    # What a write did, shown once on the page it redirects to (`?done=<key>`): kept here
+    # rather than in the URL, so no link can make the dashboard show a text of its own.
+    notices: dict[str, str] = {}
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(["html"]),
@@ -120,8 +125,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
         html = templates.get_template(name).render(
             project=client.project,
             csrf_token=csrf_token,
-            path=request.url.path,
-            notice=request.query_params.get("notice", ""),
+            notice=notices.pop(request.query_params.get("done", ""), ""),
             **context,
         )
         return HTMLResponse(html, status_code=status)
@@ -246,9 +250,12 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
                 tag_form=filled,
                 **context,
             )
+        while len(notices) >= MAX_NOTICES:
+            notices.pop(next(iter(notices)))
+        key = secrets.token_urlsafe(8)
+        notices[key] = notice
         return RedirectResponse(
-            request.url_for("flow", flow=flow).include_query_params(notice=notice),
-            status_code=303,
+            request.url_for("flow", flow=flow).include_query_params(done=key), status_code=303
         )
 
     async def routes_post(request: Request) -> Response:
