@@ -176,6 +176,32 @@ def test_runs_are_followed_live(producer: Kitaru, tmp_path: Path) -> None:
         assert b.execute_script("return window.kitaruMarker") == 2, "the page was reloaded"
 
 
+def test_the_form_starts_a_run_with_its_inputs(
+    producer: Kitaru, namespace: str, tmp_path: Path
+) -> None:
+    """Submitting the form creates one invocation of the tag with the inputs typed (the
+    run itself needs a node: here it stays pending) and opens its page."""
+    with dashboard(producer.project, producer.env, tmp_path / "ui.log") as url, chromium() as b:
+        b.get(f"{url}/flows/research_agent/invoke?tag=canary")
+        topic = b.find_element(By.ID, "in-topic")
+        topic.clear()
+        topic.send_keys("form inputs")
+        b.find_element(By.ID, "in-depth").clear()  # empty: the deploy-time value applies
+        b.find_element(By.ID, "invoke-submit").click()
+        wait_for(lambda: present(b, "#run"), timeout=30, message="the run page")
+        screenshot(b, "invoked-from-form")
+        exec_id = b.current_url.rsplit("/", 1)[1]
+        assert text_of(b, "h1") == f"Run {exec_id}"
+    (name,) = runs_of(namespace)
+    assert name == f"flowinvocation.kitaru.dev/{exec_id}"
+    spec = (get("flowinvocation", exec_id, namespace) or {})["spec"]
+    assert (spec["flow"], spec["tag"], spec["inputs"]) == (
+        "research_agent",
+        "canary",
+        {"topic": "form inputs"},
+    )
+
+
 def test_the_form_is_checked_before_anything_is_created(
     producer: Kitaru, namespace: str, tmp_path: Path
 ) -> None:
