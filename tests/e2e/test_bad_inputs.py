@@ -665,6 +665,13 @@ CLI_CASES = [
         "ScheduleNotFound",
         "schedule 'nope' not found",
     ),
+    _cli(
+        "cli-ui-in-cluster-outside-a-pod",
+        "ui --in-cluster",
+        "KitaruConnectionError",
+        "not running in a pod (no KUBERNETES_SERVICE_HOST): drop --in-cluster",
+    ),
+    _cli("cli-ui-port-zero", "ui --port 0", "UsageError", "0 is not in the range 1<=x<=65535"),
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -274,8 +275,9 @@ def test_values_schema_rejects_bad_values() -> None:
         [],
         ["--set", "watch.allNamespaces=true"],
         ["--set", "rbac.userRoles.aggregate=false", "--set", "admission.enabled=false"],
+        ["--set", "ui.enabled=true", "--set", "ui.invoke=true"],
     ],
-    ids=["defaults", "all-namespaces", "no-aggregation-no-admission"],
+    ids=["defaults", "all-namespaces", "no-aggregation-no-admission", "dashboard"],
 )
 def test_template_is_accepted_by_the_api_server(
     cluster: Any, namespace: str, values: list[str]
@@ -307,3 +309,62 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
         upgrade_ports(namespace, release, pod)
         assert_flow_runs(namespace, "hello-after-upgrade", "upgrade")
         uninstall(namespace, release)
+
+
+def dashboard_pod(namespace: str, release: str) -> dict[str, Any] | None:
+    pods = kubectl_json(
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/name=kitaru-dashboard,{INSTANCE}={release}",
+    )["items"]
+    return pods[0] if len(pods) == 1 and ready(pods[0]) else None
+
+
+@pytest.mark.cluster
+def test_dashboard_from_the_chart_invokes_with_the_consumer_role(
+    cluster: Any, namespace: str
+) -> None:
+    """ui.enabled with ui.invoke: the dashboard runs in a restricted pod as a ServiceAccount
+    bound to the consumer role, shows the routes, and a run started from its form completes."""
+    with release_in(namespace) as release:
+        helm(
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            *image_values(),
+            "--set",
+            "ui.enabled=true",
+            "--set",
+            "ui.invoke=true",
+            "--wait",
+            "--timeout=180s",
+        )
+        pod = wait_for(
+            lambda: dashboard_pod(namespace, release),
+            timeout=120,
+            interval=0.5,
+            message="the dashboard pod to be Ready",
+        )
+        url = f"http://{pod['status']['podIP']}:8080"
+        bootstrap_hello(namespace)
+        flow = http_body(f"{url}/flows/hello")
+        assert 'data-tag="default"' in flow
+        assert "/flows/hello/invoke?tag=default" in flow, "the consumer role may invoke"
+        assert 'id="tag-form"' not in flow, "but not move tags"
+        form = http_body(f"{url}/flows/hello/invoke?tag=default")
+        token = form.split('name="csrf_token" value="')[1].split('"')[0]
+        request = urllib.request.Request(
+            f"{url}/flows/hello/invoke?tag=default",
+            data=urllib.parse.urlencode({"csrf_token": token, "name": "dashboard"}).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            exec_id = response.url.rsplit("/", 1)[1]
+        done = wait_finished(namespace, exec_id)
+        assert done["status"]["phase"] == "Completed", done["status"]
+        assert done["status"]["result"] == "hello dashboard"
+        assert "hello dashboard" in http_body(f"{url}/runs/{exec_id}")

@@ -290,7 +290,8 @@ def test_metrics_service_and_service_monitor() -> None:
 
 
 def test_schema_rejects_unknown_and_bad_values() -> None:
-    for bad in ("replicas=0", "image.pullPolicy=Sometimes", "metrics.port=0", "replica=2"):
+    bad_values = ("replicas=0", "image.pullPolicy=Sometimes", "metrics.port=0", "replica=2")
+    for bad in (*bad_values, "ui.port=0", "ui.invokes=true", "ui.service.type=Ingress"):
         proc = subprocess.run(
             [helm_binary(), "template", "x", str(CHART), "--set", bad],
             capture_output=True,
@@ -298,3 +299,75 @@ def test_schema_rejects_unknown_and_bad_values() -> None:
         )
         assert proc.returncode != 0, bad
         assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+# --- the dashboard ------------------------------------------------------------------
+
+OPERATOR = "kitaru-kitaru-operator"
+DASHBOARD = f"{OPERATOR}-dashboard"
+
+
+def test_dashboard_is_off_by_default() -> None:
+    docs = render()
+    assert not [d for d in docs if "dashboard" in d["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(
+    ("values", "role", "project"),
+    [
+        ([], "kitaru-viewer", "kitaru-system"),
+        (["--set", "ui.invoke=true"], "kitaru-consumer", "kitaru-system"),
+        (["--set", "ui.project=team-a"], "kitaru-viewer", "team-a"),
+    ],
+)
+def test_dashboard_runs_with_the_viewer_or_consumer_role(
+    values: list[str], role: str, project: str
+) -> None:
+    docs = render("--set", "ui.enabled=true", *values)
+    name = DASHBOARD
+    (binding,) = [d for d in by_kind(docs, "RoleBinding").values() if d["metadata"]["name"] == name]
+    assert binding["metadata"]["namespace"] == project
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": "kitaru-system"}
+    ]
+    assert role in by_kind(docs, "ClusterRole")
+    deployment = by_kind(docs, "Deployment")[name]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name
+    (container,) = pod["containers"]
+    assert container["command"] == ["kitaru", "ui", "--in-cluster", "--host=0.0.0.0", "--port=8080"]
+    assert {"name": "KITARU_PROJECT", "value": project} in container["env"]
+    assert (
+        container["image"]
+        == by_kind(docs, "Deployment")[OPERATOR]["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+    )
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # Pod Security `restricted`.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_dashboard_service_selects_only_the_dashboard() -> None:
+    docs = render("--set", "ui.enabled=true")
+    services = by_kind(docs, "Service")
+    deployments = by_kind(docs, "Deployment")
+    dashboard_pods = deployments[DASHBOARD]["spec"]["template"]["metadata"]["labels"]
+    operator_pods = deployments[OPERATOR]["spec"]["template"]["metadata"]["labels"]
+    selector = services[DASHBOARD]["spec"]["selector"]
+    assert selector.items() <= dashboard_pods.items()
+    assert not selector.items() <= operator_pods.items()
+    metrics = services[f"{OPERATOR}-metrics"]["spec"]["selector"]
+    assert not metrics.items() <= dashboard_pods.items()
+    assert services[DASHBOARD]["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]

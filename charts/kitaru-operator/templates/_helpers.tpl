@@ -124,3 +124,9 @@ A retention bound as the operator's flag takes it: the number, or "none" for nul
 {{- define "kitaru-operator.bound" -}}
 {{- if kindIs "invalid" . }}none{{ else }}{{ int64 . }}{{ end }}
 {{- end }}
+
+{{/* The dashboard's pods: a name of their own, so the operator's selectors never match them. */}}
+{{- define "kitaru-operator.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: kitaru-dashboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}

@@ -386,6 +386,45 @@ def mcp(transport: str, host: str, port: int) -> None:
         server.run("stdio")
 
 
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Every visitor acts with the dashboard's connection: "
+    "keep it on loopback unless it runs with a role of its own (the Helm chart).",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port."
+)
+@click.option(
+    "--in-cluster",
+    is_flag=True,
+    help="Connect as the pod's ServiceAccount (the chart's dashboard), not the active connection.",
+)
+@kitaru_command
+def ui(host: str, port: int, in_cluster: bool) -> Output:
+    """Serve the dashboard: flows, routes, runs, logs and an invoke form.
+
+    It uses the active connection like every other command, so the API server decides
+    what it shows and allows; buttons the connection may not use are not shown.
+    """
+    import uvicorn
+
+    from kitaru.client import KitaruClient
+    from kitaru.client.connection import in_cluster_connection
+    from kitaru.ui.app import RECONNECT_SECONDS, Connector, create_app
+
+    if in_cluster:
+        connect = Connector(lambda: KitaruClient(in_cluster_connection()), RECONNECT_SECONDS)
+    else:
+        connect = Connector(KitaruClient)
+    project = connect().project  # an incomplete connection fails here, before serving
+    click.echo(f"Kitaru dashboard for project {project}: http://{host}:{port}/", err=True)
+    uvicorn.run(create_app(connect), host=host, port=port, log_level="warning")
+    return Output(item={"host": host, "port": port, "project": project}, text="")
+
+
 __all__ = ["KitaruError", "main"]
 
 if __name__ == "__main__":

@@ -275,6 +275,39 @@ def load_kube_context(env: Mapping[str, str]) -> KubeContext | None:
         raise KitaruConnectionError(f"cannot read kubeconfig {paths}: {exc}") from exc
 
 
+# What the kubelet mounts into a pod for its ServiceAccount.
+POD_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster_connection(
+    env: Mapping[str, str] | None = None, account_dir: Path = POD_ACCOUNT_DIR
+) -> Connection:
+    """The connection of a pod: its ServiceAccount's token, CA and namespace, and the API
+    server's Service (`KITARU_PROJECT` still names another project). The kubelet rotates
+    the token file, so call this again rather than keep the result for hours."""
+    env = os.environ if env is None else env
+    host = env.get("KUBERNETES_SERVICE_HOST")
+    if not host:
+        raise KitaruConnectionError(
+            "not running in a pod (no KUBERNETES_SERVICE_HOST): drop --in-cluster to use "
+            "the active connection"
+        )
+    port = env.get("KUBERNETES_SERVICE_PORT", "443")
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    source = f"pod ServiceAccount ({account_dir})"
+    try:
+        token = (account_dir / "token").read_text().strip()
+        namespace = (account_dir / "namespace").read_text().strip()
+    except OSError as exc:
+        raise KitaruConnectionError(f"cannot read the pod's ServiceAccount: {exc}") from exc
+    return Connection(
+        server=Setting(server, "env KUBERNETES_SERVICE_HOST"),
+        token=Setting(token, source),
+        project=_first((env.get(ENV_PROJECT), f"env {ENV_PROJECT}"), (namespace, source)),
+        ca_file=Setting(str(account_dir / "ca.crt"), source),
+    )
+
+
 def resolve_connection(env: Mapping[str, str] | None = None) -> Connection:
     """The active connection (not yet checked for completeness: call `.require()`)."""
     env = os.environ if env is None else env

@@ -101,6 +101,12 @@ class Executions:
     def get(self, exec_id: str) -> ExecutionInfo:
         return execution_info(self._get(exec_id))
 
+    def resolution(self, exec_id: str) -> dict[str, Any]:
+        """The frozen resolution chain (tag → version → deployment → image → source
+        sha256 → inputs hash); empty until the operator has resolved the execution."""
+        resolved: dict[str, Any] = (self._get(exec_id).get("status") or {}).get("resolved") or {}
+        return resolved
+
     def latest(self, flow: str, version: int) -> ExecutionInfo | None:
         """The newest execution of `flow` that ran `version`."""
         found = self.list(flow, limit=1, selector=f"status.resolved.version={version}")

@@ -349,6 +349,23 @@ class Kube:
             self._username = str(user.username or "") if user else ""
         return self._username
 
+    def allowed(self, verb: str, plural: str, group: str = GROUP) -> bool:
+        """Whether the API server lets this connection `verb` `plural` in the project
+        (SelfSubjectAccessReview): the dashboard shows only what the user may do."""
+        from kubernetes import client
+
+        attributes = client.V1ResourceAttributes(
+            namespace=self.namespace, verb=verb, group=group, resource=plural
+        )
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+        )
+        with self.calling("self subject access review"):
+            answer = client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(
+                review
+            )
+        return bool(answer.status and answer.status.allowed)
+
     def server_version(self) -> str:
         from kubernetes import client
 

@@ -1,0 +1,1 @@
+"""`kitaru ui`: the dashboard (server-rendered pages over `kitaru.client`; see app.py)."""
