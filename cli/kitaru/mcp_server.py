@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
+from kitaru.core.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from kitaru.core.names import FLOW_MAX_LENGTH, FLOW_PATTERN, TAG_MAX_LENGTH, TAG_PATTERN
 from kitaru.core.retention import Retention
 
@@ -63,6 +64,17 @@ OptionalVersion = Annotated[
 Inputs = Annotated[
     dict[str, Any] | None,
     Field(description="Flow inputs as a JSON object; they override the deploy-time inputs by key."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(
+        description="Start at most one execution for this key (per flow, 24 h): a repeat "
+        "with the same request returns it (existing: true); another request is an error.",
+        json_schema_extra={
+            "pattern": IDEMPOTENCY_KEY_PATTERN,
+            "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+        },
+    ),
 ]
 ExecId = Annotated[
     str, Field(description="Execution id, as returned by kitaru_deployments_invoke.")
@@ -162,6 +174,7 @@ def kitaru_deployments_invoke(
     inputs: Inputs = None,
     ttl_seconds_after_finished: TtlSeconds = None,
     history_limit: HistoryLimit = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Start a new execution of a deployed flow, resolved by tag or version ('default' if neither).
 
@@ -176,6 +189,7 @@ def kitaru_deployments_invoke(
             version=version,
             inputs=inputs,
             retention=Retention(ttl_seconds_after_finished, history_limit),
+            idempotency_key=idempotency_key,
         )
         .to_json()
     )

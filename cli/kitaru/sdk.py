@@ -51,10 +51,11 @@ class Deployment:
         """The deployment as stored (tags, inputs, snapshot)."""
         return _client(self._client).deployments.get(self.flow, version=self.version)
 
-    def invoke(self, **inputs: Any) -> ExecutionHandle:
-        """Start an execution of this version; inputs override the deploy-time values."""
+    def invoke(self, *, idempotency_key: str | None = None, **inputs: Any) -> ExecutionHandle:
+        """Start an execution of this version; inputs override the deploy-time values.
+        With `idempotency_key`, a repeat of the same request returns the same execution."""
         return _client(self._client).deployments.invoke(
-            self.flow, version=self.version, inputs=inputs
+            self.flow, version=self.version, inputs=inputs, idempotency_key=idempotency_key
         )
 
 
@@ -107,13 +108,20 @@ class Flow(Generic[P, R]):
         tag: str | None = None,
         version: int | None = None,
         retention: Retention | None = None,
+        idempotency_key: str | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> ExecutionHandle:
         """Start a remote execution of the deployed flow by tag or version (neither ⇒
-        default); `retention` says how long it is kept once finished."""
+        default); `retention` says how long it is kept once finished; with
+        `idempotency_key`, a repeat of the same request returns the same execution."""
         return _client(client).deployments.invoke(
-            self.name, tag=tag, version=version, inputs=inputs, retention=retention
+            self.name,
+            tag=tag,
+            version=version,
+            inputs=inputs,
+            retention=retention,
+            idempotency_key=idempotency_key,
         )
 
     def deployment(self, version: int, client: KitaruClient | None = None) -> Deployment:

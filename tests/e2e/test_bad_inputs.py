@@ -4,7 +4,7 @@ nothing half-created: the namespace holds exactly what it held before.
 
 One project is set up per module (the operator running): research_agent v1 (`default`),
 v2 (`canary`, exclusive), `benchmark` shared by both, `nightly` moved from v3 to v1, and
-v3 built and deleted again.
+v3 built and deleted again; one execution started with idempotency key `order-1`.
 Every case id is a row of docs/bad-inputs.md and the other way round.
 """
 
@@ -50,6 +50,10 @@ HUGE = {"topic": "a" * (2 * MIB)}  # over etcd's 1.5 MiB request limit
 LARGE = {"topic": "a" * (100 * 1024)}  # under etcd's, over what a run's environment holds
 DEEP = {"topic": json.loads("[" * 65 + "]" * 65)}  # 66 levels: more than the 64 allowed
 HOSTILE_TAG = "\x1b]0;pwned\x07\x1b[2J"
+KEY = "order-1"  # the idempotency key of the set-up's one keyed execution
+KEY_REUSED = (
+    f"idempotency key '{KEY}' of flow '{FLOW}' was used within 24h with a different request"
+)
 
 # A second flow for the schema-compatibility guard: v1 (`default`) takes a string topic,
 # v2 (built, untagged) an integer one, so v2 would break v1's callers.
@@ -143,6 +147,8 @@ def catalog(
             timeout=30,
             message="the route history recorded the set-up",
         )
+        # The idempotency key `order-1` started one execution (topic "a").
+        kitaru(f'invoke {FLOW} --idempotency-key {KEY} --input \'{{"topic": "a"}}\'')
         for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
             (kitaru.project / f"{name}.json").write_text(json.dumps(value))
         yield Catalog(
@@ -490,6 +496,24 @@ CLI_CASES = [
         "--input must be a JSON object",
     ),
     _cli(
+        "cli-invoke-idempotency-key-reused",
+        f'invoke {FLOW} --idempotency-key {KEY} --input \'{{"topic": "b"}}\'',
+        "IdempotencyKeyReused",
+        KEY_REUSED,
+    ),
+    _cli(
+        "cli-invoke-idempotency-key-space",
+        f"invoke {FLOW} --idempotency-key 'order 1'",
+        "InvalidName",
+        "invalid idempotency key 'order 1': use 1 to 256 printable ASCII characters",
+    ),
+    _cli(
+        "cli-curl-idempotency-key-empty",
+        f"flow deployments curl {FLOW} --idempotency-key ''",
+        "InvalidName",
+        "invalid idempotency key ''",
+    ),
+    _cli(
         "cli-executions-get-path",
         "executions get ../../etc/passwd",
         "InvalidName",
@@ -702,6 +726,20 @@ SDK_CASES = [
         "invalid version 0",
     ),
     _sdk(
+        "sdk-invoke-idempotency-key-reused",
+        lambda c, p: c.deployments.invoke(
+            FLOW, inputs={"topic": "a"}, tag="canary", idempotency_key=KEY
+        ),
+        "IdempotencyKeyReused",
+        KEY_REUSED,
+    ),
+    _sdk(
+        "sdk-invoke-idempotency-key-too-long",
+        lambda c, p: c.deployments.invoke(FLOW, idempotency_key="k" * 257),
+        "InvalidName",
+        "invalid idempotency key 'kkk",
+    ),
+    _sdk(
         "sdk-executions-get-empty",
         lambda c, p: c.executions.get(""),
         "InvalidName",
@@ -867,6 +905,18 @@ MCP_CASES = [
         "kitaru_deployments_delete",
         {"flow": FLOW, "version": 2},
         "holds the exclusive tag canary",
+    ),
+    McpCase(
+        "mcp-invoke-idempotency-key-reused",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "idempotency_key": KEY},
+        KEY_REUSED,
+    ),
+    McpCase(
+        "mcp-invoke-idempotency-key-control-chars",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "idempotency_key": HOSTILE_TAG},
+        "invalid idempotency key '\\x1b]0;pwned",
     ),
     McpCase(
         "mcp-executions-get-invalid-id",
@@ -1110,6 +1160,16 @@ KUBECTL_CASES = [
         "kubectl-invocation-deadline-zero",
         _finv(activeDeadlineSeconds=0),
         "spec.activeDeadlineSeconds in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-invocation-idempotency-key-space",
+        _finv(idempotencyKey="order 1"),
+        "spec.idempotencyKey in body should match '^[!-~]+$'",
+    ),
+    _kubectl(
+        "kubectl-invocation-idempotency-key-too-long",
+        _finv(idempotencyKey="k" * 257),
+        "spec.idempotencyKey: Too long: may not be more than 256",
     ),
     _kubectl(
         "kubectl-invocation-over-etcd-limit",

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kitaru.cli.base import client, input_option, kitaru_command, tag_option, version_option
+from kitaru.cli.base import (
+    client,
+    idempotency_key_option,
+    input_option,
+    kitaru_command,
+    tag_option,
+    version_option,
+)
 from kitaru.cli.output import Output, fields, parse_inputs, table
 from kitaru.client.errors import InvalidArguments
 
@@ -292,14 +299,25 @@ def deployments_prune(flow_name: str, keep: int) -> Output:
 @tag_option
 @version_option
 @input_option
+@idempotency_key_option
 @kitaru_command
 def deployments_curl(
-    flow_name: str, tag: str | None, version: int | None, input_: str | None
+    flow_name: str,
+    tag: str | None,
+    version: int | None,
+    input_: str | None,
+    idempotency_key: str | None,
 ) -> Output:
-    """Print a curl command that starts an execution of the resolved version."""
+    """Print a curl command that starts an execution of the resolved version (with
+    --idempotency-key: at most one, however often the command runs)."""
     from kitaru.client.curl import render_curl
+    from kitaru.client.rules import core_errors
+    from kitaru.core.idempotency import validate_idempotency_key
 
     inputs = parse_inputs(input_)
+    if idempotency_key is not None:
+        with core_errors():
+            validate_idempotency_key(idempotency_key)
     kitaru = client()
     resolution = kitaru.deployments.resolve(flow_name, tag=tag, version=version)
     connection = kitaru.connection
@@ -311,6 +329,7 @@ def deployments_curl(
         inputs=inputs,
         tag=resolution.tag if version is None else None,
         ca_file=connection.ca_path(),
+        idempotency_key=idempotency_key,
     )
     item = {
         "flow": flow_name,

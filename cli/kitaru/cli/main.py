@@ -10,6 +10,7 @@ from kitaru.cli.base import (
     OUTPUT_HELP,
     KitaruGroup,
     client,
+    idempotency_key_option,
     input_option,
     is_json,
     kitaru_command,
@@ -21,6 +22,7 @@ from kitaru.cli.executions import executions
 from kitaru.cli.flows import flow
 from kitaru.cli.output import JSON, TEXT, Output, fields, parse_inputs, result_text, spinner, table
 from kitaru.client.errors import InvalidArguments, KitaruError
+from kitaru.core.names import shown
 from kitaru.core.retention import Retention
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -175,6 +177,7 @@ def _new_version(
 @input_option
 @click.option("--wait", is_flag=True, help="Wait for the result; exit 1 if the run fails.")
 @click.option("--timeout", type=float, default=None, help="Seconds to --wait (default: forever).")
+@idempotency_key_option
 @retention_options("this execution")
 @kitaru_command
 def invoke(
@@ -184,6 +187,7 @@ def invoke(
     input_: str | None,
     wait: bool,
     timeout: float | None,
+    idempotency_key: str | None,
     ttl_seconds_after_finished: int | None,
     history_limit: int | None,
 ) -> Output:
@@ -195,9 +199,13 @@ def invoke(
         version=version,
         inputs=inputs,
         retention=Retention(ttl_seconds_after_finished, history_limit),
+        idempotency_key=idempotency_key,
     )
     route = f"tag {tag}" if tag else (f"version {version}" if version else "tag default")
-    started = f"Started execution {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"
+    verb = "Existing execution" if handle.existing else "Started execution"
+    started = f"{verb} {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"
+    if handle.existing:
+        started += f"(idempotency key {shown(idempotency_key)} already started it)\n"
     if not wait:
         return Output(item=handle.to_json(), text=started)
     return waited(handle.exec_id, timeout, started, extra={"version": handle.version})

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kitaru.core.manifests import build_invocation
-from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS
+from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS, shown
 
 TOKEN_VARIABLE = "KITARU_SERVER_ACCESS_TOKEN"
 
@@ -31,8 +31,13 @@ def render_curl(
     inputs: Mapping[str, Any] | None = None,
     tag: str | None = None,
     ca_file: str | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
-    """The shell text: comments, the token line and the curl (ends with a newline)."""
+    """The shell text: comments, the token line and the curl (ends with a newline).
+
+    curl cannot hash, so an idempotency key is turned into the invocation's name here,
+    when the command is generated: every run of the command POSTs the same name, and
+    the API server answers all but the first with 409 AlreadyExists."""
     lines = []
     if tag is not None:
         lines += [
@@ -41,7 +46,16 @@ def render_curl(
         ]
     else:
         lines.append(f"# Starts a new execution of flow '{flow}' v{version}.")
-    body = json.dumps(build_invocation(flow, version=version, inputs=inputs), separators=(",", ":"))
+    invocation = build_invocation(
+        flow, version=version, inputs=inputs, idempotency_key=idempotency_key
+    )
+    if idempotency_key is not None:
+        name = invocation["metadata"]["name"]
+        lines += [
+            f"# Idempotency key {shown(idempotency_key)}: this always creates execution {name};",
+            f"# run again, it fails with 409 AlreadyExists (see: kitaru executions get {name}).",
+        ]
+    body = json.dumps(invocation, separators=(",", ":"))
     args = ["curl", "--fail-with-body", "--silent", "--show-error", "-X", "POST"]
     if ca_file:
         args += ["--cacert", shlex.quote(ca_file)]

@@ -39,6 +39,7 @@ from kitaru.core.history import (
     parse_time,
     targets_at,
 )
+from kitaru.core.idempotency import validate_idempotency_key
 from kitaru.core.inputs import (
     check_inputs,
     merge_inputs,
@@ -419,22 +420,45 @@ class Deployments:
         version: int | None = None,
         inputs: Mapping[str, Any] | None = None,
         retention: Retention | None = None,
+        idempotency_key: str | None = None,
     ) -> ExecutionHandle:
         """Start a new execution of `flow` by tag or version (neither ⇒ `default`).
 
         The route is resolved and the merged inputs are validated first, so a bad
         request creates nothing; the operator then resolves it again authoritatively.
+        With `idempotency_key`, the same key and request within 24 h return the execution
+        it started (`handle.existing`); the same key with another request is an error.
         """
         from kitaru.client.handle import ExecutionHandle
+        from kitaru.client.idempotency import create_once
 
         inputs = {} if inputs is None else inputs
         with core_errors():
             check_inputs(inputs)
+            if idempotency_key is not None:
+                validate_idempotency_key(idempotency_key)
         deployment = self.get(flow, tag=tag, version=version)
         with core_errors():
             validate_inputs(merge_inputs(deployment.inputs, inputs), deployment.input_schema)
-        body = build_invocation(flow, tag=tag, version=version, inputs=inputs, retention=retention)
-        created = self._kube.create(INVOCATIONS, body)
+        body = build_invocation(
+            flow,
+            tag=tag,
+            version=version,
+            inputs=inputs,
+            retention=retention,
+            idempotency_key=idempotency_key,
+        )
+        existing = False
+        if idempotency_key is None:
+            created = self._kube.create(INVOCATIONS, body)
+        else:
+            created, existing = create_once(self._kube, body, idempotency_key)
+        resolved = ((created.get("status") or {}).get("resolved") or {}).get("version")
         return ExecutionHandle(
-            self._client.executions, created["metadata"]["name"], flow, deployment.version
+            self._client.executions,
+            created["metadata"]["name"],
+            flow,
+            resolved or deployment.version,
+            idempotency_key=idempotency_key,
+            existing=existing,
         )

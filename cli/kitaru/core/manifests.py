@@ -10,6 +10,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from kitaru.core.idempotency import idempotent_name, validate_idempotency_key
 from kitaru.core.jobs import source_key
 from kitaru.core.models import (
     FlowDeploymentSpec,
@@ -151,8 +152,10 @@ def build_invocation(
     active_deadline_seconds: int | None = None,
     backoff_limit: int | None = None,
     resolve_deadline_seconds: int | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """A FlowInvocation named `name` (default: a generated `<flow-dns>-xxxxx`).
+    """A FlowInvocation named `name` (default: the one `idempotency_key` derives, else a
+    generated `<flow-dns>-xxxxx`).
 
     Each option left unset is its version's stack's, else the operator's: `retention`,
     how long it is kept once finished; `active_deadline_seconds` and `backoff_limit`, the
@@ -160,6 +163,8 @@ def build_invocation(
     how long resolution waits for what it names to appear.
     """
     retention = retention or Retention()
+    if idempotency_key is not None:
+        validate_idempotency_key(idempotency_key)
     spec = FlowInvocationSpec.model_validate(
         {
             "flow": flow,
@@ -171,8 +176,11 @@ def build_invocation(
             "activeDeadlineSeconds": active_deadline_seconds,
             "backoffLimit": backoff_limit,
             "resolveDeadlineSeconds": resolve_deadline_seconds,
+            "idempotencyKey": idempotency_key,
         }
     )
+    if name is None and idempotency_key is not None:
+        name = idempotent_name(flow, idempotency_key)
     metadata: dict[str, Any] = (
         {"name": name} if name is not None else {"generateName": f"{flow_dns(flow)}-"}
     )

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kitaru.core.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from kitaru.core.names import (
     DEFAULT_TAG,
     FLOW_MAX_LENGTH,
@@ -369,9 +370,12 @@ class FlowInvocationSpec(Model):
                     "&& (!has(self.tag) || self.tag == oldSelf.tag) "
                     "&& has(self.version) == has(oldSelf.version) "
                     "&& (!has(self.version) || self.version == oldSelf.version) "
-                    "&& self.inputs == oldSelf.inputs",
-                    "message": "flow, tag, version and inputs of an invocation are immutable; "
-                    "only cancelRequested may change",
+                    "&& self.inputs == oldSelf.inputs "
+                    "&& has(self.idempotencyKey) == has(oldSelf.idempotencyKey) "
+                    "&& (!has(self.idempotencyKey) "
+                    "|| self.idempotencyKey == oldSelf.idempotencyKey)",
+                    "message": "flow, tag, version, inputs and idempotencyKey of an invocation "
+                    "are immutable; only cancelRequested may change",
                 },
                 {
                     "rule": "!oldSelf.cancelRequested || self.cancelRequested",
@@ -415,6 +419,14 @@ class FlowInvocationSpec(Model):
         description="How long resolution may wait for what it names to appear (a new flow's "
         "default route, a tag applied in the same GitOps sync) before the invocation fails "
         "(default: the operator's, 60 s).",
+    )
+    idempotency_key: str | None = Field(
+        None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="The caller's idempotency key (a record). kitaru, the SDK, MCP and the "
+        "generated curl name the invocation after (flow, key), so the API server refuses a "
+        "second one; with kubectl, a fixed metadata.name is the idempotency key.",
     )
     cancel_requested: bool = Field(
         False, description="Set to true to cancel: the run's Job is deleted, phase Cancelled."
