@@ -29,6 +29,7 @@ from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs, validat
 from kitaru.core.invocations import (
     Failure,
     PodSummary,
+    Queued,
     Waiting,
     derive_invocation_status,
     needs_job_deleted,
@@ -54,6 +55,7 @@ from kitaru.core.routing import (
 )
 
 from kitaru_operator import metrics
+from kitaru_operator.concurrency import queue_order
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.flows import FlowLookup
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError
@@ -147,15 +149,19 @@ def _not_ours(job: JobRecord, name: str) -> Waiting | Failure:
 
 
 async def _dispatch(
-    rt: Runtime, body: Body, spec: FlowInvocationSpec
-) -> tuple[ResolvedChain | Failure | Waiting, JobRecord | None, PodSummary | None]:
-    """Resolve, create the Job and its first pod; (outcome, the Job if one of ours exists
-    now, the pod made in this pass)."""
+    rt: Runtime, body: Body, spec: FlowInvocationSpec, previous: FlowInvocationStatus | None
+) -> tuple[ResolvedChain | Failure | Waiting | Queued, JobRecord | None, PodSummary | None]:
+    """Resolve, pass the concurrency gate, create the Job and its first pod; (outcome,
+    the Job if one of ours exists now, the pod made in this pass)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     outcome, deployment, merged = await _resolve(rt, body, spec)
     if not isinstance(outcome, ResolvedChain) or deployment is None:
         return outcome, None, None
+    position = previous.queue_position if previous else None
+    queued = rt.gate.admit(namespace, name, queue_order(body), spec.flow, outcome.tag, position)
+    if queued is not None:
+        return queued, None, None
     manifest = build_job(name, meta["uid"], namespace, spec.flow, outcome, deployment, merged, spec)
     # The first attempt's pod is made beside the Job, not after it: a user waits for the
     # pod, and the Job's create would be one more round trip before it. Until the Job
@@ -345,6 +351,7 @@ def wake_waiting(rt: Runtime, flow_key: tuple[str, str]) -> None:
 def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
     """The invocation left the watch: deleted, or finished (frozen from then on)."""
     key = (namespace, name)
+    rt.gate.forget(key)
     rt.invocations.pop(key, None)
     rt.written.pop(key, None)
     rt.recent_jobs.pop(key, None)
@@ -379,7 +386,7 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
 
     job = await _job(rt, namespace, name, previous)
     early: PodSummary | None = None
-    outcome: ResolvedChain | Failure | Waiting | None
+    outcome: ResolvedChain | Failure | Waiting | Queued | None
     if job is not None and not job.owned_by(meta["uid"]):
         outcome, job = _not_ours(job, name), None
     elif job is not None:
@@ -389,7 +396,7 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
     elif spec.cancel_requested:
         outcome = None
     else:
-        outcome, job, early = await _dispatch(rt, body, spec)
+        outcome, job, early = await _dispatch(rt, body, spec, previous)
     if isinstance(outcome, Waiting):
         _retry_later(rt, body, spec)
 

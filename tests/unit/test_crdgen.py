@@ -115,7 +115,14 @@ def test_free_form_inputs_are_preserved_objects() -> None:
 def test_enums_are_string_enums() -> None:
     status = _schema(crdgen.INVOCATION)["properties"]["status"]["properties"]
     assert status["phase"]["type"] == "string"
-    assert status["phase"]["enum"] == ["Pending", "Running", "Completed", "Failed", "Cancelled"]
+    assert status["phase"]["enum"] == [
+        "Queued",
+        "Pending",
+        "Running",
+        "Completed",
+        "Failed",
+        "Cancelled",
+    ]
     condition = status["conditions"]["items"]["properties"]["status"]
     assert condition["enum"] == ["True", "False", "Unknown"]
 
@@ -169,7 +176,8 @@ def test_same_object_rules_are_carried() -> None:
     assert "self == oldSelf" in _rules(deployment)
     assert any("runnerImage" in rule for rule in _rules(deployment))
     route = _schema(crdgen.ROUTE)["properties"]["spec"]
-    assert len(_rules(route)) == 3  # default exclusive, one exclusive version, no expiry
+    # default exclusive, one exclusive version, no expiry, flow limit on default only
+    assert len(_rules(route)) == 4
     assert _rules(route["properties"]["flow"]) == ["self == oldSelf"]
     assert _rules(route["properties"]["tag"]) == ["self == oldSelf"]
     invocation = _schema(crdgen.INVOCATION)["properties"]["spec"]

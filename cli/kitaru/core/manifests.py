@@ -118,18 +118,24 @@ def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
     )
 
 
+# FlowRoute spec fields that are not routing: a tag move keeps them.
+LIMIT_FIELDS = ("maxConcurrency", "flowMaxConcurrency")
+
+
 def build_route(
     view: RouteView,
     current: Mapping[str, Any] | None = None,
     *,
     high_water_mark: int | None = None,
 ) -> dict[str, Any]:
-    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS).
+    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS)
+    and its concurrency limits (set apart from routing, by `kitaru flow limit`).
     A new `default` route may carry the flow's high-water mark from the start."""
     spec = view.to_spec().wire()
     if current is not None:
         body = copy.deepcopy(dict(current))
-        body["spec"] = spec
+        kept = current.get("spec") or {}
+        body["spec"] = spec | {k: kept[k] for k in LIMIT_FIELDS if kept.get(k) is not None}
         body.pop("status", None)
         return body
     metadata: dict[str, Any] = {

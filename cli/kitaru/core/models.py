@@ -30,6 +30,7 @@ from kitaru.core.phase import Phase
 __all__ = ["Phase"]  # re-exported: the status models' field type
 
 CEL = "x-kubernetes-validations"
+MAX_CONCURRENCY_LIMIT = 10_000
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
 
 
@@ -301,6 +302,11 @@ class FlowRouteSpec(Model):
                     "rule": f"self.tag != '{DEFAULT_TAG}' || !has(self.expiresAt)",
                     "message": f"the '{DEFAULT_TAG}' tag cannot expire: remove expiresAt",
                 },
+                {
+                    "rule": f"self.tag == '{DEFAULT_TAG}' || !has(self.flowMaxConcurrency)",
+                    "message": "flowMaxConcurrency limits the whole flow and is set on its "
+                    f"'{DEFAULT_TAG}' route only (kitaru flow limit FLOW N)",
+                },
             ]
         }
     )
@@ -322,6 +328,20 @@ class FlowRouteSpec(Model):
         description="When the operator deletes this route (RFC 3339), recording it in the "
         "flow's history with reason 'expired'; never on 'default', never in the past when "
         "set. Unset: the tag does not expire.",
+    )
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CONCURRENCY_LIMIT,
+        description="Most runs invoked through this tag that may be active at once; more "
+        "wait in phase Queued and start first-in first-out. Unset: no limit.",
+    )
+    flow_max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CONCURRENCY_LIMIT,
+        description="On the 'default' route only: most runs of the whole flow (any tag or "
+        "version) active at once; more wait in phase Queued. Unset: no limit.",
     )
 
 
@@ -456,7 +476,20 @@ class FlowInvocationStatus(Model):
     """Observed state of an invocation, written by the operator."""
 
     conditions: list[Condition] = Field(default_factory=list, description="Resolved, Succeeded.")
-    phase: Phase | None = Field(None, description="Pending, Running, Completed, Failed, Cancelled.")
+    phase: Phase | None = Field(
+        None, description="Queued, Pending, Running, Completed, Failed, Cancelled."
+    )
+    queue_position: int | None = Field(
+        None,
+        ge=1,
+        description="While Queued: the place among its flow's queued runs (1: next to "
+        "start); exact near the head, refreshed less often further back.",
+    )
+    queue_revision: int | None = Field(
+        None,
+        description="While Queued: the resourceVersion the invocation was created at, which "
+        "orders the runs created in the same second (first-in first-out).",
+    )
     resolved: ResolvedChain | None = Field(None, description="The frozen resolution chain.")
     job_name: str | None = Field(None, description="Name of the Job running this invocation.")
     attempts: int = Field(0, ge=0, description="Attempts started so far (1 + retries).")
