@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
-    from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient
+    from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient, RouteInfo
     from kitaru.core.retention import Retention
 
 P = ParamSpec("P")
@@ -81,6 +81,7 @@ class Flow(Generic[P, R]):
         image: str | None = None,
         retention: Retention | None = None,
         force: bool = False,
+        max_concurrency: int | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> DeploymentInfo:
@@ -91,6 +92,7 @@ class Flow(Generic[P, R]):
         the stack's runner image; `retention` says how long this version's finished
         runs are kept (default: the operator's). A version whose inputs would break the
         tag's callers is refused (IncompatibleSchema) unless `force=True`.
+        `max_concurrency` limits the runs through the tag active at once.
         """
         return _client(client).deployments.deploy(
             self,
@@ -100,7 +102,19 @@ class Flow(Generic[P, R]):
             image=image,
             retention=retention,
             force=force,
+            max_concurrency=max_concurrency,
         )
+
+    def limit(
+        self,
+        max_concurrency: int | None,
+        *,
+        tag: str | None = None,
+        client: KitaruClient | None = None,
+    ) -> RouteInfo:
+        """At most `max_concurrency` runs of this flow (of its `tag`) active at once;
+        more wait, Queued, first-in first-out. None clears the limit."""
+        return _client(client).deployments.limit(self.name, max_concurrency, tag=tag)
 
     def invoke(
         self,

@@ -6,7 +6,8 @@ model (`flows`), active runs from the Job informer (a Job not finished is a slot
 after a restart the Job list rebuilds them before anything is dispatched), queued runs
 from the invocations themselves (and a list of the `Queued` ones at start-up, so the
 order survives a restart). A run admitted here is counted at once, before its Job
-exists, so two reconciles cannot both take the last slot.
+exists, so two reconciles cannot both take the last slot; it frees its slot when its
+status is written finished (or it is deleted).
 
 A flow with no limit and no queue costs two dict lookups per dispatch: today's path.
 """
@@ -110,15 +111,15 @@ class ConcurrencyGate:
         self.queued_flow[(namespace, name)] = flow
         return queue
 
-    def job_seen(self, key: Key, flow: str, tag: str | None, running: bool) -> None:
-        """The Job informer's view: a Job not finished holds a slot."""
-        if running:
-            self.active.add(key, flow, tag)
-        else:
-            self.release(key)
+    def job_running(self, key: Key, flow: str, tag: str | None) -> None:
+        """The Job informer's view: a Job not finished holds a slot (after a restart, this
+        is how the runs already going are counted before anything is dispatched)."""
+        self.active.add(key, flow, tag)
 
     def release(self, key: Key) -> None:
-        """A run's slot is free (its Job finished or went): the next in line may start."""
+        """A run's slot is free: the next in line may start. Called once the run's own
+        status says it finished (or it is gone), not when its Job does: a reader of the
+        invocations never sees the next run start while the last one still shows active."""
         found = self.active.remove(key)
         if found is not None:
             self._wake_heads(key[0], found[0], found[1], count=1)

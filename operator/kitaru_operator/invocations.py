@@ -429,6 +429,8 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
     if written is None:
         return  # a newer version exists; its event brings another pass
     rt.written[(namespace, name)] = (meta.get("resourceVersion", ""), written)
+    if status.phase is not None and status.phase.finished:
+        rt.gate.forget((namespace, name))  # its slot (or place in line) is free now
     if previous is None or previous.phase != status.phase:
         assert status.phase is not None
         metrics.INVOCATIONS.labels(status.phase.value).inc()

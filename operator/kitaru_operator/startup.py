@@ -90,9 +90,10 @@ async def start(config: OperatorConfig) -> Runtime:
 
     def job_activity(key: tuple[str, str], job: JobRecord | None) -> None:
         if job is None:
-            gate.release(key)
-        elif job.chain is not None and job.flow:
-            gate.job_seen(key, job.flow, job.chain.tag, job.running)
+            if key not in rt.invocations:  # its invocation is gone (else: its end frees it)
+                gate.release(key)
+        elif job.running and job.chain is not None and job.flow:
+            gate.job_running(key, job.flow, job.chain.tag)
 
     rt = Runtime(
         api=api,

@@ -514,6 +514,36 @@ CLI_CASES = [
         "invalid idempotency key ''",
     ),
     _cli(
+        "cli-limit-zero",
+        f"flow limit {FLOW} 0",
+        "InvalidLimit",
+        "invalid concurrency limit 0: use a whole number from 1 to 10000, or clear the limit",
+    ),
+    _cli(
+        "cli-limit-neither-n-nor-clear",
+        f"flow limit {FLOW}",
+        "InvalidLimit",
+        "give a limit N or --clear, not both or neither",
+    ),
+    _cli(
+        "cli-limit-unknown-tag",
+        f"flow limit {FLOW} 2 --tag nope",
+        "TagNotFound",
+        f"flow '{FLOW}' has no tag 'nope'",
+    ),
+    _cli(
+        "cli-limit-unknown-flow",
+        "flow limit no_such_flow 2",
+        "NoDeployments",
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    _cli(
+        "cli-build-max-concurrency",
+        f"build flows/research.py:{FLOW} --max-concurrency 2",
+        "UsageError",
+        "No such option '--max-concurrency'",
+    ),
+    _cli(
         "cli-executions-get-path",
         "executions get ../../etc/passwd",
         "InvalidName",
@@ -740,6 +770,24 @@ SDK_CASES = [
         "invalid idempotency key 'kkk",
     ),
     _sdk(
+        "sdk-limit-bool",
+        lambda c, p: c.deployments.limit(FLOW, True),  # type: ignore[arg-type]
+        "InvalidLimit",
+        "invalid concurrency limit True",
+    ),
+    _sdk(
+        "sdk-limit-too-high",
+        lambda c, p: c.deployments.limit(FLOW, 10_001, tag="canary"),
+        "InvalidLimit",
+        "invalid concurrency limit 10001: use a whole number from 1 to 10000",
+    ),
+    _sdk(
+        "sdk-deploy-max-concurrency-untagged",
+        lambda c, p: c.deployments.deploy(_target(p), untagged=True, max_concurrency=2),
+        "InvalidLimit",
+        "an untagged build has no route to limit: deploy it with a tag",
+    ),
+    _sdk(
         "sdk-executions-get-empty",
         lambda c, p: c.executions.get(""),
         "InvalidName",
@@ -917,6 +965,24 @@ MCP_CASES = [
         "kitaru_deployments_invoke",
         {"flow": FLOW, "idempotency_key": HOSTILE_TAG},
         "invalid idempotency key '\\x1b]0;pwned",
+    ),
+    McpCase(
+        "mcp-limit-zero",
+        "kitaru_deployments_limit",
+        {"flow": FLOW, "max_concurrency": 0},
+        "invalid concurrency limit 0: use a whole number from 1 to 10000",
+    ),
+    McpCase(
+        "mcp-limit-missing",
+        "kitaru_deployments_limit",
+        {"flow": FLOW},
+        "max_concurrency\n  Field required",
+    ),
+    McpCase(
+        "mcp-deploy-max-concurrency-string",
+        "kitaru_deployments_deploy",
+        {"target": f"flows/research.py:{FLOW}", "max_concurrency": "many"},
+        "max_concurrency\n  Input should be a valid integer",
     ),
     McpCase(
         "mcp-executions-get-invalid-id",
@@ -1110,6 +1176,36 @@ KUBECTL_CASES = [
         "kubectl-route-forged-changed-by",
         _forged(_froute("forged", [1])),
         "annotation kitaru.dev/changed-by must name the user making the request",
+    ),
+    _kubectl(
+        "kubectl-route-max-concurrency-zero",
+        _obj(
+            "FlowRoute",
+            "research-agent.capped",
+            {
+                "flow": FLOW,
+                "tag": "capped",
+                "exclusive": True,
+                "versions": [1],
+                "maxConcurrency": 0,
+            },
+        ),
+        "spec.maxConcurrency in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-route-flow-limit-not-default",
+        _obj(
+            "FlowRoute",
+            "research-agent.capped",
+            {
+                "flow": FLOW,
+                "tag": "capped",
+                "exclusive": True,
+                "versions": [1],
+                "flowMaxConcurrency": 2,
+            },
+        ),
+        "flowMaxConcurrency limits the whole flow and is set on its 'default' route only",
     ),
     _kubectl(
         "kubectl-invocation-tag-and-version",

@@ -69,6 +69,7 @@ def test_deploy_and_invoke_go_through_the_client() -> None:
                 "image": None,
                 "retention": None,
                 "force": True,
+                "max_concurrency": None,
             },
         ),
         (

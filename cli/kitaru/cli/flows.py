@@ -107,6 +107,27 @@ def untag_command(flow_name: str, tag: str, version: int | None, reason: str | N
     return Output(item=route.to_json(), text=text)
 
 
+@flow.command("limit")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("max_concurrency", metavar="N", type=int, required=False)
+@click.option("--tag", default=None, help="Limit the runs invoked through this tag only.")
+@click.option("--clear", is_flag=True, help="Remove the limit.")
+@kitaru_command
+def limit_command(
+    flow_name: str, max_concurrency: int | None, tag: str | None, clear: bool
+) -> Output:
+    """At most N runs of FLOW (or of its TAG) active at once; more wait, Queued, in order."""
+    if clear == (max_concurrency is not None):
+        raise InvalidArguments(
+            "give a limit N or --clear, not both or neither", kind="InvalidLimit"
+        )
+    route = client().deployments.limit(flow_name, max_concurrency, tag=tag)
+    scope = f"tag {tag} of {flow_name}" if tag else flow_name
+    limit = route.max_concurrency if tag else route.flow_max_concurrency
+    text = f"{scope}: at most {limit} active run(s)" if limit else f"{scope}: no limit"
+    return Output(item=route.to_json(), text=text)
+
+
 @flow.command("history")
 @click.argument("flow_name", metavar="FLOW")
 @click.argument("tag", required=False)

@@ -100,6 +100,13 @@ def _deployed_text(info: object) -> str:
     is_flag=True,
     help="Take the tag even if this version rejects inputs its current version accepts.",
 )
+@click.option(
+    "--max-concurrency",
+    type=int,
+    default=None,
+    metavar="N",
+    help="At most N runs through the tag active at once (kitaru flow limit --tag).",
+)
 @retention_options("this version")
 @kitaru_command
 def deploy(
@@ -109,6 +116,7 @@ def deploy(
     exclusive: bool,
     image: str | None,
     force: bool,
+    max_concurrency: int | None,
     ttl_seconds_after_finished: int | None,
     history_limit: int | None,
 ) -> Output:
@@ -119,7 +127,16 @@ def deploy(
     unless --force.
     """
     retention = Retention(ttl_seconds_after_finished, history_limit)
-    return _new_version(target, input_, image, retention, tag=tag, exclusive=exclusive, force=force)
+    return _new_version(
+        target,
+        input_,
+        image,
+        retention,
+        tag=tag,
+        exclusive=exclusive,
+        force=force,
+        max_concurrency=max_concurrency,
+    )
 
 
 @main.command()
@@ -150,6 +167,7 @@ def _new_version(
     exclusive: bool = False,
     untagged: bool = False,
     force: bool = False,
+    max_concurrency: int | None = None,
 ) -> Output:
     """`deploy` and `build`: the next version of the flow in `target`, routed as asked."""
     inputs = parse_inputs(input_)
@@ -163,6 +181,7 @@ def _new_version(
         untagged=untagged,
         retention=retention,
         force=force,
+        max_concurrency=max_concurrency,
     )
     return Output(item=info.to_json(), text=_deployed_text(info))
 

@@ -28,7 +28,7 @@ from kitaru.client.records import (
 from kitaru.client.removal import delete_whole_flow, prune_untagged
 from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
-from kitaru.client.tags import rollback_tag, set_tag, unset_tag
+from kitaru.client.tags import rollback_tag, set_limit, set_tag, unset_tag
 from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
@@ -66,6 +66,7 @@ from kitaru.core.names import (
     validate_tag,
     validate_version,
 )
+from kitaru.core.queueing import validate_limit
 from kitaru.core.retention import Retention
 from kitaru.core.routing import (
     Resolution,
@@ -193,6 +194,7 @@ class Deployments:
         untagged: bool = False,
         retention: Retention | None = None,
         force: bool = False,
+        max_concurrency: int | None = None,
     ) -> DeploymentInfo:
         """Deploy a flow from source as its next version with one tag (none given ⇒ `default`).
 
@@ -204,9 +206,15 @@ class Deployments:
         The tag it takes (`default` without one) must keep accepting what its callers
         send: a new input schema that rejects inputs the tag's current version accepts
         is refused before anything is created (IncompatibleSchema), unless `force=True`.
+        `max_concurrency` limits the runs through the tag it takes (`limit`).
         """
         if untagged and tag is not None:
             raise InvalidArguments("an untagged build takes no tag", kind="InvalidArguments")
+        if untagged and max_concurrency is not None:
+            raise InvalidArguments(
+                "an untagged build has no route to limit: deploy it with a tag",
+                kind="InvalidLimit",
+            )
         inputs = {} if inputs is None else inputs
         if isinstance(target, str):
             flow_obj, path, attr = load_target(target)
@@ -219,6 +227,8 @@ class Deployments:
             if tag is not None:
                 validate_tag(tag)
             check_inputs(inputs)
+            if max_concurrency is not None:
+                validate_limit(max_concurrency)
             schema = schema_from_signature(flow_obj.func, inputs)
             validate_deploy_inputs(inputs, schema)
         if not untagged:
@@ -232,7 +242,7 @@ class Deployments:
             sha256=package.sha256,
             files=sorted(package.files),
         )
-        return self.create_version(
+        info = self.create_version(
             package.flow,
             entrypoint=package.entrypoint,
             image=image,
@@ -246,6 +256,9 @@ class Deployments:
             retention=retention,
             force=force,
         )
+        if max_concurrency is not None:
+            set_limit(self._kube, package.flow, tag or DEFAULT_TAG, max_concurrency)
+        return info
 
     def create_version(
         self,
@@ -340,6 +353,18 @@ class Deployments:
             if version is not None:
                 validate_version(version)
         return unset_tag(self._kube, flow, tag, version, reason)
+
+    def limit(self, flow: str, max_concurrency: int | None, tag: str | None = None) -> RouteInfo:
+        """Limit how many runs may be active at once — of the whole flow, or with `tag`
+        of the runs invoked through that tag; None clears the limit. Runs beyond it wait
+        in phase Queued and start first-in first-out. Returns the route that holds it."""
+        with core_errors():
+            validate_flow(flow)
+            if tag is not None:
+                validate_tag(tag)
+            if max_concurrency is not None:
+                validate_limit(max_concurrency)
+        return set_limit(self._kube, flow, tag, max_concurrency)
 
     # --- route history ---------------------------------------------------------------
 

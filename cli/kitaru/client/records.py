@@ -63,6 +63,9 @@ class RouteInfo:
     message: str | None = None
     # spec.expiresAt: when the operator removes the tag (None: never).
     expires_at: str | None = None
+    # Concurrency limits: runs through this tag; runs of the whole flow (default only).
+    max_concurrency: int | None = None
+    flow_max_concurrency: int | None = None
 
     @property
     def mode(self) -> str:
@@ -121,6 +124,9 @@ class ExecutionInfo:
     created: str | None = None
     started: str | None = None
     finished_at: str | None = None
+    # While queued under a concurrency limit: its place in line (1: next).
+    queue_position: int | None = None
+    idempotency_key: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -193,6 +199,8 @@ def route_info(obj: Mapping[str, Any]) -> RouteInfo:
         ready=ready,
         message=message,
         expires_at=spec.get("expiresAt") or None,
+        max_concurrency=spec.get("maxConcurrency"),
+        flow_max_concurrency=spec.get("flowMaxConcurrency"),
     )
 
 
@@ -218,4 +226,6 @@ def execution_info(obj: Mapping[str, Any]) -> ExecutionInfo:
         created=obj["metadata"].get("creationTimestamp"),
         started=status.get("startTime"),
         finished_at=status.get("completionTime"),
+        queue_position=status.get("queuePosition"),
+        idempotency_key=spec.get("idempotencyKey"),
     )

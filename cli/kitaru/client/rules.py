@@ -14,6 +14,7 @@ from kitaru.core.idempotency import IdempotencyKeyReused
 from kitaru.core.inputs import InvalidInputs
 from kitaru.core.manifests import route_view
 from kitaru.core.names import ROUTES, InvalidName
+from kitaru.core.queueing import InvalidLimit
 from kitaru.core.routing import ResolutionError, RouteView
 from kitaru.core.tagging import TagError
 
@@ -49,6 +50,8 @@ def core_errors() -> Iterator[None]:
         raise Conflict(str(exc), kind=exc.reason) from exc
     except HistoryError as exc:
         raise InvalidArguments(str(exc), kind=exc.reason) from exc
+    except InvalidLimit as exc:
+        raise InvalidArguments(str(exc), kind="InvalidLimit") from exc
     except IdempotencyKeyReused as exc:
         raise InvalidArguments(exc.message, kind="IdempotencyKeyReused") from exc
 

@@ -26,11 +26,11 @@ from kitaru.core.names import (
     TAG_PATTERN,
 )
 from kitaru.core.phase import Phase
+from kitaru.core.queueing import MAX_LIMIT
 
 __all__ = ["Phase"]  # re-exported: the status models' field type
 
 CEL = "x-kubernetes-validations"
-MAX_CONCURRENCY_LIMIT = 10_000
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
 
 
@@ -332,14 +332,14 @@ class FlowRouteSpec(Model):
     max_concurrency: int | None = Field(
         None,
         ge=1,
-        le=MAX_CONCURRENCY_LIMIT,
+        le=MAX_LIMIT,
         description="Most runs invoked through this tag that may be active at once; more "
         "wait in phase Queued and start first-in first-out. Unset: no limit.",
     )
     flow_max_concurrency: int | None = Field(
         None,
         ge=1,
-        le=MAX_CONCURRENCY_LIMIT,
+        le=MAX_LIMIT,
         description="On the 'default' route only: most runs of the whole flow (any tag or "
         "version) active at once; more wait in phase Queued. Unset: no limit.",
     )

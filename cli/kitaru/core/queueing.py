@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from kitaru.core.names import DEFAULT_TAG, shown
+
 Key = tuple[str, str]  # (namespace, invocation name)
 FlowKey = tuple[str, str]  # (namespace, flow)
 # (creationTimestamp, the revision it was created at, name): first-in first-out. The
@@ -29,6 +31,29 @@ K = TypeVar("K")
 # Positions 1..HEAD are kept exact in the status; further back a position is rewritten
 # only once it has halved, so a queue of n costs O(n log n) status writes, not O(n²).
 HEAD = 10
+
+
+MAX_LIMIT = 10_000
+
+
+class InvalidLimit(ValueError):
+    """A concurrency limit that is not a whole number from 1 to MAX_LIMIT."""
+
+
+def validate_limit(limit: int) -> int:
+    # bool is an int in Python; True is not a limit of 1.
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidLimit(
+            f"invalid concurrency limit {shown(limit)}: use a whole number from 1 to "
+            f"{MAX_LIMIT}, or clear the limit"
+        )
+    return limit
+
+
+def limit_field(tag: str | None) -> tuple[str, str]:
+    """(the route's tag, its spec field) a limit is written to: a tag's own limit, or,
+    without a tag, the flow's — kept on its `default` route."""
+    return (tag, "maxConcurrency") if tag is not None else (DEFAULT_TAG, "flowMaxConcurrency")
 
 
 @dataclass(frozen=True)
