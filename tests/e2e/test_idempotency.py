@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -15,8 +16,10 @@ import pytest
 from cli_support import Kitaru, kitaru_argv, mcp_session, new_project
 from kitaru.client import KitaruClient
 from kitaru.client.connection import resolve_connection
+from kitaru.client.idempotency import create_once
 from kitaru.core.idempotency import idempotent_name
-from support import kubectl
+from kitaru.core.manifests import build_invocation
+from support import kubectl, wait_for
 
 FLOW = "research_agent"
 
@@ -133,3 +136,32 @@ def test_the_generated_curl_with_a_key_creates_once(
     # What the curl made is the key's execution for the CLI too.
     again = kitaru(f"invoke {FLOW} --version 1 --idempotency-key curl-1 -o json").json()["item"]
     assert (again["exec_id"], again["existing"]) == (name, True)
+
+
+def test_a_finished_run_past_the_window_is_replaced_once(
+    running_operator: object, namespace: str, tmp_path: Path
+) -> None:
+    """After the window a finished run of the key gives way to a new one: deleted with a
+    uid precondition, so of concurrent replacers exactly one new run results. (The
+    window is shortened to 0 here; a cancelled run is a finished one without a node.)"""
+    kitaru = _project(tmp_path, namespace)
+    client = _sdk(kitaru)
+    first = client.deployments.invoke(FLOW, inputs={"topic": "r"}, idempotency_key="r-1")
+    client.executions.cancel(first.exec_id)
+    wait_for(lambda: client.executions.get(first.exec_id).status == "cancelled", 30)
+    old_uid = json.loads(
+        kubectl("get", "finv", first.exec_id, "-o", "json", namespace=namespace).stdout
+    )["metadata"]["uid"]
+    body = build_invocation(FLOW, inputs={"topic": "other"}, idempotency_key="r-1")
+
+    def replace(_: int) -> tuple[str, bool]:
+        created, existing = create_once(client.kube, body, "r-1", window=timedelta(0))
+        return created["metadata"]["uid"], existing
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(replace, range(8)))
+    (only,) = _invocations(namespace)
+    new_uid = only["metadata"]["uid"]  # type: ignore[index]
+    assert new_uid != old_uid and only["spec"]["inputs"] == {"topic": "other"}  # type: ignore[index]
+    assert {uid for uid, _ in results} == {new_uid}
+    assert sorted(existing for _, existing in results) == [False] + [True] * 7

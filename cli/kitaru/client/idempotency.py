@@ -7,14 +7,14 @@ concurrent requests exactly one creates, and each other one reads what it create
 from __future__ import annotations
 
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import Conflict, NotFound
 from kitaru.client.kube import AlreadyExists
 from kitaru.client.rules import core_errors
+from kitaru.core.idempotency import IDEMPOTENCY_WINDOW, Request, on_conflict
 from kitaru.core.idempotency import Conflict as KeyConflict
-from kitaru.core.idempotency import Request, on_conflict
 from kitaru.core.names import INVOCATIONS, shown
 from kitaru.core.phase import Phase
 
@@ -28,7 +28,9 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def create_once(kube: Kube, body: dict[str, Any], key: str) -> tuple[dict[str, Any], bool]:
+def create_once(
+    kube: Kube, body: dict[str, Any], key: str, window: timedelta = IDEMPOTENCY_WINDOW
+) -> tuple[dict[str, Any], bool]:
     """Create `body` (named after its key) or find the execution the key already started:
     (the invocation, whether it existed). A finished run older than the window is
     replaced: deleted with a uid precondition, so of two replacers only one deletes, and
@@ -51,6 +53,7 @@ def create_once(kube: Kube, body: dict[str, Any], key: str) -> tuple[dict[str, A
                 _parse_time(existing["metadata"]["creationTimestamp"]),
                 phase is not None and Phase(phase).finished,
                 datetime.now(UTC),
+                window,
             )
         if decision is KeyConflict.SAME:
             return existing, True
