@@ -348,6 +348,16 @@ def wake_waiting(rt: Runtime, flow_key: tuple[str, str]) -> None:
         wake_invocation(rt, flow_key[0], name)
 
 
+def invocation_finished(rt: Runtime, key: tuple[str, str]) -> bool:
+    """Whether the invocation's newest known status (the watch's, or our own write) is
+    finished, or it is not watched at all (finished or deleted)."""
+    body = rt.invocations.get(key)
+    if body is None:
+        return True
+    phase = (_latest(rt, body).get("status") or {}).get("phase")
+    return phase is not None and Phase(phase).finished
+
+
 def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
     """The invocation left the watch: deleted, or finished (frozen from then on)."""
     key = (namespace, name)

@@ -29,7 +29,12 @@ from kitaru_operator.flows import (
     route_record,
 )
 from kitaru_operator.informer import Informer
-from kitaru_operator.invocations import reconcile_invocation, wake_invocation, wake_waiting
+from kitaru_operator.invocations import (
+    invocation_finished,
+    reconcile_invocation,
+    wake_invocation,
+    wake_waiting,
+)
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
 from kitaru_operator.objects import (
     FinishedInvocation,
@@ -89,11 +94,13 @@ async def start(config: OperatorConfig) -> Runtime:
     gate = ConcurrencyGate(flows, lambda namespace, name: wake_invocation(rt, namespace, name))
 
     def job_activity(key: tuple[str, str], job: JobRecord | None) -> None:
-        if job is None:
-            if key not in rt.invocations:  # its invocation is gone (else: its end frees it)
-                gate.release(key)
-        elif job.running and job.chain is not None and job.flow:
+        """A Job not finished holds its run's slot. One finished or gone frees it only
+        once the run's status says finished too (else that write frees it): a reader never
+        sees the next run start first. Also undoes a slot counted from a stale event."""
+        if job is not None and job.running and job.chain is not None and job.flow:
             gate.job_running(key, job.flow, job.chain.tag)
+        elif invocation_finished(rt, key):
+            gate.release(key)
 
     rt = Runtime(
         api=api,
