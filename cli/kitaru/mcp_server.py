@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
+from kitaru.core.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from kitaru.core.names import FLOW_MAX_LENGTH, FLOW_PATTERN, TAG_MAX_LENGTH, TAG_PATTERN
+from kitaru.core.queueing import MAX_LIMIT
 from kitaru.core.retention import Retention
 
 if TYPE_CHECKING:
@@ -63,6 +65,17 @@ OptionalVersion = Annotated[
 Inputs = Annotated[
     dict[str, Any] | None,
     Field(description="Flow inputs as a JSON object; they override the deploy-time inputs by key."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(
+        description="Start at most one execution for this key (per flow, 24 h): a repeat "
+        "with the same request returns it (existing: true); another request is an error.",
+        json_schema_extra={
+            "pattern": IDEMPOTENCY_KEY_PATTERN,
+            "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+        },
+    ),
 ]
 ExecId = Annotated[
     str, Field(description="Execution id, as returned by kitaru_deployments_invoke.")
@@ -138,6 +151,14 @@ def kitaru_deployments_deploy(
     ttl_seconds_after_finished: TtlSeconds = None,
     history_limit: HistoryLimit = None,
     force: Force = False,
+    max_concurrency: Annotated[
+        int | None,
+        Field(
+            description="At most this many runs through the tag active at once; more wait, "
+            "Queued, first-in first-out.",
+            json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Deploy a flow from source as the next immutable version, with one routing tag.
 
@@ -152,6 +173,7 @@ def kitaru_deployments_deploy(
         image=image,
         retention=Retention(ttl_seconds_after_finished, history_limit),
         force=force,
+        max_concurrency=max_concurrency,
     ).to_json()
 
 
@@ -169,6 +191,7 @@ def kitaru_deployments_invoke(
             "version (e.g. a user or tenant id)."
         ),
     ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Start a new execution of a deployed flow, resolved by tag or version ('default' if neither).
 
@@ -184,6 +207,7 @@ def kitaru_deployments_invoke(
             inputs=inputs,
             retention=Retention(ttl_seconds_after_finished, history_limit),
             routing_key=key,
+            idempotency_key=idempotency_key,
         )
         .to_json()
     )
@@ -263,6 +287,29 @@ def kitaru_deployments_untag(
 ) -> dict[str, Any]:
     """Take a tag off a version. 'default' cannot be removed, only moved with a tag call."""
     return _kitaru().deployments.untag(flow, tag, version=version, reason=reason).to_json()
+
+
+def kitaru_deployments_limit(
+    flow: Flow,
+    max_concurrency: Annotated[
+        int | None,
+        Field(
+            description="Most runs active at once; more wait in phase Queued and start "
+            "first-in first-out. null clears the limit.",
+            json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT},
+        ),
+    ],
+    tag: Annotated[
+        str | None,
+        Field(
+            description="Limit only the runs invoked through this tag; omitted: the whole flow.",
+            json_schema_extra={"pattern": TAG_PATTERN, "maxLength": TAG_MAX_LENGTH},
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Set or clear a concurrency limit of a flow (or of one of its tags). Returns the
+    route holding it: max_concurrency (the tag's) or flow_max_concurrency (the flow's)."""
+    return _kitaru().deployments.limit(flow, max_concurrency, tag=tag).to_json()
 
 
 def kitaru_deployments_history(
@@ -479,6 +526,7 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_deployments_get, True),
     (kitaru_deployments_tag, False),
     (kitaru_deployments_untag, False),
+    (kitaru_deployments_limit, False),
     (kitaru_deployments_history, True),
     (kitaru_deployments_rollback, False),
     (kitaru_deployments_shadow, False),

@@ -22,7 +22,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
-    from kitaru.client import DeploymentInfo, ExecutionHandle, KitaruClient, ScheduleInfo
+    from kitaru.client import (
+        DeploymentInfo,
+        ExecutionHandle,
+        KitaruClient,
+        RouteInfo,
+        ScheduleInfo,
+    )
     from kitaru.core.retention import Retention
 
 P = ParamSpec("P")
@@ -52,10 +58,11 @@ class Deployment:
         """The deployment as stored (tags, inputs, snapshot)."""
         return _client(self._client).deployments.get(self.flow, version=self.version)
 
-    def invoke(self, **inputs: Any) -> ExecutionHandle:
-        """Start an execution of this version; inputs override the deploy-time values."""
+    def invoke(self, *, idempotency_key: str | None = None, **inputs: Any) -> ExecutionHandle:
+        """Start an execution of this version; inputs override the deploy-time values.
+        With `idempotency_key`, a repeat of the same request returns the same execution."""
         return _client(self._client).deployments.invoke(
-            self.flow, version=self.version, inputs=inputs
+            self.flow, version=self.version, inputs=inputs, idempotency_key=idempotency_key
         )
 
 
@@ -81,6 +88,7 @@ class Flow(Generic[P, R]):
         image: str | None = None,
         retention: Retention | None = None,
         force: bool = False,
+        max_concurrency: int | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> DeploymentInfo:
@@ -91,6 +99,7 @@ class Flow(Generic[P, R]):
         the stack's runner image; `retention` says how long this version's finished
         runs are kept (default: the operator's). A version whose inputs would break the
         tag's callers is refused (IncompatibleSchema) unless `force=True`.
+        `max_concurrency` limits the runs through the tag active at once.
         """
         return _client(client).deployments.deploy(
             self,
@@ -100,7 +109,19 @@ class Flow(Generic[P, R]):
             image=image,
             retention=retention,
             force=force,
+            max_concurrency=max_concurrency,
         )
+
+    def limit(
+        self,
+        max_concurrency: int | None,
+        *,
+        tag: str | None = None,
+        client: KitaruClient | None = None,
+    ) -> RouteInfo:
+        """At most `max_concurrency` runs of this flow (of its `tag`) active at once;
+        more wait, Queued, first-in first-out. None clears the limit."""
+        return _client(client).deployments.limit(self.name, max_concurrency, tag=tag)
 
     def invoke(
         self,
@@ -109,12 +130,14 @@ class Flow(Generic[P, R]):
         version: int | None = None,
         retention: Retention | None = None,
         routing_key: str | None = None,
+        idempotency_key: str | None = None,
         client: KitaruClient | None = None,
         **inputs: Any,
     ) -> ExecutionHandle:
         """Start a remote execution of the deployed flow by tag or version (neither ⇒
         default); `retention` says how long it is kept once finished. On a split tag,
-        executions with the same `routing_key` run the same version."""
+        executions with the same `routing_key` run the same version; with
+        `idempotency_key`, a repeat of the same request returns the same execution."""
         return _client(client).deployments.invoke(
             self.name,
             tag=tag,
@@ -122,6 +145,7 @@ class Flow(Generic[P, R]):
             inputs=inputs,
             retention=retention,
             routing_key=routing_key,
+            idempotency_key=idempotency_key,
         )
 
     def deployment(self, version: int, client: KitaruClient | None = None) -> Deployment:

@@ -117,6 +117,10 @@ class RouteRecord:
     expires_at: float | None = None
     # spec.shadow: (candidate version, fraction of invocations mirrored to it).
     shadow: tuple[int, float] | None = None
+    # Concurrency limits (kitaru.core.queueing): runs through this tag; runs of the flow
+    # (on `default` only).
+    max_concurrency: int | None = None
+    flow_max_concurrency: int | None = None
 
     def ref(self, namespace: str) -> ObjectRef:
         return ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, self.name, self.uid)
@@ -190,6 +194,8 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
         ),
         schema_accepted=parse_accepted(meta.annotations.get(ANNOTATION_SCHEMA_ACCEPTED)),
         expires_at=(at.timestamp() if (at := parse_expiry(spec.get("expiresAt"))) else None),
+        max_concurrency=spec.get("maxConcurrency"),
+        flow_max_concurrency=spec.get("flowMaxConcurrency"),
     )
 
 

@@ -29,6 +29,7 @@ from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs, validat
 from kitaru.core.invocations import (
     Failure,
     PodSummary,
+    Queued,
     Waiting,
     derive_invocation_status,
     needs_job_deleted,
@@ -57,6 +58,7 @@ from kitaru.core.routing import (
 from kitaru.core.shadow import build_shadow_invocation, mirrors, shadow_name
 
 from kitaru_operator import metrics
+from kitaru_operator.concurrency import queue_order
 from kitaru_operator.events import ObjectRef
 from kitaru_operator.flows import FlowLookup
 from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError
@@ -193,15 +195,19 @@ def _not_ours(job: JobRecord, name: str) -> Waiting | Failure:
 
 
 async def _dispatch(
-    rt: Runtime, body: Body, spec: FlowInvocationSpec
-) -> tuple[ResolvedChain | Failure | Waiting, JobRecord | None, PodSummary | None]:
-    """Resolve, create the Job and its first pod; (outcome, the Job if one of ours exists
-    now, the pod made in this pass)."""
+    rt: Runtime, body: Body, spec: FlowInvocationSpec, previous: FlowInvocationStatus | None
+) -> tuple[ResolvedChain | Failure | Waiting | Queued, JobRecord | None, PodSummary | None]:
+    """Resolve, pass the concurrency gate, create the Job and its first pod; (outcome,
+    the Job if one of ours exists now, the pod made in this pass)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     outcome, deployment, merged = await _resolve(rt, body, spec)
     if not isinstance(outcome, ResolvedChain) or deployment is None:
         return outcome, None, None
+    position = previous.queue_position if previous else None
+    queued = rt.gate.admit(namespace, name, queue_order(body), spec.flow, outcome.tag, position)
+    if queued is not None:
+        return queued, None, None
     manifest = build_job(name, meta["uid"], namespace, spec.flow, outcome, deployment, merged, spec)
     # The first attempt's pod is made beside the Job, not after it: a user waits for the
     # pod, and the Job's create would be one more round trip before it. Until the Job
@@ -391,9 +397,20 @@ def wake_waiting(rt: Runtime, flow_key: tuple[str, str]) -> None:
         wake_invocation(rt, flow_key[0], name)
 
 
+def invocation_finished(rt: Runtime, key: tuple[str, str]) -> bool:
+    """Whether the invocation's newest known status (the watch's, or our own write) is
+    finished, or it is not watched at all (finished or deleted)."""
+    body = rt.invocations.get(key)
+    if body is None:
+        return True
+    phase = (_latest(rt, body).get("status") or {}).get("phase")
+    return phase is not None and Phase(phase).finished
+
+
 def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
     """The invocation left the watch: deleted, or finished (frozen from then on)."""
     key = (namespace, name)
+    rt.gate.forget(key)
     rt.invocations.pop(key, None)
     rt.written.pop(key, None)
     rt.recent_jobs.pop(key, None)
@@ -428,7 +445,7 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
 
     job = await _job(rt, namespace, name, previous)
     early: PodSummary | None = None
-    outcome: ResolvedChain | Failure | Waiting | None
+    outcome: ResolvedChain | Failure | Waiting | Queued | None
     if job is not None and not job.owned_by(meta["uid"]):
         outcome, job = _not_ours(job, name), None
     elif job is not None:
@@ -438,7 +455,7 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
     elif spec.cancel_requested:
         outcome = None
     else:
-        outcome, job, early = await _dispatch(rt, body, spec)
+        outcome, job, early = await _dispatch(rt, body, spec, previous)
     if isinstance(outcome, Waiting):
         _retry_later(rt, body, spec)
 
@@ -471,6 +488,8 @@ async def _reconcile(rt: Runtime, body: Body) -> None:
     if written is None:
         return  # a newer version exists; its event brings another pass
     rt.written[(namespace, name)] = (meta.get("resourceVersion", ""), written)
+    if status.phase is not None and status.phase.finished:
+        rt.gate.forget((namespace, name))  # its slot (or place in line) is free now
     if previous is None or previous.phase != status.phase:
         assert status.phase is not None
         metrics.INVOCATIONS.labels(status.phase.value).inc()

@@ -258,7 +258,13 @@ class AsyncKube:
                 return False
 
     async def list_all(
-        self, kind: Kind, namespace: str | None, *, label_selector: str = "", limit: int = 500
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 500,
     ) -> list[Body]:
         """Every object of a (small, selected) set, page by page."""
         items: list[Body] = []
@@ -271,6 +277,7 @@ class AsyncKube:
                     limit=limit,
                     continue_token=token,
                     label_selector=label_selector,
+                    field_selector=field_selector,
                 )
             )
             items.extend(page.get("items") or [])

@@ -18,7 +18,7 @@ from kitaru.core.invocations import JobSummary, PodSummary, summarize_job, summa
 from kitaru.core.job_control import MANAGED_BY
 from kitaru.core.jobs import ANNOTATION_RESOLVED, parse_chain
 from kitaru.core.models import ResolvedChain
-from kitaru.core.names import LABEL_INVOCATION
+from kitaru.core.names import LABEL_FLOW, LABEL_INVOCATION
 
 from kitaru_operator.informer import Key
 from kitaru_operator.objects import JobObject, Observed
@@ -26,6 +26,7 @@ from kitaru_operator.objects import JobObject, Observed
 RUNNING_POD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 
 OwnerChanged = Callable[[str, str], None]  # (namespace, invocation name)
+JobActivity = Callable[[Key, "JobRecord | None"], None]  # a Job changed, or went (None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,13 @@ class JobRecord:
     backoff_limit: int
     active_deadline_seconds: int | None
     status: dict[str, Any]
+    flow: str = ""  # its kitaru.dev/flow label
+
+    @property
+    def running(self) -> bool:
+        """Holding a concurrency slot: not finished and not being deleted."""
+        summary = self.summary
+        return not (self.deleting or summary.complete or summary.failed_reason)
 
     def owned_by(self, uid: str) -> bool:
         return uid in self.owners
@@ -73,6 +81,7 @@ def job_record(obj: JobObject) -> JobRecord:
         obj.spec.backoff_limit,
         obj.spec.active_deadline_seconds,
         obj.status,
+        meta.labels.get(LABEL_FLOW, ""),
     )
 
 
@@ -103,16 +112,21 @@ def pod_record(obj: Observed) -> PodRecord | None:
 class Jobs:
     """Sink of the Job informer: the Job of each invocation, by (namespace, name)."""
 
-    def __init__(self, changed: OwnerChanged) -> None:
+    def __init__(self, changed: OwnerChanged, activity: JobActivity | None = None) -> None:
         self.records: dict[Key, JobRecord] = {}
         self.changed = changed
+        self.activity = activity
 
     def upsert(self, key: Key, record: JobRecord) -> None:
         self.records[key] = record
+        if self.activity is not None:
+            self.activity(key, record)
         self.changed(*key)
 
     def delete(self, key: Key, record: JobRecord | None = None) -> None:
         if self.records.pop(key, None) is not None:
+            if self.activity is not None:
+                self.activity(key, None)
             self.changed(*key)
 
     def keys(self, namespace: str | None) -> Iterable[Key]:

@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kitaru_operator.concurrency import ConcurrencyGate
 from kitaru_operator.events import EventRecorder
 from kitaru_operator.flows import Flows
 from kitaru_operator.informer import Key
@@ -88,6 +89,7 @@ class Runtime:
     pods: RunningPods
     retention: RetentionKeeper
     shadows: ShadowTally
+    gate: ConcurrencyGate
     # How long an invocation may wait for what it names (unless it says otherwise).
     resolve_deadline_seconds: float = 60.0
     # Set once versions, routes, Jobs and pods are listed: resolution waits for it.

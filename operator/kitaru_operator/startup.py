@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
+from kitaru.core.models import Phase
 from kitaru.core.names import LABEL_INVOCATION, LABEL_SCHEDULE
 from kitaru.core.retention import Retention
 
+from kitaru_operator.concurrency import ConcurrencyGate, requested_tag
 from kitaru_operator.events import EventRecorder
 from kitaru_operator.flow_reconcile import FlowReconciler
 from kitaru_operator.flows import (
@@ -26,7 +29,12 @@ from kitaru_operator.flows import (
     route_record,
 )
 from kitaru_operator.informer import Informer
-from kitaru_operator.invocations import reconcile_invocation, wake_waiting
+from kitaru_operator.invocations import (
+    invocation_finished,
+    reconcile_invocation,
+    wake_invocation,
+    wake_waiting,
+)
 from kitaru_operator.kube import (
     DEPLOYMENT,
     INVOCATION,
@@ -52,6 +60,7 @@ from kitaru_operator.retention import (
 )
 from kitaru_operator.runs import (
     RUNNING_POD_SELECTOR,
+    JobRecord,
     Jobs,
     RunningPods,
     job_record,
@@ -81,21 +90,38 @@ def _version_retention(flows: Flows) -> VersionRetention:
 async def start(config: OperatorConfig) -> Runtime:
     """Build the runtime and start its background work (stopped by `stop`)."""
     api = AsyncKube.from_environment()
-    flows = Flows(on_change=lambda key: wake_waiting(rt, key))
+
+    def flow_changed(key: tuple[str, str]) -> None:
+        wake_waiting(rt, key)
+        gate.flow_changed(*key)
+
+    flows = Flows(on_change=flow_changed)
 
     def owner_changed(namespace: str, name: str) -> None:
         body = rt.invocations.get((namespace, name))
         if body is not None:
             rt.spawn(reconcile_invocation(rt, body))
 
+    gate = ConcurrencyGate(flows, lambda namespace, name: wake_invocation(rt, namespace, name))
+
+    def job_activity(key: tuple[str, str], job: JobRecord | None) -> None:
+        """A Job not finished holds its run's slot. One finished or gone frees it only
+        once the run's status says finished too (else that write frees it): a reader never
+        sees the next run start first. Also undoes a slot counted from a stale event."""
+        if job is not None and job.running and job.chain is not None and job.flow:
+            gate.job_running(key, job.flow, job.chain.tag)
+        elif invocation_finished(rt, key):
+            gate.release(key)
+
     rt = Runtime(
         api=api,
         events=EventRecorder(api),
         flows=flows,
-        jobs=Jobs(owner_changed),
+        jobs=Jobs(owner_changed, job_activity),
         pods=RunningPods(owner_changed),
         retention=RetentionKeeper(api, config.retention, _version_retention(flows)),
         shadows=ShadowTally(lambda ns, flow, tag: flows.mark((ns, flow)).routes.add(tag)),
+        gate=gate,
         resolve_deadline_seconds=config.resolve_deadline_seconds,
     )
     needed: list[Informer[Any, Any]] = []
@@ -149,7 +175,7 @@ async def start(config: OperatorConfig) -> Runtime:
             ),
         )
     ]
-    rt.spawn(_when_synced(rt, needed, finished, config.route_history_limit))
+    rt.spawn(_when_synced(rt, needed, finished, config.route_history_limit, config.scopes))
     for informer in scheduling:
         rt.spawn(informer.run())
     rt.spawn(_start_schedules(rt.schedules, scheduling))
@@ -162,10 +188,13 @@ async def _when_synced(
     needed: list[Informer[Any, Any]],
     finished: list[Informer[Any, Any]],
     route_history_limit: int,
+    scopes: Iterable[str | None],
 ) -> None:
     """Once everything resolution needs is listed: open the gate, reconcile flows, then
     start retention (it reads the versions' retention settings)."""
     await asyncio.gather(*(informer.synced.wait() for informer in needed))
+    for scope in scopes:
+        await _queued_in_order(rt, scope)
     rt.synced.set()
     logger.info("synced: %d flows in memory", len(rt.flows.states))
     reconciler = FlowReconciler(
@@ -192,6 +221,23 @@ async def _start_schedules(book: ScheduleBook, informers: list[Informer[Any, Any
     await asyncio.gather(*(informer.synced.wait() for informer in informers))
     book.start()
     logger.info("schedules: %d armed", len(book.objects))
+
+
+async def _queued_in_order(rt: Runtime, scope: str | None) -> None:
+    """Put the runs queued before a restart back in line, oldest first, before anything
+    is dispatched: a newer run reconciled first must not overtake them. (One list of the
+    Queued ones, at start-up only.)"""
+    queued = await rt.api.list_all(
+        INVOCATION, scope, field_selector=f"status.phase={Phase.QUEUED.value}"
+    )
+    for body in queued:
+        meta, spec = body["metadata"], body["spec"]
+        tag = requested_tag(spec.get("tag"), spec.get("version"))
+        rt.gate.enqueue(
+            meta["namespace"], meta["name"], meta["creationTimestamp"], spec["flow"], tag
+        )
+    if queued:
+        logger.info("%d queued runs back in line", len(queued))
 
 
 async def _resync_running(rt: Runtime, interval: float) -> None:

@@ -4,7 +4,8 @@ nothing half-created: the namespace holds exactly what it held before.
 
 One project is set up per module (the operator running): research_agent v1 (`default`),
 v2 (`canary`, exclusive), `benchmark` shared by both, `ab` split 50/50 between them,
-`nightly` moved from v3 to v1, and v3 built and deleted again.
+`nightly` moved from v3 to v1, and v3 built and deleted again; one execution started with
+idempotency key `order-1`.
 Every case id is a row of docs/bad-inputs.md and the other way round.
 """
 
@@ -50,6 +51,10 @@ HUGE = {"topic": "a" * (2 * MIB)}  # over etcd's 1.5 MiB request limit
 LARGE = {"topic": "a" * (100 * 1024)}  # under etcd's, over what a run's environment holds
 DEEP = {"topic": json.loads("[" * 65 + "]" * 65)}  # 66 levels: more than the 64 allowed
 HOSTILE_TAG = "\x1b]0;pwned\x07\x1b[2J"
+KEY = "order-1"  # the idempotency key of the set-up's one keyed execution
+KEY_REUSED = (
+    f"idempotency key '{KEY}' of flow '{FLOW}' was used within 24h with a different request"
+)
 
 # A second flow for the schema-compatibility guard: v1 (`default`) takes a string topic,
 # v2 (built, untagged) an integer one, so v2 would break v1's callers.
@@ -145,6 +150,8 @@ def catalog(
             timeout=30,
             message="the route history recorded the set-up",
         )
+        # The idempotency key `order-1` started one execution (topic "a").
+        kitaru(f'invoke {FLOW} --idempotency-key {KEY} --input \'{{"topic": "a"}}\'')
         for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
             (kitaru.project / f"{name}.json").write_text(json.dumps(value))
         yield Catalog(
@@ -564,6 +571,54 @@ CLI_CASES = [
         "--input must be a JSON object",
     ),
     _cli(
+        "cli-invoke-idempotency-key-reused",
+        f'invoke {FLOW} --idempotency-key {KEY} --input \'{{"topic": "b"}}\'',
+        "IdempotencyKeyReused",
+        KEY_REUSED,
+    ),
+    _cli(
+        "cli-invoke-idempotency-key-space",
+        f"invoke {FLOW} --idempotency-key 'order 1'",
+        "InvalidName",
+        "invalid idempotency key 'order 1': use 1 to 256 printable ASCII characters",
+    ),
+    _cli(
+        "cli-curl-idempotency-key-empty",
+        f"flow deployments curl {FLOW} --idempotency-key ''",
+        "InvalidName",
+        "invalid idempotency key ''",
+    ),
+    _cli(
+        "cli-limit-zero",
+        f"flow limit {FLOW} 0",
+        "InvalidLimit",
+        "invalid concurrency limit 0: use a whole number from 1 to 10000, or clear the limit",
+    ),
+    _cli(
+        "cli-limit-neither-n-nor-clear",
+        f"flow limit {FLOW}",
+        "InvalidLimit",
+        "give a limit N or --clear, not both or neither",
+    ),
+    _cli(
+        "cli-limit-unknown-tag",
+        f"flow limit {FLOW} 2 --tag nope",
+        "TagNotFound",
+        f"flow '{FLOW}' has no tag 'nope'",
+    ),
+    _cli(
+        "cli-limit-unknown-flow",
+        "flow limit no_such_flow 2",
+        "NoDeployments",
+        "flow 'no_such_flow' has no deployments yet",
+    ),
+    _cli(
+        "cli-build-max-concurrency",
+        f"build flows/research.py:{FLOW} --max-concurrency 2",
+        "UsageError",
+        "No such option '--max-concurrency'",
+    ),
+    _cli(
         "cli-executions-get-path",
         "executions get ../../etc/passwd",
         "InvalidName",
@@ -915,6 +970,38 @@ SDK_CASES = [
         "invalid version 0",
     ),
     _sdk(
+        "sdk-invoke-idempotency-key-reused",
+        lambda c, p: c.deployments.invoke(
+            FLOW, inputs={"topic": "a"}, tag="canary", idempotency_key=KEY
+        ),
+        "IdempotencyKeyReused",
+        KEY_REUSED,
+    ),
+    _sdk(
+        "sdk-invoke-idempotency-key-too-long",
+        lambda c, p: c.deployments.invoke(FLOW, idempotency_key="k" * 257),
+        "InvalidName",
+        "invalid idempotency key 'kkk",
+    ),
+    _sdk(
+        "sdk-limit-bool",
+        lambda c, p: c.deployments.limit(FLOW, True),  # type: ignore[arg-type]
+        "InvalidLimit",
+        "invalid concurrency limit True",
+    ),
+    _sdk(
+        "sdk-limit-too-high",
+        lambda c, p: c.deployments.limit(FLOW, 10_001, tag="canary"),
+        "InvalidLimit",
+        "invalid concurrency limit 10001: use a whole number from 1 to 10000",
+    ),
+    _sdk(
+        "sdk-deploy-max-concurrency-untagged",
+        lambda c, p: c.deployments.deploy(_target(p), untagged=True, max_concurrency=2),
+        "InvalidLimit",
+        "an untagged build has no route to limit: deploy it with a tag",
+    ),
+    _sdk(
         "sdk-executions-get-empty",
         lambda c, p: c.executions.get(""),
         "InvalidName",
@@ -1174,6 +1261,36 @@ MCP_CASES = [
         "kitaru_deployments_delete",
         {"flow": FLOW, "version": 2},
         "version 2 of flow research_agent holds the",
+    ),
+    McpCase(
+        "mcp-invoke-idempotency-key-reused",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "idempotency_key": KEY},
+        KEY_REUSED,
+    ),
+    McpCase(
+        "mcp-invoke-idempotency-key-control-chars",
+        "kitaru_deployments_invoke",
+        {"flow": FLOW, "idempotency_key": HOSTILE_TAG},
+        "invalid idempotency key '\\x1b]0;pwned",
+    ),
+    McpCase(
+        "mcp-limit-zero",
+        "kitaru_deployments_limit",
+        {"flow": FLOW, "max_concurrency": 0},
+        "invalid concurrency limit 0: use a whole number from 1 to 10000",
+    ),
+    McpCase(
+        "mcp-limit-missing",
+        "kitaru_deployments_limit",
+        {"flow": FLOW},
+        "max_concurrency\n  Field required",
+    ),
+    McpCase(
+        "mcp-deploy-max-concurrency-string",
+        "kitaru_deployments_deploy",
+        {"target": f"flows/research.py:{FLOW}", "max_concurrency": "many"},
+        "max_concurrency\n  Input should be a valid integer",
     ),
     McpCase(
         "mcp-executions-get-invalid-id",
@@ -1456,6 +1573,36 @@ KUBECTL_CASES = [
         "annotation kitaru.dev/changed-by must name the user making the request",
     ),
     _kubectl(
+        "kubectl-route-max-concurrency-zero",
+        _obj(
+            "FlowRoute",
+            "research-agent.capped",
+            {
+                "flow": FLOW,
+                "tag": "capped",
+                "exclusive": True,
+                "versions": [1],
+                "maxConcurrency": 0,
+            },
+        ),
+        "spec.maxConcurrency in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-route-flow-limit-not-default",
+        _obj(
+            "FlowRoute",
+            "research-agent.capped",
+            {
+                "flow": FLOW,
+                "tag": "capped",
+                "exclusive": True,
+                "versions": [1],
+                "flowMaxConcurrency": 2,
+            },
+        ),
+        "flowMaxConcurrency limits the whole flow and is set on its 'default' route only",
+    ),
+    _kubectl(
         "kubectl-invocation-tag-and-version",
         _finv(tag="canary", version=2),
         "set at most one of tag and version",
@@ -1504,6 +1651,16 @@ KUBECTL_CASES = [
         "kubectl-invocation-deadline-zero",
         _finv(activeDeadlineSeconds=0),
         "spec.activeDeadlineSeconds in body should be greater than or equal to 1",
+    ),
+    _kubectl(
+        "kubectl-invocation-idempotency-key-space",
+        _finv(idempotencyKey="order 1"),
+        "spec.idempotencyKey in body should match '^[!-~]+$'",
+    ),
+    _kubectl(
+        "kubectl-invocation-idempotency-key-too-long",
+        _finv(idempotencyKey="k" * 257),
+        "spec.idempotencyKey: Too long: may not be more than 256",
     ),
     _kubectl(
         "kubectl-invocation-over-etcd-limit",

@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 from kitaru.client.curl import invocations_url, render_curl
+from kitaru.core.idempotency import idempotent_name
 
 BASE: dict[str, Any] = {
     "server": "https://127.0.0.1:6443/",
@@ -67,6 +68,16 @@ def test_body_is_a_flow_invocation_pinned_to_the_version() -> None:
         == "https://127.0.0.1:6443/apis/kitaru.dev/v1alpha1/namespaces/team-a/flowinvocations"
     )
     assert argv[argv.index("-X") + 1] == "POST"
+
+
+def test_an_idempotency_key_becomes_the_invocation_name() -> None:
+    script = render_curl(**BASE, tag="stable", idempotency_key="order-42")
+    body = json.loads(_curl_argv(script)[_curl_argv(script).index("--data") + 1])
+    name = idempotent_name("research_agent", "order-42")
+    assert body["metadata"] == {"name": name, "labels": {"kitaru.dev/flow": "research_agent"}}
+    assert body["spec"]["idempotencyKey"] == "order-42"
+    assert f"# Idempotency key 'order-42': this always creates execution {name};" in script
+    assert "409 AlreadyExists" in script
 
 
 def test_cacert_only_when_the_connection_has_one() -> None:

@@ -115,7 +115,14 @@ def test_free_form_inputs_are_preserved_objects() -> None:
 def test_enums_are_string_enums() -> None:
     status = _schema(crdgen.INVOCATION)["properties"]["status"]["properties"]
     assert status["phase"]["type"] == "string"
-    assert status["phase"]["enum"] == ["Pending", "Running", "Completed", "Failed", "Cancelled"]
+    assert status["phase"]["enum"] == [
+        "Queued",
+        "Pending",
+        "Running",
+        "Completed",
+        "Failed",
+        "Cancelled",
+    ]
     condition = status["conditions"]["items"]["properties"]["status"]
     assert condition["enum"] == ["True", "False", "Unknown"]
 
@@ -169,9 +176,10 @@ def test_same_object_rules_are_carried() -> None:
     assert "self == oldSelf" in _rules(deployment)
     assert any("runnerImage" in rule for rule in _rules(deployment))
     route = _schema(crdgen.ROUTE)["properties"]["spec"]
-    # default exclusive, one exclusive version, no expiry; split: not default, not exclusive,
-    # its versions, weights adding up to 100; a shadow off the route's versions
-    assert len(_rules(route)) == 8
+    # default exclusive, one exclusive version, no expiry, flow limit on default only;
+    # split: not default, not exclusive, its versions, weights adding up to 100; a shadow
+    # off the route's versions
+    assert len(_rules(route)) == 9
     assert _rules(route["properties"]["flow"]) == ["self == oldSelf"]
     assert _rules(route["properties"]["tag"]) == ["self == oldSelf"]
     invocation = _schema(crdgen.INVOCATION)["properties"]["spec"]

@@ -57,7 +57,7 @@ def test_flow_stays_a_plain_callable() -> None:
 def test_deploy_and_invoke_go_through_the_client() -> None:
     client = Recorder()
     summarize.deploy(topic="t", tag="canary", exclusive=True, force=True, client=client)  # type: ignore[arg-type]
-    summarize.invoke(topic="u", tag="stable", client=client)  # type: ignore[arg-type]
+    summarize.invoke(topic="u", tag="stable", idempotency_key="k1", client=client)  # type: ignore[arg-type]
     assert client.calls == [
         (
             "deploy",
@@ -69,6 +69,7 @@ def test_deploy_and_invoke_go_through_the_client() -> None:
                 "image": None,
                 "retention": None,
                 "force": True,
+                "max_concurrency": None,
             },
         ),
         (
@@ -80,6 +81,7 @@ def test_deploy_and_invoke_go_through_the_client() -> None:
                 "inputs": {"topic": "u"},
                 "retention": None,
                 "routing_key": None,
+                "idempotency_key": "k1",
             },
         ),
     ]
@@ -90,8 +92,18 @@ def test_a_deployment_invokes_its_pinned_version() -> None:
     deployment = summarize.deployment(version=2, client=client)  # type: ignore[arg-type]
     assert isinstance(deployment, Deployment)
     deployment.invoke(topic="pinned run")
+    deployment.invoke(topic="once", idempotency_key="k2")
     assert client.calls == [
-        ("invoke", ("summarize",), {"version": 2, "inputs": {"topic": "pinned run"}})
+        (
+            "invoke",
+            ("summarize",),
+            {"version": 2, "inputs": {"topic": "pinned run"}, "idempotency_key": None},
+        ),
+        (
+            "invoke",
+            ("summarize",),
+            {"version": 2, "inputs": {"topic": "once"}, "idempotency_key": "k2"},
+        ),
     ]
 
 

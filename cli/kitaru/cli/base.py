@@ -113,6 +113,12 @@ def client() -> KitaruClient:
 
 
 tag_option = click.option("--tag", default=None, help="Route (tag) to resolve, e.g. stable.")
+idempotency_key_option = click.option(
+    "--idempotency-key",
+    default=None,
+    metavar="KEY",
+    help="Start at most one execution for this key (per flow, 24 h): a repeat returns it.",
+)
 version_option = click.option("--version", type=int, default=None, help="Exact version.")
 input_option = click.option(
     "--input",

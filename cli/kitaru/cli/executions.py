@@ -34,6 +34,10 @@ def execution_fields(info: ExecutionInfo) -> str:
         "created": info.created,
         "finished": info.finished_at,
     }
+    if info.queue_position is not None:
+        pairs["queue position"] = info.queue_position
+    if info.idempotency_key is not None:
+        pairs["idempotency key"] = info.idempotency_key
     if info.status == "completed":
         pairs["result"] = result_text(info.result)
     elif info.message or info.reason:

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kitaru.cli.base import client, input_option, kitaru_command, tag_option, version_option
+from kitaru.cli.base import (
+    client,
+    idempotency_key_option,
+    input_option,
+    kitaru_command,
+    tag_option,
+    version_option,
+)
 from kitaru.cli.output import Output, fields, parse_inputs, table
 from kitaru.client.errors import InvalidArguments
 
@@ -155,6 +162,27 @@ def untag_command(flow_name: str, tag: str, version: int | None, reason: str | N
     rest = ", ".join(f"v{v}" for v in route.versions)
     text = f"Removed tag {tag} from {flow_name}" + (f" v{version}" if version else "")
     text += f"; it still routes to {rest}" if rest else f"; {tag} no longer exists"
+    return Output(item=route.to_json(), text=text)
+
+
+@flow.command("limit")
+@click.argument("flow_name", metavar="FLOW")
+@click.argument("max_concurrency", metavar="N", type=int, required=False)
+@click.option("--tag", default=None, help="Limit the runs invoked through this tag only.")
+@click.option("--clear", is_flag=True, help="Remove the limit.")
+@kitaru_command
+def limit_command(
+    flow_name: str, max_concurrency: int | None, tag: str | None, clear: bool
+) -> Output:
+    """At most N runs of FLOW (or of its TAG) active at once; more wait, Queued, in order."""
+    if clear == (max_concurrency is not None):
+        raise InvalidArguments(
+            "give a limit N or --clear, not both or neither", kind="InvalidLimit"
+        )
+    route = client().deployments.limit(flow_name, max_concurrency, tag=tag)
+    scope = f"tag {tag} of {flow_name}" if tag else flow_name
+    limit = route.max_concurrency if tag else route.flow_max_concurrency
+    text = f"{scope}: at most {limit} active run(s)" if limit else f"{scope}: no limit"
     return Output(item=route.to_json(), text=text)
 
 
@@ -387,6 +415,7 @@ def deployments_prune(flow_name: str, keep: int) -> Output:
     metavar="KEY",
     help="Routing key for a split tag: the same key always runs the same version.",
 )
+@idempotency_key_option
 @kitaru_command
 def deployments_curl(
     flow_name: str,
@@ -394,12 +423,19 @@ def deployments_curl(
     version: int | None,
     input_: str | None,
     routing_key: str | None,
+    idempotency_key: str | None,
 ) -> Output:
     """Print a curl command that starts an execution of the resolved version (of the
-    tag itself when it is split)."""
+    tag itself when it is split; with --idempotency-key: at most one, however often the
+    command runs)."""
     from kitaru.client.curl import render_curl
+    from kitaru.client.rules import core_errors
+    from kitaru.core.idempotency import validate_idempotency_key
 
     inputs = parse_inputs(input_)
+    if idempotency_key is not None:
+        with core_errors():
+            validate_idempotency_key(idempotency_key)
     kitaru = client()
     resolution = kitaru.deployments.resolve(
         flow_name, tag=tag, version=version, routing_key=routing_key
@@ -416,6 +452,7 @@ def deployments_curl(
         ca_file=connection.ca_path(),
         split=",".join(f"{w.version}={w.weight}" for w in split.split) if split else None,
         routing_key=routing_key,
+        idempotency_key=idempotency_key,
     )
     item = {
         "flow": flow_name,

@@ -10,6 +10,7 @@ from kitaru.cli.base import (
     OUTPUT_HELP,
     KitaruGroup,
     client,
+    idempotency_key_option,
     input_option,
     is_json,
     kitaru_command,
@@ -22,6 +23,7 @@ from kitaru.cli.flows import flow
 from kitaru.cli.output import JSON, TEXT, Output, fields, parse_inputs, result_text, spinner, table
 from kitaru.cli.schedules import schedule
 from kitaru.client.errors import InvalidArguments, KitaruError
+from kitaru.core.names import shown
 from kitaru.core.retention import Retention
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -100,6 +102,13 @@ def _deployed_text(info: object) -> str:
     is_flag=True,
     help="Take the tag even if this version rejects inputs its current version accepts.",
 )
+@click.option(
+    "--max-concurrency",
+    type=int,
+    default=None,
+    metavar="N",
+    help="At most N runs through the tag active at once (kitaru flow limit --tag).",
+)
 @retention_options("this version")
 @kitaru_command
 def deploy(
@@ -109,6 +118,7 @@ def deploy(
     exclusive: bool,
     image: str | None,
     force: bool,
+    max_concurrency: int | None,
     ttl_seconds_after_finished: int | None,
     history_limit: int | None,
 ) -> Output:
@@ -119,7 +129,16 @@ def deploy(
     unless --force.
     """
     retention = Retention(ttl_seconds_after_finished, history_limit)
-    return _new_version(target, input_, image, retention, tag=tag, exclusive=exclusive, force=force)
+    return _new_version(
+        target,
+        input_,
+        image,
+        retention,
+        tag=tag,
+        exclusive=exclusive,
+        force=force,
+        max_concurrency=max_concurrency,
+    )
 
 
 @main.command()
@@ -150,6 +169,7 @@ def _new_version(
     exclusive: bool = False,
     untagged: bool = False,
     force: bool = False,
+    max_concurrency: int | None = None,
 ) -> Output:
     """`deploy` and `build`: the next version of the flow in `target`, routed as asked."""
     inputs = parse_inputs(input_)
@@ -163,6 +183,7 @@ def _new_version(
         untagged=untagged,
         retention=retention,
         force=force,
+        max_concurrency=max_concurrency,
     )
     return Output(item=info.to_json(), text=_deployed_text(info))
 
@@ -185,6 +206,7 @@ def _new_version(
 )
 @click.option("--wait", is_flag=True, help="Wait for the result; exit 1 if the run fails.")
 @click.option("--timeout", type=float, default=None, help="Seconds to --wait (default: forever).")
+@idempotency_key_option
 @retention_options("this execution")
 @kitaru_command
 def invoke(
@@ -195,6 +217,7 @@ def invoke(
     routing_key: str | None,
     wait: bool,
     timeout: float | None,
+    idempotency_key: str | None,
     ttl_seconds_after_finished: int | None,
     history_limit: int | None,
 ) -> Output:
@@ -207,9 +230,13 @@ def invoke(
         inputs=inputs,
         retention=Retention(ttl_seconds_after_finished, history_limit),
         routing_key=routing_key,
+        idempotency_key=idempotency_key,
     )
     route = f"tag {tag}" if tag else (f"version {version}" if version else "tag default")
-    started = f"Started execution {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"
+    verb = "Existing execution" if handle.existing else "Started execution"
+    started = f"{verb} {handle.exec_id} ({flow_name} v{handle.version}, {route})\n"
+    if handle.existing:
+        started += f"(idempotency key {shown(idempotency_key)} already started it)\n"
     if not wait:
         return Output(item=handle.to_json(), text=started)
     return waited(handle.exec_id, timeout, started, extra={"version": handle.version})

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kitaru.core.manifests import build_invocation
-from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS
+from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS, shown
 
 TOKEN_VARIABLE = "KITARU_SERVER_ACCESS_TOKEN"
 
@@ -33,12 +33,16 @@ def render_curl(
     ca_file: str | None = None,
     split: str | None = None,
     routing_key: str | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
     """The shell text: comments, the token line and the curl (ends with a newline).
 
     Pinned to `version`, except on a split tag (`split`, e.g. `2=90,3=10`, with `tag`):
     pinning would defeat the split, so the command invokes the tag, with `routing_key`
-    when given (the same key, the same version)."""
+    when given (the same key, the same version). curl cannot hash, so an idempotency key
+    is turned into the invocation's name here, when the command is generated: every run
+    of the command POSTs the same name, and the API server answers all but the first
+    with 409 AlreadyExists."""
     lines = []
     if split is not None and tag is not None:
         lines.append(
@@ -46,7 +50,13 @@ def render_curl(
             "execution runs one of them"
             + (", the same for every execution with this routing key." if routing_key else ".")
         )
-        invocation = build_invocation(flow, tag=tag, inputs=inputs, routing_key=routing_key)
+        invocation = build_invocation(
+            flow,
+            tag=tag,
+            inputs=inputs,
+            routing_key=routing_key,
+            idempotency_key=idempotency_key,
+        )
     else:
         if tag is not None:
             lines += [
@@ -55,7 +65,15 @@ def render_curl(
             ]
         else:
             lines.append(f"# Starts a new execution of flow '{flow}' v{version}.")
-        invocation = build_invocation(flow, version=version, inputs=inputs)
+        invocation = build_invocation(
+            flow, version=version, inputs=inputs, idempotency_key=idempotency_key
+        )
+    if idempotency_key is not None:
+        name = invocation["metadata"]["name"]
+        lines += [
+            f"# Idempotency key {shown(idempotency_key)}: this always creates execution {name};",
+            f"# run again, it fails with 409 AlreadyExists (see: kitaru executions get {name}).",
+        ]
     body = json.dumps(invocation, separators=(",", ":"))
     args = ["curl", "--fail-with-body", "--silent", "--show-error", "-X", "POST"]
     if ca_file:

@@ -30,7 +30,14 @@ from kitaru.client.removal import delete_whole_flow, prune_untagged
 from kitaru.client.retry import attempts
 from kitaru.client.rules import core_errors, not_found, of_flow, route_views
 from kitaru.client.source import FlowLike, load_target, locate, package_flow
-from kitaru.client.tags import rollback_tag, set_shadow, set_tag, split_route, unset_tag
+from kitaru.client.tags import (
+    rollback_tag,
+    set_limit,
+    set_shadow,
+    set_tag,
+    split_route,
+    unset_tag,
+)
 from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
@@ -41,6 +48,7 @@ from kitaru.core.history import (
     parse_time,
     targets_at,
 )
+from kitaru.core.idempotency import idempotent_name, validate_idempotency_key
 from kitaru.core.inputs import (
     check_inputs,
     merge_inputs,
@@ -69,6 +77,7 @@ from kitaru.core.names import (
     validate_tag,
     validate_version,
 )
+from kitaru.core.queueing import validate_limit
 from kitaru.core.retention import Retention
 from kitaru.core.routing import (
     Resolution,
@@ -223,6 +232,7 @@ class Deployments:
         untagged: bool = False,
         retention: Retention | None = None,
         force: bool = False,
+        max_concurrency: int | None = None,
     ) -> DeploymentInfo:
         """Deploy a flow from source as its next version with one tag (none given ⇒ `default`).
 
@@ -234,9 +244,15 @@ class Deployments:
         The tag it takes (`default` without one) must keep accepting what its callers
         send: a new input schema that rejects inputs the tag's current version accepts
         is refused before anything is created (IncompatibleSchema), unless `force=True`.
+        `max_concurrency` limits the runs through the tag it takes (`limit`).
         """
         if untagged and tag is not None:
             raise InvalidArguments("an untagged build takes no tag", kind="InvalidArguments")
+        if untagged and max_concurrency is not None:
+            raise InvalidArguments(
+                "an untagged build has no route to limit: deploy it with a tag",
+                kind="InvalidLimit",
+            )
         inputs = {} if inputs is None else inputs
         if isinstance(target, str):
             flow_obj, path, attr = load_target(target)
@@ -249,6 +265,8 @@ class Deployments:
             if tag is not None:
                 validate_tag(tag)
             check_inputs(inputs)
+            if max_concurrency is not None:
+                validate_limit(max_concurrency)
             schema = schema_from_signature(flow_obj.func, inputs)
             validate_deploy_inputs(inputs, schema)
         if not untagged:
@@ -262,7 +280,7 @@ class Deployments:
             sha256=package.sha256,
             files=sorted(package.files),
         )
-        return self.create_version(
+        info = self.create_version(
             package.flow,
             entrypoint=package.entrypoint,
             image=image,
@@ -276,6 +294,9 @@ class Deployments:
             retention=retention,
             force=force,
         )
+        if max_concurrency is not None:
+            set_limit(self._kube, package.flow, tag or DEFAULT_TAG, max_concurrency)
+        return info
 
     def create_version(
         self,
@@ -413,6 +434,18 @@ class Deployments:
                 validate_version(version)
         return unset_tag(self._kube, flow, tag, version, reason)
 
+    def limit(self, flow: str, max_concurrency: int | None, tag: str | None = None) -> RouteInfo:
+        """Limit how many runs may be active at once — of the whole flow, or with `tag`
+        of the runs invoked through that tag; None clears the limit. Runs beyond it wait
+        in phase Queued and start first-in first-out. Returns the route that holds it."""
+        with core_errors():
+            validate_flow(flow)
+            if tag is not None:
+                validate_tag(tag)
+            if max_concurrency is not None:
+                validate_limit(max_concurrency)
+        return set_limit(self._kube, flow, tag, max_concurrency)
+
     # --- route history ---------------------------------------------------------------
 
     def history(
@@ -493,14 +526,18 @@ class Deployments:
         inputs: Mapping[str, Any] | None = None,
         retention: Retention | None = None,
         routing_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ExecutionHandle:
         """Start a new execution of `flow` by tag or version (neither ⇒ `default`).
 
         The route is resolved and the merged inputs are validated first, so a bad
         request creates nothing; the operator then resolves it again authoritatively.
         On a split tag, invocations with the same `routing_key` run the same version.
+        With `idempotency_key`, the same key and request within 24 h return the execution
+        it started (`handle.existing`); the same key with another request is an error.
         """
         from kitaru.client.handle import ExecutionHandle
+        from kitaru.client.idempotency import create_once
 
         inputs = {} if inputs is None else inputs
         with core_errors():
@@ -508,10 +545,12 @@ class Deployments:
             check_inputs(inputs)
             if routing_key is not None:
                 check_routing_key(routing_key)
-        for _ in attempts():
-            # Named here, not by the API server: a split tag chooses by the hash of the
-            # name (without a routing key), so the version checked is the one it runs.
-            name = random_invocation_name(flow)
+            if idempotency_key is not None:
+                validate_idempotency_key(idempotency_key)
+
+        def checked(name: str) -> tuple[DeploymentInfo, dict[str, Any]]:
+            """The version the invocation named `name` resolves to (a split tag chooses by
+            the hash of the name, without a routing key), its inputs checked; the body."""
             deployment = self.get(
                 flow, tag=tag, version=version, routing_key=routing_key, invocation=name
             )
@@ -525,16 +564,33 @@ class Deployments:
                 retention=retention,
                 name=name,
                 routing_key=routing_key,
+                idempotency_key=idempotency_key,
             )
-            try:
-                created = self._kube.create(INVOCATIONS, body)
-                break
-            except AlreadyExists:  # the name was taken: 1 in 14 million
-                continue
+            return deployment, body
+
+        existing = False
+        if idempotency_key is not None:
+            deployment, body = checked(idempotent_name(flow, idempotency_key))
+            created, existing = create_once(self._kube, body, idempotency_key)
         else:
-            raise Conflict(f"no free execution name for flow '{flow}'; try again")
+            for _ in attempts():
+                # Named here, not by the API server: see `checked`.
+                deployment, body = checked(random_invocation_name(flow))
+                try:
+                    created = self._kube.create(INVOCATIONS, body)
+                    break
+                except AlreadyExists:  # the name was taken: 1 in 14 million
+                    continue
+            else:
+                raise Conflict(f"no free execution name for flow '{flow}'; try again")
+        resolved = ((created.get("status") or {}).get("resolved") or {}).get("version")
         return ExecutionHandle(
-            self._client.executions, created["metadata"]["name"], flow, deployment.version
+            self._client.executions,
+            created["metadata"]["name"],
+            flow,
+            resolved or deployment.version,
+            idempotency_key=idempotency_key,
+            existing=existing,
         )
 
 

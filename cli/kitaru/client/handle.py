@@ -32,12 +32,18 @@ class ExecutionHandle:
         exec_id: str,
         flow: str | None = None,
         version: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        existing: bool = False,
     ) -> None:
         self._executions = executions
         self.exec_id = exec_id
         self.flow = flow
         #: The version the selector resolved to when the execution was requested.
         self.version = version
+        self.idempotency_key = idempotency_key
+        #: True when the idempotency key had already started this execution.
+        self.existing = existing
 
     def __repr__(self) -> str:
         return (
@@ -68,4 +74,7 @@ class ExecutionHandle:
         return self._executions.logs(self.exec_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {"exec_id": self.exec_id, "flow": self.flow, "version": self.version}
+        item = {"exec_id": self.exec_id, "flow": self.flow, "version": self.version}
+        if self.idempotency_key is not None:
+            item |= {"idempotency_key": self.idempotency_key, "existing": self.existing}
+        return item

@@ -262,12 +262,21 @@ class Kube:
             )
             return obj
 
-    def delete(self, plural: str, name: str, resource_version: str | None = None) -> None:
+    def delete(
+        self,
+        plural: str,
+        name: str,
+        resource_version: str | None = None,
+        *,
+        uid: str | None = None,
+    ) -> None:
+        """Delete; with `resource_version` or `uid`, only that version or that object
+        (a precondition: 409 if it changed or was replaced meanwhile)."""
         from kubernetes import client
 
         options = client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(resource_version=resource_version)
-            if resource_version
+            preconditions=client.V1Preconditions(resource_version=resource_version, uid=uid)
+            if resource_version or uid
             else None
         )
         with self.calling(f"{plural} {name}"):

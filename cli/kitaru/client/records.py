@@ -70,6 +70,9 @@ class RouteInfo:
     # spec.shadow ({version, fraction}) and status.shadow (how its runs compare so far).
     shadow: Mapping[str, Any] | None = None
     shadow_summary: Mapping[str, Any] | None = None
+    # Concurrency limits: runs through this tag; runs of the whole flow (default only).
+    max_concurrency: int | None = None
+    flow_max_concurrency: int | None = None
 
     @property
     def mode(self) -> str:
@@ -150,6 +153,9 @@ class ExecutionInfo:
     created: str | None = None
     started: str | None = None
     finished_at: str | None = None
+    # While queued under a concurrency limit: its place in line (1: next).
+    queue_position: int | None = None
+    idempotency_key: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -228,6 +234,8 @@ def route_info(obj: Mapping[str, Any]) -> RouteInfo:
         split=tuple(sorted((int(e["version"]), int(e["weight"])) for e in spec.get("split") or [])),
         shadow=spec.get("shadow"),
         shadow_summary=(obj.get("status") or {}).get("shadow"),
+        max_concurrency=spec.get("maxConcurrency"),
+        flow_max_concurrency=spec.get("flowMaxConcurrency"),
     )
 
 
@@ -257,6 +265,8 @@ def execution_info(obj: Mapping[str, Any]) -> ExecutionInfo:
         created=obj["metadata"].get("creationTimestamp"),
         started=status.get("startTime"),
         finished_at=status.get("completionTime"),
+        queue_position=status.get("queuePosition"),
+        idempotency_key=spec.get("idempotencyKey"),
     )
 
 

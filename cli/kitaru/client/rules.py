@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 from kitaru.client.errors import Conflict, InvalidArguments, NotFound, ResolutionFailed
 from kitaru.core.history import HistoryError, HistoryNotCurrent
+from kitaru.core.idempotency import IdempotencyKeyReused
 from kitaru.core.inputs import InvalidInputs
 from kitaru.core.manifests import route_view
 from kitaru.core.names import ROUTES, InvalidName
+from kitaru.core.queueing import InvalidLimit
 from kitaru.core.routing import ResolutionError, RouteView
 from kitaru.core.tagging import TagError
 
@@ -48,6 +50,10 @@ def core_errors() -> Iterator[None]:
         raise Conflict(str(exc), kind=exc.reason) from exc
     except HistoryError as exc:
         raise InvalidArguments(str(exc), kind=exc.reason) from exc
+    except InvalidLimit as exc:
+        raise InvalidArguments(str(exc), kind="InvalidLimit") from exc
+    except IdempotencyKeyReused as exc:
+        raise InvalidArguments(exc.message, kind="IdempotencyKeyReused") from exc
 
 
 def not_found(error: ResolutionError) -> NotFound:

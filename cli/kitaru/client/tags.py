@@ -35,6 +35,7 @@ from kitaru.core.names import (
     deployment_name,
     route_name,
 )
+from kitaru.core.queueing import limit_field
 from kitaru.core.routing import RouteView, format_versions, no_deployments, tag_not_found
 from kitaru.core.shadow import shadow_spec
 from kitaru.core.tagging import apply_tag, remove_tag, split_tag
@@ -315,3 +316,19 @@ def set_shadow(
 def _expiry(route: Mapping[str, Any] | None) -> str | None:
     """A route's `spec.expiresAt` as written (None: absent or no expiry)."""
     return ((route or {}).get("spec") or {}).get("expiresAt") or None
+
+
+def set_limit(kube: Kube, flow: str, tag: str | None, limit: int | None) -> RouteInfo:
+    """Set (None: clear) a concurrency limit: the tag's, or without a tag the flow's (on
+    its `default` route). A merge patch of one field: routing and the route history are
+    untouched, and a concurrent tag move keeps it (`build_route` carries it over)."""
+    route_tag, field = limit_field(tag)
+    name = route_name(flow, route_tag)
+    if kube.get(ROUTES, name) is None:
+        if not kube.exists(DEPLOYMENTS, field_selector=f"spec.flow={flow}"):
+            raise not_found(no_deployments(flow))
+        raise not_found(tag_not_found(flow, route_tag))
+    try:
+        return route_info(kube.patch(ROUTES, name, {"spec": {field: limit}}))
+    except NotFound:
+        raise not_found(tag_not_found(flow, route_tag)) from None

@@ -241,6 +241,13 @@ ROUTE = Kind(
         _READY,
         Column("Age", ".metadata.creationTimestamp", "Time since creation.", "date", priority=1),
         Column("Expires", ".spec.expiresAt", "When the operator removes the tag.", priority=1),
+        Column(
+            "Limit",
+            ".spec.maxConcurrency",
+            "Most runs through this tag at once.",
+            type="integer",
+            priority=1,
+        ),
     ),
     selectable=(".spec.flow", ".spec.tag"),
 )
@@ -264,10 +271,17 @@ INVOCATION = Kind(
     columns=(
         _FLOW,
         Column("Version", ".status.resolved.version", "Resolved version.", type="integer"),
-        Column("Phase", ".status.phase", "Pending, Running, Completed, Failed, Cancelled."),
+        Column("Phase", ".status.phase", "Queued, Pending, Running, Completed, Failed, Cancelled."),
         _AGE,
         Column("Tag", ".spec.tag", "Requested tag.", priority=1),
         Column("Reason", ".status.reason", "Reason of the final outcome.", priority=1),
+        Column(
+            "Queue",
+            ".status.queuePosition",
+            "Place in its flow's queue while Queued (1: next to start).",
+            type="integer",
+            priority=1,
+        ),
     ),
     # status.phase: the operator watches only unfinished runs; `executions list --status`.
     # status.resolved.version: the latest run of a version (`flow deployments logs`).

@@ -66,6 +66,16 @@ class Waiting:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """Resolvable, but over a concurrency limit: waits in its flow's queue, no Job yet
+    (`kitaru.core.queueing`)."""
+
+    position: int
+    message: str
+    revision: int  # what orders it among runs created in the same second
+
+
+@dataclass(frozen=True)
 class JobSummary:
     name: str
     active: int = 0
@@ -316,7 +326,7 @@ class _Pass:
 def derive_invocation_status(
     spec: FlowInvocationSpec,
     previous_status: FlowInvocationStatus | None,
-    resolution_or_error: ResolvedChain | Failure | Waiting | None,
+    resolution_or_error: ResolvedChain | Failure | Waiting | Queued | None,
     job_summary: JobSummary | None,
     pod_summaries: Sequence[PodSummary],
     now: datetime | str,
@@ -335,6 +345,8 @@ def derive_invocation_status(
         return _before_resolution(spec, at)
     if isinstance(resolution_or_error, Waiting):
         return _waiting(resolution_or_error, at)
+    if isinstance(resolution_or_error, Queued):
+        return _queued(resolution_or_error, at)
     if isinstance(resolution_or_error, Failure):
         return _unresolvable(resolution_or_error, at)
     return _resolved(spec, resolution_or_error, job_summary, pod_summaries, at)
@@ -363,6 +375,14 @@ def _waiting(waiting: Waiting, at: _Pass) -> FlowInvocationStatus:
         (SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", ""),
     )
     return _status(conditions, Phase.PENDING, at.generation, message=waiting.message)
+
+
+def _queued(queued: Queued, at: _Pass) -> FlowInvocationStatus:
+    conditions = at.conditions((SUCCEEDED, ConditionStatus.UNKNOWN, "Queued", queued.message))
+    status = _status(conditions, Phase.QUEUED, at.generation, message=queued.message)
+    status.queue_position = queued.position
+    status.queue_revision = queued.revision
+    return status
 
 
 def _unresolvable(failure: Failure, at: _Pass) -> FlowInvocationStatus:

@@ -10,6 +10,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from kitaru.core.idempotency import idempotent_name, validate_idempotency_key
 from kitaru.core.jobs import source_key
 from kitaru.core.models import (
     FlowDeploymentSpec,
@@ -118,18 +119,24 @@ def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
     )
 
 
+# FlowRoute spec fields that are not routing: a tag move keeps them.
+LIMIT_FIELDS = ("maxConcurrency", "flowMaxConcurrency")
+
+
 def build_route(
     view: RouteView,
     current: Mapping[str, Any] | None = None,
     *,
     high_water_mark: int | None = None,
 ) -> dict[str, Any]:
-    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS).
+    """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS)
+    and its concurrency limits (set apart from routing, by `kitaru flow limit`).
     A new `default` route may carry the flow's high-water mark from the start."""
     spec = view.to_spec().wire()
     if current is not None:
         body = copy.deepcopy(dict(current))
-        body["spec"] = spec
+        kept = current.get("spec") or {}
+        body["spec"] = spec | {k: kept[k] for k in LIMIT_FIELDS if kept.get(k) is not None}
         body.pop("status", None)
         return body
     metadata: dict[str, Any] = {
@@ -153,8 +160,10 @@ def build_invocation(
     backoff_limit: int | None = None,
     resolve_deadline_seconds: int | None = None,
     routing_key: str | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """A FlowInvocation named `name` (default: a generated `<flow-dns>-xxxxx`).
+    """A FlowInvocation named `name` (default: the one `idempotency_key` derives, else a
+    generated `<flow-dns>-xxxxx`).
 
     Each option left unset is its version's stack's, else the operator's: `retention`,
     how long it is kept once finished; `active_deadline_seconds` and `backoff_limit`, the
@@ -162,6 +171,8 @@ def build_invocation(
     how long resolution waits for what it names to appear.
     """
     retention = retention or Retention()
+    if idempotency_key is not None:
+        validate_idempotency_key(idempotency_key)
     spec = FlowInvocationSpec.model_validate(
         {
             "flow": flow,
@@ -174,8 +185,11 @@ def build_invocation(
             "backoffLimit": backoff_limit,
             "resolveDeadlineSeconds": resolve_deadline_seconds,
             "routingKey": routing_key,
+            "idempotencyKey": idempotency_key,
         }
     )
+    if name is None and idempotency_key is not None:
+        name = idempotent_name(flow, idempotency_key)
     metadata: dict[str, Any] = (
         {"name": name} if name is not None else {"generateName": f"{flow_dns(flow)}-"}
     )

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kitaru.core.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from kitaru.core.names import (
     DEFAULT_TAG,
     FLOW_MAX_LENGTH,
@@ -25,6 +26,7 @@ from kitaru.core.names import (
     TAG_PATTERN,
 )
 from kitaru.core.phase import Phase
+from kitaru.core.queueing import MAX_LIMIT
 
 __all__ = ["Phase"]  # re-exported: the status models' field type
 
@@ -345,6 +347,11 @@ class FlowRouteSpec(Model):
                     "rule": f"self.tag != '{DEFAULT_TAG}' || !has(self.expiresAt)",
                     "message": f"the '{DEFAULT_TAG}' tag cannot expire: remove expiresAt",
                 },
+                {
+                    "rule": f"self.tag == '{DEFAULT_TAG}' || !has(self.flowMaxConcurrency)",
+                    "message": "flowMaxConcurrency limits the whole flow and is set on its "
+                    f"'{DEFAULT_TAG}' route only (kitaru flow limit FLOW N)",
+                },
             ]
         }
     )
@@ -386,6 +393,20 @@ class FlowRouteSpec(Model):
         description="When the operator deletes this route (RFC 3339), recording it in the "
         "flow's history with reason 'expired'; never on 'default', never in the past when "
         "set. Unset: the tag does not expire.",
+    )
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_LIMIT,
+        description="Most runs invoked through this tag that may be active at once; more "
+        "wait in phase Queued and start first-in first-out. Unset: no limit.",
+    )
+    flow_max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_LIMIT,
+        description="On the 'default' route only: most runs of the whole flow (any tag or "
+        "version) active at once; more wait in phase Queued. Unset: no limit.",
     )
 
 
@@ -458,10 +479,13 @@ class FlowInvocationSpec(Model):
                     "&& (!has(self.routingKey) || self.routingKey == oldSelf.routingKey) "
                     "&& has(self.shadowOf) == has(oldSelf.shadowOf) "
                     "&& (!has(self.shadowOf) || self.shadowOf == oldSelf.shadowOf) "
-                    "&& self.inputs == oldSelf.inputs",
-                    "message": "flow, tag, version, routingKey, shadowOf and inputs of an "
-                    "invocation are immutable; "
-                    "only cancelRequested may change",
+                    "&& self.inputs == oldSelf.inputs "
+                    "&& has(self.idempotencyKey) == has(oldSelf.idempotencyKey) "
+                    "&& (!has(self.idempotencyKey) "
+                    "|| self.idempotencyKey == oldSelf.idempotencyKey)",
+                    "message": "flow, tag, version, routingKey, shadowOf, inputs and "
+                    "idempotencyKey of an invocation are immutable; only cancelRequested may "
+                    "change",
                 },
                 {
                     "rule": "!oldSelf.cancelRequested || self.cancelRequested",
@@ -519,6 +543,14 @@ class FlowInvocationSpec(Model):
         description="Set by the operator on a shadow run: the execution it mirrors (same "
         "inputs; its result is never returned to that execution's caller).",
     )
+    idempotency_key: str | None = Field(
+        None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="The caller's idempotency key (a record). kitaru, the SDK, MCP and the "
+        "generated curl name the invocation after (flow, key), so the API server refuses a "
+        "second one; with kubectl, a fixed metadata.name is the idempotency key.",
+    )
     cancel_requested: bool = Field(
         False, description="Set to true to cancel: the run's Job is deleted, phase Cancelled."
     )
@@ -575,7 +607,20 @@ class FlowInvocationStatus(Model):
     """Observed state of an invocation, written by the operator."""
 
     conditions: list[Condition] = Field(default_factory=list, description="Resolved, Succeeded.")
-    phase: Phase | None = Field(None, description="Pending, Running, Completed, Failed, Cancelled.")
+    phase: Phase | None = Field(
+        None, description="Queued, Pending, Running, Completed, Failed, Cancelled."
+    )
+    queue_position: int | None = Field(
+        None,
+        ge=1,
+        description="While Queued: the place among its flow's queued runs (1: next to "
+        "start); exact near the head, refreshed less often further back.",
+    )
+    queue_revision: int | None = Field(
+        None,
+        description="While Queued: the resourceVersion the invocation was created at, which "
+        "orders the runs created in the same second (first-in first-out).",
+    )
     resolved: ResolvedChain | None = Field(None, description="The frozen resolution chain.")
     job_name: str | None = Field(None, description="Name of the Job running this invocation.")
     attempts: int = Field(0, ge=0, description="Attempts started so far (1 + retries).")

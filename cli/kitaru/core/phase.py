@@ -7,6 +7,7 @@ from enum import StrEnum
 
 
 class Phase(StrEnum):
+    QUEUED = "Queued"  # waiting for a slot under a concurrency limit; no Job yet
     PENDING = "Pending"
     RUNNING = "Running"
     COMPLETED = "Completed"
