@@ -142,6 +142,13 @@ def test_missed_ticks_run_once_and_a_restart_never_starts_a_tick_twice(
 
 
 def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -> None:
+    # Runs must stay unfinished across a tick, also where a node would run them: a quota
+    # that admits no pod keeps each run Pending.
+    create(
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+         "spec": {"hard": {"pods": "0"}}},
+        namespace,
+    )  # fmt: skip
     create(deployment(FLOW, 1), namespace)
     operator.start()
     create(
@@ -170,7 +177,7 @@ def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -
         timeout=30,
         message="the missed tick started on resume",
     )
-    # Forbid: the next tick comes while the first run is unfinished (no node): skipped.
+    # Forbid: the next tick comes while the first run is unfinished: skipped.
     wait_for(
         lambda: "SkippedTick" in events_of("every-minute", namespace),
         timeout=TICK_TIMEOUT,
