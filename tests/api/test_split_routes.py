@@ -6,7 +6,7 @@ version a split names cannot be deleted; weight changes are recorded and rolled 
 The 1 000-invocation distribution test runs in a namespace whose quota allows no pod:
 what is measured is the operator's resolution of real FlowInvocations (each gets its
 Job and its frozen resolution chain), not 1 000 containers on a 2-core node; runs of a
-split tag to completion are in tests/e2e/test_split_routes.py.
+split tag to completion are in tests/e2e/test_split_on_every_surface.py.
 """
 
 from __future__ import annotations
