@@ -118,6 +118,7 @@ CRD_NAMES = (
     "flowroutes.kitaru.dev",
     "flowinvocations.kitaru.dev",
     "flowhistories.kitaru.dev",
+    "flowpromotions.kitaru.dev",
 )
 
 

@@ -126,12 +126,13 @@ class _Resolved(Slim):
 
 
 class _FinishedStatus(Slim):
+    phase: str | None = None
     completion_time: str | None = None
     resolved: _Resolved | None = None
 
 
 class FinishedInvocation(Resource):
-    """What retention needs of a finished FlowInvocation."""
+    """What retention and promotions need of a finished FlowInvocation."""
 
     spec: _FinishedSpec = Field(default_factory=_FinishedSpec)
     status: _FinishedStatus = Field(default_factory=_FinishedStatus)

@@ -27,7 +27,16 @@ from kitaru_operator.flows import (
 )
 from kitaru_operator.informer import Informer
 from kitaru_operator.invocations import reconcile_invocation, wake_waiting
-from kitaru_operator.kube import DEPLOYMENT, INVOCATION, JOB, POD, ROUTE, ApiError, AsyncKube
+from kitaru_operator.kube import (
+    DEPLOYMENT,
+    INVOCATION,
+    JOB,
+    POD,
+    PROMOTION,
+    ROUTE,
+    ApiError,
+    AsyncKube,
+)
 from kitaru_operator.objects import (
     FinishedInvocation,
     JobObject,
@@ -35,6 +44,7 @@ from kitaru_operator.objects import (
     Observed,
     RouteObject,
 )
+from kitaru_operator.promotions import FinishedRuns, Promotions, promotion_record
 from kitaru_operator.retention import (
     FINISHED_SELECTOR,
     RetentionKeeper,
@@ -70,7 +80,12 @@ def _version_retention(flows: Flows) -> VersionRetention:
 async def start(config: OperatorConfig) -> Runtime:
     """Build the runtime and start its background work (stopped by `stop`)."""
     api = AsyncKube.from_environment()
-    flows = Flows(on_change=lambda key: wake_waiting(rt, key))
+
+    def flow_changed(key: tuple[str, str]) -> None:
+        wake_waiting(rt, key)
+        promotions.flow_changed(key)
+
+    flows = Flows(on_change=flow_changed)
 
     def owner_changed(namespace: str, name: str) -> None:
         body = rt.invocations.get((namespace, name))
@@ -86,6 +101,7 @@ async def start(config: OperatorConfig) -> Runtime:
         retention=RetentionKeeper(api, config.retention, _version_retention(flows)),
         resolve_deadline_seconds=config.resolve_deadline_seconds,
     )
+    promotions = Promotions(api, flows, rt.events)
     needed: list[Informer[Any, Any]] = []
     for scope in config.scopes:
         needed += [
@@ -112,15 +128,20 @@ async def start(config: OperatorConfig) -> Runtime:
             scope,
             FinishedInvocation,
             finished_run,
-            rt.retention,
+            FinishedRuns(rt.retention, promotions),
             field_selector=FINISHED_SELECTOR,
         )
+        for scope in config.scopes
+    ]
+    promotion_informers = [
+        Informer(api, PROMOTION, scope, Object, promotion_record, promotions)
         for scope in config.scopes
     ]
     rt.spawn(rt.events.run())
     for informer in needed:
         rt.spawn(informer.run())
     rt.spawn(_when_synced(rt, needed, finished, config.route_history_limit))
+    rt.spawn(_promote_when_synced(rt, promotions, promotion_informers))
     rt.spawn(_resync_running(rt, config.resync_seconds))
     return rt
 
@@ -149,6 +170,19 @@ async def _when_synced(
     rt.retention.wake.set()
     kept = sum(len(history) for history in rt.retention.histories.values())
     logger.info("retention: listed finished runs, %d kept for deletion later", kept)
+
+
+async def _promote_when_synced(
+    rt: Runtime, promotions: Promotions, informers: list[Informer[Any, Any]]
+) -> None:
+    """Promotions read the routes and versions: they start once those are listed."""
+    await rt.synced.wait()
+    for informer in informers:
+        rt.spawn(informer.run())
+    try:
+        await promotions.run()
+    finally:
+        promotions.stop()
 
 
 async def _resync_running(rt: Runtime, interval: float) -> None:
