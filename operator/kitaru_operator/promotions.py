@@ -375,8 +375,8 @@ class Promotions:
                 return
             body = await self.api.get(PROMOTION, *key)
             fresh = promotion_record(Object.model_validate(body)) if body else None
-            if fresh is None:
-                return
+            if fresh is None or fresh.final:
+                return  # deleted, or an earlier pass already wrote its outcome
             record = fresh
         raise ApiError(409, "PUT", f"{PROMOTION.plural}/{key[1]}/status", "kept changing")
 
