@@ -206,3 +206,47 @@ def test_kubectl_gets_the_same_rules(namespace: str) -> None:
     )  # fmt: skip
     row = kubectl("get", "fprom", "same", "--no-headers", namespace=namespace).stdout.split()
     assert row[:3] == ["same", FLOW, "canary"]
+
+
+def fprom(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kitaru.dev/v1alpha1",
+        "kind": "FlowPromotion",
+        "metadata": {"name": name},
+        "spec": {"flow": FLOW, "fromTag": "canary", "toTag": "stable", **spec},
+    }
+
+
+def test_kubectl_promotions_are_decided_by_the_same_rules(namespace: str, operator: Any) -> None:
+    client = client_for(namespace)
+    flow_with_canary(namespace)
+    create(route(FLOW, "benchmark", 1, 2, exclusive=False), namespace)
+    operator.start()
+
+    create(fprom("shared", fromTag="benchmark"), namespace)
+    shared = final(client, "shared")
+    assert (shared.phase, shared.reason) == ("NotPromoted", "AmbiguousTag")
+    assert "a promotion needs one candidate version" in shared.message
+
+    create(fprom("first", minRuns=5), namespace)
+    wait_for(
+        lambda: promotion(client, "first").phase == "Waiting", timeout=30, message="first waits"
+    )
+    create(fprom("second", minRuns=5), namespace)
+    second = final(client, "second")
+    assert (second.phase, second.reason) == ("NotPromoted", "AnotherPromotionPending")
+    assert "promotion first already waits to move tag 'stable'" in second.message
+
+    kubectl(
+        "patch", "froute", "research-agent.canary", "--type=merge",
+        "-p", '{"spec": {"versions": [1]}}', namespace=namespace,
+    )  # fmt: skip
+    moved = final(client, "first")
+    assert (moved.phase, moved.reason, moved.candidate_version) == (
+        "NotPromoted",
+        "CandidateMoved",
+        2,
+    )
+    assert stable(namespace) == [1]
+    shown = kubectl("get", "fprom", "-o", "wide", namespace=namespace).stdout
+    assert "CandidateMoved" not in shown and "tag 'canary' moved from version 2 to 1" in shown
