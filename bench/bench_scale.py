@@ -212,10 +212,11 @@ def proc_stat(pid: int) -> tuple[float, int, int]:
 
 def _current(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
-    wanted = "default" if obj["spec"]["version"] == 1 else ""
+    # v1 holds `default`, and `canary` too with --promotion
+    wanted = {"default", "default,canary"} if obj["spec"]["version"] == 1 else {""}
     return (
         status.get("observedGeneration") == obj["metadata"]["generation"]
-        and status.get("tagSummary", "") == wanted
+        and status.get("tagSummary", "") in wanted
     )
 
 

@@ -110,7 +110,7 @@ def test_twenty_successful_runs_promote_and_the_history_has_the_numbers(
     finished_runs(namespace, "old", 1, completed=0, failed=3)  # not the candidate's
     operator.start()
     done = final(client, created.name)
-    assert (done.phase, done.reason, done.candidate_version) == ("Promoted", "GateMet", 2)
+    assert (done.phase, done.phase_reason, done.candidate_version) == ("Promoted", "GateMet", 2)
     assert (done.runs, done.succeeded, done.failed, done.success_rate) == (20, 20, 0, 1.0)
     assert stable(namespace) == [2]
     changes = wait_for(
@@ -133,7 +133,7 @@ def test_failures_below_the_gate_do_not_promote(namespace: str, operator: Any) -
     finished_runs(namespace, "run", 2, completed=17, failed=3)
     operator.start()
     done = final(client, created.name)
-    assert (done.phase, done.reason) == ("NotPromoted", "GateFailed")
+    assert (done.phase, done.phase_reason) == ("NotPromoted", "GateFailed")
     assert done.message.startswith("success 0.85 < 0.95 after 20 runs of version 2")
     assert stable(namespace) == [1]
     events = kubectl("get", "events", "-o", "json", namespace=namespace).stdout
@@ -176,7 +176,7 @@ def test_cancel_moves_nothing_and_a_second_promotion_of_a_tag_is_refused(
     (cancelled,) = client.deployments.cancel_promotion(FLOW, "stable")
     assert cancelled.name == created.name
     done = final(client, created.name)
-    assert (done.phase, done.reason) == ("Cancelled", "Cancelled")
+    assert (done.phase, done.phase_reason) == ("Cancelled", "Cancelled")
     assert stable(namespace) == [1]
     with pytest.raises(NotFound) as none_left:
         client.deployments.cancel_promotion(FLOW, "stable")
@@ -225,7 +225,7 @@ def test_kubectl_promotions_are_decided_by_the_same_rules(namespace: str, operat
 
     create(fprom("shared", fromTag="benchmark"), namespace)
     shared = final(client, "shared")
-    assert (shared.phase, shared.reason) == ("NotPromoted", "AmbiguousTag")
+    assert (shared.phase, shared.phase_reason) == ("NotPromoted", "AmbiguousTag")
     assert "a promotion needs one candidate version" in shared.message
 
     create(fprom("first", minRuns=5), namespace)
@@ -234,7 +234,7 @@ def test_kubectl_promotions_are_decided_by_the_same_rules(namespace: str, operat
     )
     create(fprom("second", minRuns=5), namespace)
     second = final(client, "second")
-    assert (second.phase, second.reason) == ("NotPromoted", "AnotherPromotionPending")
+    assert (second.phase, second.phase_reason) == ("NotPromoted", "AnotherPromotionPending")
     assert "promotion first already waits to move tag 'stable'" in second.message
 
     kubectl(
@@ -242,7 +242,7 @@ def test_kubectl_promotions_are_decided_by_the_same_rules(namespace: str, operat
         "-p", '{"spec": {"versions": [1]}}', namespace=namespace,
     )  # fmt: skip
     moved = final(client, "first")
-    assert (moved.phase, moved.reason, moved.candidate_version) == (
+    assert (moved.phase, moved.phase_reason, moved.candidate_version) == (
         "NotPromoted",
         "CandidateMoved",
         2,

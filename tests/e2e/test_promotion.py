@@ -78,6 +78,6 @@ def test_twenty_successes_promote_and_failures_do_not(
     ).json()["item"]
     run_canary(kitaru, completed=7, failed=3)
     refused = decided(kitaru, second["name"])
-    assert (refused["phase"], refused["reason"]) == ("NotPromoted", "GateFailed"), refused
+    assert (refused["phase"], refused["phase_reason"]) == ("NotPromoted", "GateFailed"), refused
     assert refused["message"].startswith("success 0.70 < 0.90 after 10 runs of version 3")
     assert stable(kitaru) == [2]

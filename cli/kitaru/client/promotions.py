@@ -49,7 +49,7 @@ class PromotionInfo:
     force: bool
     cancel_requested: bool
     phase: str | None
-    reason: str | None
+    phase_reason: str | None  # CamelCase: GateMet, GateFailed, CandidateMoved, ...
     message: str | None
     candidate_version: int | None
     runs: int
@@ -59,7 +59,7 @@ class PromotionInfo:
     window_ends_at: str | None
     promoted_at: str | None
     created: str | None
-    why: str | None = None  # spec.reason: recorded in the route history
+    reason: str | None = None  # why it was asked for: recorded in the route history
 
     @property
     def waiting(self) -> bool:
@@ -83,7 +83,7 @@ def promotion_info(obj: Mapping[str, Any]) -> PromotionInfo:
         force=bool(spec.get("force")),
         cancel_requested=bool(spec.get("cancelRequested")),
         phase=status.get("phase"),
-        reason=status.get("reason"),
+        phase_reason=status.get("reason"),
         message=status.get("message"),
         candidate_version=status.get("candidateVersion"),
         runs=int(status.get("runs") or 0),
@@ -93,7 +93,7 @@ def promotion_info(obj: Mapping[str, Any]) -> PromotionInfo:
         window_ends_at=status.get("windowEndsAt"),
         promoted_at=status.get("promotedAt"),
         created=obj["metadata"].get("creationTimestamp"),
-        why=spec.get("reason"),
+        reason=spec.get("reason"),
     )
 
 
