@@ -28,7 +28,7 @@ from typing import Any
 
 from kitaru.core.compat import incompatibility_message, route_incompatibilities
 from kitaru.core.conditions import rfc3339, set_condition
-from kitaru.core.expiry import InvalidExpiry, parse_duration
+from kitaru.core.expiry import duration_seconds
 from kitaru.core.history import REASON_MAX_LENGTH
 from kitaru.core.models import (
     ConditionStatus,
@@ -96,13 +96,13 @@ def parse_window(after: str | int | None) -> int:
     elif isinstance(after, str) and after.strip() == "0":
         seconds = 0
     else:
-        try:
-            seconds = int(parse_duration(str(after)).total_seconds())
-        except InvalidExpiry:
+        parsed = duration_seconds(str(after))
+        if parsed is None:
             raise InvalidPromotion(
                 f"window {str(after)[:40]!r} is not a duration: use 0 or a whole number and "
                 "a unit (s, m, h, d or w), e.g. 30m, 1h or 7d"
-            ) from None
+            )
+        seconds = parsed
     if not 0 <= seconds <= PROMOTION_MAX_AFTER_SECONDS:
         raise InvalidPromotion(
             f"window of {seconds} seconds must be between 0 and a year "
