@@ -219,7 +219,12 @@ class Promotions:
         tally = Tally()
         if candidate is not None and not spec.cancel_requested:
             tally = await self._count(key, record, candidate)
-        versions = set(to_route.view.versions if to_route else ()) | {candidate or 0}
+        # toTag's versions, and the candidate — also before it is frozen: a gate decided on
+        # the first pass (minRuns 0) must still check the candidate's schema
+        versions = set(to_route.view.versions if to_route else ())
+        versions |= (
+            {candidate} if candidate else set(from_route.view.versions if from_route else ())
+        )
         schemas = {
             v: d.spec().input_schema
             for v in versions

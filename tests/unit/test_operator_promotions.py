@@ -184,3 +184,33 @@ def test_the_older_waiting_promotion_of_a_tag_goes_first() -> None:
     assert promotions._pending_before(NS, older) is None
     promotions.delete((NS, "p-old"))
     assert promotions._pending_before(NS, newer) is None
+
+
+def test_a_gate_decided_on_the_first_pass_still_checks_the_candidates_schema() -> None:
+    from kitaru.core.manifests import build_deployment
+    from kitaru_operator.flows import deployment_record
+
+    api, events, flows = FakeApi([]), FakeEvents(), Flows()
+    for version, kind in ((1, "string"), (2, "integer")):
+        body = build_deployment(
+            FLOW,
+            version,
+            entrypoint="m:research_agent",
+            image="x/y:z",
+            input_schema={"type": "object", "properties": {"topic": {"type": kind}}},
+        )
+        body["metadata"].update(uid=f"v{version}", resourceVersion="1", generation=1)
+        record = deployment_record(Object.model_validate(body))
+        assert record is not None
+        flows.put_deployment(NS, record)
+    routed(flows, "canary", 2, rv="31", generation=1)
+    routed(flows, "stable", 1, rv="32", generation=1)
+    promotions = Promotions(api, flows, events)  # type: ignore[arg-type]
+    promotions.upsert((NS, "p1"), promotion("p1", minRuns=0))
+
+    asyncio.run(promotions.reconcile((NS, "p1")))
+
+    assert api.patches == []
+    (status,) = api.statuses
+    assert status["status"]["reason"] == "IncompatibleSchema"
+    assert "input 'topic': type string → integer" in status["status"]["message"]
