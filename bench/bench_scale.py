@@ -25,6 +25,11 @@ measures a namespace that really holds M runs) — and we measure:
 
 The `-A` case spreads 100 namespaces x (10 versions, 1 000 finished runs) and runs the
 operator with `--all-namespaces`.
+
+`--promotion` adds to each namespace, before its finished runs, a tag `canary` on v1 and
+a FlowPromotion canary -> stable that waits for more runs than there are: the operator
+counts every finished run of v1 (one in `versions`), and "counted" is start -> the
+promotion's status showing them all.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from benchlib import (
     KITARU,
     KUBECONFIG,
     REPO,
+    G,
+    V,
     api,
     configuration,
     pct,
@@ -58,6 +65,7 @@ from benchlib import (
 from kitaru.core.manifests import build_deployment, build_invocation
 
 PREFIX = "scale-"
+PROMOTION = "agent.stable-bench"
 FLOW = "agent"
 IMAGE = "ghcr.io/kitaru-k8s/runner:dev"
 CONCURRENCY = 48
@@ -128,7 +136,34 @@ def finished_status(version: int, finished: datetime) -> dict[str, Any]:
     }
 
 
-async def fill(http: aiohttp.ClientSession, ns: str, shape: Shape) -> None:
+def promotion_runs(shape: Shape) -> int:
+    """Finished runs of v1 (`create_finished` spreads runs over the versions)."""
+    return -(-shape.finished // shape.versions)
+
+
+async def fill_promotion(http: aiohttp.ClientSession, ns: str, shape: Shape) -> None:
+    route = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "FlowRoute",
+        "metadata": {"name": f"{FLOW}.canary"},
+        "spec": {"flow": FLOW, "tag": "canary", "exclusive": True, "versions": [1]},
+    }
+    await request(http, "POST", f"{KITARU}/namespaces/{ns}/flowroutes", route)
+    promotion = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "FlowPromotion",
+        "metadata": {"name": PROMOTION},
+        "spec": {
+            "flow": FLOW,
+            "fromTag": "canary",
+            "toTag": "stable",
+            "minRuns": shape.finished + 1,
+        },
+    }
+    await request(http, "POST", f"{KITARU}/namespaces/{ns}/flowpromotions", promotion)
+
+
+async def fill(http: aiohttp.ClientSession, ns: str, shape: Shape, promotion: bool) -> None:
     await request(http, "POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
     await request(
         http,
@@ -157,6 +192,8 @@ async def fill(http: aiohttp.ClientSession, ns: str, shape: Shape) -> None:
             await request(http, "PUT", f"{path}/{body['metadata']['name']}/status", created)
 
     await asyncio.gather(*(create_version(v) for v in range(1, shape.versions + 1)))
+    if promotion:  # before the runs: a promotion counts runs created after it
+        await fill_promotion(http, ns, shape)
     await asyncio.gather(*(create_finished(i) for i in range(shape.finished)))
 
 
@@ -175,10 +212,11 @@ def proc_stat(pid: int) -> tuple[float, int, int]:
 
 def _current(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
-    wanted = "default" if obj["spec"]["version"] == 1 else ""
+    # v1 holds `default`, and `canary` too with --promotion
+    wanted = {"default", "default,canary"} if obj["spec"]["version"] == 1 else {""}
     return (
         status.get("observedGeneration") == obj["metadata"]["generation"]
-        and status.get("tagSummary", "") == wanted
+        and status.get("tagSummary", "") in wanted
     )
 
 
@@ -284,6 +322,7 @@ class Result:
     peak_mb: float
     idle_cpu: float  # fraction of a core
     latencies: list[float]
+    counted_seconds: float | None = None  # until the promotion counted every run (--promotion)
 
     def row(self, base: Result) -> str:
         p50, base_p50 = pct(self.latencies, 0.5), pct(base.latencies, 0.5)
@@ -296,10 +335,20 @@ class Result:
             f"| {self.idle_cpu * 100:.1f} % "
             f"| {len(self.latencies)}/{DISPATCHES}, {summary(self.latencies)} "
             f"({p50 / base_p50:.2f}x) | {self.fill_seconds:.0f} s |"
+            + ("" if self.counted_seconds is None else f" {self.counted_seconds:.1f} s |")
         )
 
 
-async def run_shape(shape: Shape, idle_seconds: float, extra_args: list[str]) -> Result:
+async def wait_counted(http: aiohttp.ClientSession, ns: str, runs: int) -> None:
+    """Until the waiting promotion's status counts `runs` finished runs."""
+    path = f"{KITARU}/namespaces/{ns}/flowpromotions/{PROMOTION}"
+    while ((await request(http, "GET", path)).get("status") or {}).get("runs") != runs:
+        await asyncio.sleep(0.2)
+
+
+async def run_shape(
+    shape: Shape, idle_seconds: float, extra_args: list[str], promotion: bool = False
+) -> Result:
     cfg = configuration()
     names = (
         [f"{PREFIX}a-{i:03d}" for i in range(shape.namespaces)]
@@ -309,7 +358,7 @@ async def run_shape(shape: Shape, idle_seconds: float, extra_args: list[str]) ->
     async with session(cfg, limit=CONCURRENCY + 8) as http:
         started = time.monotonic()
         for ns in names:
-            await fill(http, ns, shape)
+            await fill(http, ns, shape, promotion)
         fill_seconds = time.monotonic() - started
         scope = ["--all-namespaces"] if shape.all_namespaces else ["--namespace", names[0]]
         command = [sys.executable, "-m", "kitaru_operator", *scope, "--metrics-port", "0"]
@@ -329,6 +378,12 @@ async def run_shape(shape: Shape, idle_seconds: float, extra_args: list[str]) ->
             _, rss_ready, _ = proc_stat(operator.pid)
             await wait_for_log(log_path, "retention: listed finished runs")
             listed_seconds = time.monotonic() - started
+            counted_seconds = None
+            if promotion:
+                await asyncio.gather(
+                    *(wait_counted(http, ns, promotion_runs(shape)) for ns in names)
+                )
+                counted_seconds = time.monotonic() - started
             cpu_before, _, _ = proc_stat(operator.pid)
             await asyncio.sleep(idle_seconds)
             cpu_after, rss_idle, _ = proc_stat(operator.pid)
@@ -347,6 +402,7 @@ async def run_shape(shape: Shape, idle_seconds: float, extra_args: list[str]) ->
         peak / 1024,
         (cpu_after - cpu_before) / idle_seconds,
         latencies,
+        counted_seconds,
     )
 
 
@@ -356,6 +412,9 @@ def main() -> int:
         "--cases", default=",".join(SHAPES), help=f"comma-separated of {', '.join(SHAPES)}"
     )
     parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument(
+        "--promotion", action="store_true", help="a waiting promotion counting v1's runs"
+    )
     parser.add_argument("--operator-arg", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     k8s = api()
@@ -364,13 +423,16 @@ def main() -> int:
         wait_namespaces_gone(k8s, PREFIX)
         shape = SHAPES[key]
         print(f"case {shape.label} ...", flush=True)
-        result = asyncio.run(run_shape(shape, args.idle_seconds, args.operator_arg))
+        result = asyncio.run(run_shape(shape, args.idle_seconds, args.operator_arg, args.promotion))
         results.append(result)
         print(result.row(results[0]), flush=True)
     wait_namespaces_gone(k8s, PREFIX)
     print(
         "\n| case (N versions, M finished) | ready | runs listed | RSS after idle (peak) "
-        "| idle CPU | dispatched, latency | fill |\n|---|---|---|---|---|---|---|"
+        "| idle CPU | dispatched, latency | fill |"
+        + (" promotion counted |" if args.promotion else "")
+        + "\n|---|---|---|---|---|---|---|"
+        + ("---|" if args.promotion else "")
     )
     for result in results:
         print(result.row(results[0]))

@@ -119,6 +119,7 @@ CRD_NAMES = (
     "flowinvocations.kitaru.dev",
     "flowhistories.kitaru.dev",
     "flowschedules.kitaru.dev",
+    "flowpromotions.kitaru.dev",
 )
 
 

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from kitaru.core.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
-from kitaru.core.names import FLOW_MAX_LENGTH, FLOW_PATTERN, TAG_MAX_LENGTH, TAG_PATTERN
+from kitaru.core.names import (
+    FLOW_MAX_LENGTH,
+    FLOW_PATTERN,
+    PROMOTION_DEFAULT_MIN_RUNS,
+    PROMOTION_DEFAULT_MIN_SUCCESS,
+    TAG_MAX_LENGTH,
+    TAG_PATTERN,
+)
 from kitaru.core.queueing import MAX_LIMIT
 from kitaru.core.retention import Retention
 
@@ -347,6 +354,58 @@ def kitaru_deployments_prune(
     return _kitaru().deployments.prune(flow, keep).to_json()
 
 
+def kitaru_deployments_promote(
+    flow: Flow,
+    from_tag: Annotated[str, Field(description="The tag whose version is the candidate.")],
+    to_tag: Annotated[str, Field(description="The tag moved once the gate is met.")],
+    after: Annotated[
+        str | None,
+        Field(description="No move before this long from now (30m, 1h, 7d); omitted: none."),
+    ] = None,
+    min_runs: Annotated[
+        int, Field(description="Finished runs of the candidate needed before deciding.")
+    ] = PROMOTION_DEFAULT_MIN_RUNS,
+    min_success: Annotated[
+        float, Field(description="Fraction of those runs that must have completed (0..1).")
+    ] = PROMOTION_DEFAULT_MIN_SUCCESS,
+    force: Force = False,
+    reason: Reason = None,
+) -> dict[str, Any]:
+    """Create a gated promotion: the operator moves to_tag to the version from_tag routes
+    to once the window has passed and min_runs of its runs finished with a success rate
+    >= min_success, or ends it NotPromoted saying why (follow it with
+    kitaru_deployments_promotions). The move is recorded in the route history."""
+    return (
+        _kitaru()
+        .deployments.promote(
+            flow,
+            from_tag,
+            to_tag,
+            after=after,
+            min_runs=min_runs,
+            min_success=min_success,
+            force=force,
+            reason=reason,
+        )
+        .to_json()
+    )
+
+
+def kitaru_deployments_promotions(
+    flow: Flow,
+    to_tag: Annotated[str | None, Field(description="Only promotions of this tag.")] = None,
+) -> dict[str, Any]:
+    """A flow's promotions, oldest first: gate, phase, candidate and measured runs."""
+    return _items(_kitaru().deployments.promotions(flow, to_tag))
+
+
+def kitaru_deployments_cancel_promotion(
+    flow: Flow, to_tag: Annotated[str, Field(description="The tag of the waiting promotion.")]
+) -> dict[str, Any]:
+    """Cancel the waiting promotion of a flow's tag: nothing moves."""
+    return _items(_kitaru().deployments.cancel_promotion(flow, to_tag))
+
+
 def kitaru_executions_list(
     flow: Annotated[str | None, Field(description="Only executions of this flow.")] = None,
     status: Annotated[
@@ -532,6 +591,9 @@ TOOLS: tuple[tuple[Callable[..., dict[str, Any]], bool], ...] = (
     (kitaru_deployments_shadow, False),
     (kitaru_deployments_delete, False),
     (kitaru_deployments_prune, False),
+    (kitaru_deployments_promote, False),
+    (kitaru_deployments_promotions, True),
+    (kitaru_deployments_cancel_promotion, False),
     (kitaru_executions_list, True),
     (kitaru_executions_get, True),
     (kitaru_executions_wait, True),

@@ -22,6 +22,7 @@ import aiohttp
 from kitaru import kubeconfig
 from kitaru.core.history import HISTORIES
 from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES, SCHEDULES
+from kitaru.core.promotion import PROMOTIONS
 from kubernetes import client, config
 
 Body = dict[str, Any]
@@ -52,6 +53,7 @@ ROUTE = Kind(_KITARU, ROUTES, "FlowRoute", f"{GROUP}/{API_VERSION}")
 INVOCATION = Kind(_KITARU, INVOCATIONS, "FlowInvocation", f"{GROUP}/{API_VERSION}")
 HISTORY = Kind(_KITARU, HISTORIES, "FlowHistory", f"{GROUP}/{API_VERSION}")
 SCHEDULE = Kind(_KITARU, SCHEDULES, "FlowSchedule", f"{GROUP}/{API_VERSION}")
+PROMOTION = Kind(_KITARU, PROMOTIONS, "FlowPromotion", f"{GROUP}/{API_VERSION}")
 JOB = Kind("/apis/batch/v1", "jobs", "Job", "batch/v1")
 POD = Kind("/api/v1", "pods", "Pod", "v1")
 EVENT = Kind("/api/v1", "events", "Event", "v1")

@@ -133,15 +133,15 @@ class _Resolved(Slim):
 
 
 class _FinishedStatus(Slim):
-    completion_time: str | None = None
     phase: str | None = None
+    completion_time: str | None = None
     result: Any = None
     resolved: _Resolved | None = None
 
 
 class FinishedInvocation(Resource):
-    """What retention and the shadow tally need of a finished FlowInvocation (the
-    result is read to be hashed, then dropped with the rest)."""
+    """What retention, the shadow tally and promotions need of a finished FlowInvocation
+    (the result is read to be hashed, then dropped with the rest)."""
 
     spec: _FinishedSpec = Field(default_factory=_FinishedSpec)
     status: _FinishedStatus = Field(default_factory=_FinishedStatus)

@@ -40,6 +40,8 @@ class FinishedRun:
     finished_at: float  # epoch seconds
     version: int | None  # the version it ran, whose stack may set retention
     retention: Retention  # the invocation's own settings
+    created_at: float  # epoch seconds: promotions count runs created after them
+    succeeded: bool | None  # Completed True, Failed False, otherwise (Cancelled) None
 
 
 _NO_RETENTION = Retention()
@@ -52,12 +54,18 @@ def finished_run(obj: FinishedInvocation) -> FinishedRun | None:
     ttl, limit = spec.ttl_seconds_after_finished, spec.history_limit
     return FinishedRun(
         flow=sys.intern(spec.flow),
-        finished_at=datetime.fromisoformat(
-            status.completion_time.replace("Z", "+00:00")
-        ).timestamp(),
+        finished_at=_epoch(status.completion_time) or 0.0,
         version=status.resolved.version if status.resolved else None,
         retention=_NO_RETENTION if ttl is None and limit is None else Retention(ttl, limit),
+        created_at=_epoch(obj.metadata.creation_timestamp) or 0.0,
+        succeeded={"Completed": True, "Failed": False}.get(status.phase or ""),
     )
+
+
+def _epoch(timestamp: str | None) -> float | None:
+    if not timestamp:
+        return None
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 VersionRetention = Callable[[str, str, int], Retention]  # (namespace, flow, version)

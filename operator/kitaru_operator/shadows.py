@@ -1,8 +1,8 @@
 """How each route's shadow runs compare with their primaries (`kitaru.core.shadow`).
 
-The finished-invocation informer feeds retention and this tally alike (`FinishedRuns`).
-Only runs of a shadow pair are kept here, as an outcome and a result digest: the
-primary of a pair names its shadow run in its frozen chain, the shadow names its
+The finished-invocation informer feeds this tally (`kitaru_operator.finished`). Only
+runs of a shadow pair are kept here, as an outcome and a result digest: the primary of a
+pair names its shadow run in its frozen chain, the shadow names its
 primary in `spec.shadowOf`. When the second of a pair finishes, its route is marked so
 the flow's next pass writes the route's summary. Nothing is stored besides the
 objects: after a restart the tally is the listed runs again, and runs that retention
@@ -20,7 +20,6 @@ from kitaru.core.shadow import RunOutcome, result_digest, summarize
 
 from kitaru_operator.informer import Key
 from kitaru_operator.objects import FinishedInvocation
-from kitaru_operator.retention import FinishedRun, RetentionKeeper, finished_run
 
 RouteKey = tuple[str, str, str]  # (namespace, flow, tag)
 PairFinished = Callable[[str, str, str], None]  # (namespace, flow, tag)
@@ -38,31 +37,21 @@ class PairSide:
     outcome: RunOutcome
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    run: FinishedRun | None
-    side: PairSide | None
-
-
-def finished_record(obj: FinishedInvocation) -> Finished | None:
-    """What retention and the tally keep of a finished invocation."""
-    run = finished_run(obj)
+def pair_side(obj: FinishedInvocation) -> PairSide | None:
+    """The side of a shadow pair a finished invocation is (None: it is not in a pair)."""
     spec, status = obj.spec, obj.status
     resolved = status.resolved
     shadow = resolved.shadow.name if resolved and resolved.shadow else None
-    side = None
-    if spec.flow and status.phase and (spec.shadow_of or shadow):
-        side = PairSide(
-            flow=sys.intern(spec.flow),
-            partner=spec.shadow_of or shadow or "",
-            is_shadow=spec.shadow_of is not None,
-            tag=resolved.tag if resolved else None,
-            version=resolved.version if resolved else None,
-            outcome=RunOutcome(status.phase, result_digest(status.result)),
-        )
-    if run is None and side is None:
+    if not (spec.flow and status.phase and (spec.shadow_of or shadow)):
         return None
-    return Finished(run, side)
+    return PairSide(
+        flow=sys.intern(spec.flow),
+        partner=spec.shadow_of or shadow or "",
+        is_shadow=spec.shadow_of is not None,
+        tag=resolved.tag if resolved else None,
+        version=resolved.version if resolved else None,
+        outcome=RunOutcome(status.phase, result_digest(status.result)),
+    )
 
 
 class ShadowTally:
@@ -107,23 +96,3 @@ class ShadowTally:
             if primary is not None and shadow is not None and shadow.version == version:
                 pairs.append((primary.outcome, shadow.outcome))
         return summarize(version, pairs)
-
-
-class FinishedRuns:
-    """Sink of the finished-invocation informer: retention and the shadow tally."""
-
-    def __init__(self, retention: RetentionKeeper, shadows: ShadowTally) -> None:
-        self.retention, self.shadows = retention, shadows
-
-    def upsert(self, key: Key, record: Finished) -> None:
-        if record.run is not None:
-            self.retention.upsert(key, record.run)
-        if record.side is not None:
-            self.shadows.upsert(key, record.side)
-
-    def delete(self, key: Key, record: Finished | None = None) -> None:
-        self.retention.delete(key, record.run if record is not None else None)
-        self.shadows.delete(key)
-
-    def keys(self, namespace: str | None) -> Iterable[Key]:
-        return {*self.retention.keys(namespace), *self.shadows.keys(namespace)}

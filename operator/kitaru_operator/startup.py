@@ -20,6 +20,7 @@ from kitaru.core.retention import Retention
 
 from kitaru_operator.concurrency import ConcurrencyGate, requested_tag
 from kitaru_operator.events import EventRecorder
+from kitaru_operator.finished import FinishedRuns, finished_record
 from kitaru_operator.flow_reconcile import FlowReconciler
 from kitaru_operator.flows import (
     DeploymentSink,
@@ -40,6 +41,7 @@ from kitaru_operator.kube import (
     INVOCATION,
     JOB,
     POD,
+    PROMOTION,
     ROUTE,
     SCHEDULE,
     ApiError,
@@ -53,6 +55,7 @@ from kitaru_operator.objects import (
     RouteObject,
     ScheduledInvocation,
 )
+from kitaru_operator.promotions import Promotions, promotion_record
 from kitaru_operator.retention import (
     FINISHED_SELECTOR,
     RetentionKeeper,
@@ -69,7 +72,7 @@ from kitaru_operator.runs import (
 from kitaru_operator.runtime import Runtime
 from kitaru_operator.schedules import ScheduleBook, scheduled_run_record
 from kitaru_operator.settings import OperatorConfig
-from kitaru_operator.shadows import FinishedRuns, ShadowTally, finished_record
+from kitaru_operator.shadows import ShadowTally
 
 logger = logging.getLogger("kitaru_operator")
 
@@ -94,6 +97,7 @@ async def start(config: OperatorConfig) -> Runtime:
     def flow_changed(key: tuple[str, str]) -> None:
         wake_waiting(rt, key)
         gate.flow_changed(*key)
+        promotions.flow_changed(key)
 
     flows = Flows(on_change=flow_changed)
 
@@ -124,6 +128,7 @@ async def start(config: OperatorConfig) -> Runtime:
         gate=gate,
         resolve_deadline_seconds=config.resolve_deadline_seconds,
     )
+    promotions = Promotions(api, flows, rt.events)
     needed: list[Informer[Any, Any]] = []
     for scope in config.scopes:
         needed += [
@@ -150,9 +155,13 @@ async def start(config: OperatorConfig) -> Runtime:
             scope,
             FinishedInvocation,
             finished_record,
-            FinishedRuns(rt.retention, rt.shadows),
+            FinishedRuns(rt.retention, rt.shadows, promotions),
             field_selector=FINISHED_SELECTOR,
         )
+        for scope in config.scopes
+    ]
+    promotion_informers = [
+        Informer(api, PROMOTION, scope, Object, promotion_record, promotions)
         for scope in config.scopes
     ]
     rt.spawn(rt.events.run())
@@ -179,6 +188,7 @@ async def start(config: OperatorConfig) -> Runtime:
     for informer in scheduling:
         rt.spawn(informer.run())
     rt.spawn(_start_schedules(rt.schedules, scheduling))
+    rt.spawn(_promote_when_synced(rt, promotions, promotion_informers))
     rt.spawn(_resync_running(rt, config.resync_seconds))
     return rt
 
@@ -238,6 +248,19 @@ async def _queued_in_order(rt: Runtime, scope: str | None) -> None:
         )
     if queued:
         logger.info("%d queued runs back in line", len(queued))
+
+
+async def _promote_when_synced(
+    rt: Runtime, promotions: Promotions, informers: list[Informer[Any, Any]]
+) -> None:
+    """Promotions read the routes and versions: they start once those are listed."""
+    await rt.synced.wait()
+    for informer in informers:
+        rt.spawn(informer.run())
+    try:
+        await promotions.run()
+    finally:
+        promotions.stop()
 
 
 async def _resync_running(rt: Runtime, interval: float) -> None:

@@ -32,6 +32,7 @@ from kitaru.client.errors import KitaruError
 from kitaru.client.source import load_target
 from kitaru.core.names import API_VERSION, DEPLOYMENTS, GROUP, INVOCATIONS, ROUTES, SCHEDULES
 from kitaru.core.payloads import DECODE_RECURSION_LIMIT
+from kitaru.core.promotion import PROMOTIONS
 from support import (
     REPO,
     TEST_NAMESPACE_LABELS,
@@ -95,7 +96,7 @@ class Catalog:
         """Every object a request could create or change: Kitaru objects with their specs,
         ConfigMaps and Jobs by name."""
         state: dict[str, Any] = {}
-        for plural in (DEPLOYMENTS, ROUTES, INVOCATIONS, SCHEDULES):
+        for plural in (DEPLOYMENTS, ROUTES, INVOCATIONS, SCHEDULES, PROMOTIONS):
             items = self.custom.list_namespaced_custom_object(
                 GROUP, API_VERSION, self.namespace, plural
             )["items"]
@@ -727,6 +728,54 @@ CLI_CASES = [
         "not running in a pod (no KUBERNETES_SERVICE_HOST): drop --in-cluster",
     ),
     _cli("cli-ui-port-zero", "ui --port 0", "UsageError", "0 is not in the range 1<=x<=65535"),
+    _cli(
+        "cli-promote-same-tag",
+        "flow promote research_agent --from canary --to canary",
+        "InvalidPromotion",
+        "--from and --to are both 'canary'",
+    ),
+    _cli(
+        "cli-promote-min-success-out-of-range",
+        "flow promote research_agent --from canary --to stable --min-success 1.5",
+        "InvalidPromotion",
+        "min success 1.5 must be a fraction between 0 and 1",
+    ),
+    _cli(
+        "cli-promote-min-runs-negative",
+        "flow promote research_agent --from canary --to stable --min-runs -1",
+        "InvalidPromotion",
+        "min runs -1 must be a whole number >= 0",
+    ),
+    _cli(
+        "cli-promote-window-not-a-duration",
+        "flow promote research_agent --from canary --to stable --after soon",
+        "InvalidPromotion",
+        "window 'soon' is not a duration",
+    ),
+    _cli(
+        "cli-promote-unknown-from-tag",
+        "flow promote research_agent --from nope --to stable",
+        "TagNotFound",
+        "has no tag 'nope'",
+    ),
+    _cli(
+        "cli-promote-shared-from-tag",
+        "flow promote research_agent --from benchmark --to stable",
+        "AmbiguousTag",
+        "a promotion needs one candidate version",
+    ),
+    _cli(
+        "cli-promote-unknown-flow",
+        "flow promote ghost_flow --from canary --to stable",
+        "NoDeployments",
+        "flow 'ghost_flow' has no deployments yet",
+    ),
+    _cli(
+        "cli-promote-cancel-nothing-waiting",
+        "flow promote research_agent --to stable --cancel",
+        "PromotionNotFound",
+        "has no waiting promotion of tag 'stable'",
+    ),
 ]
 
 
@@ -1064,6 +1113,34 @@ SDK_CASES = [
         lambda c, p: c.schedules.pause("nope"),
         "ScheduleNotFound",
         "schedule 'nope' not found",
+        "sdk-promote-same-tag",
+        lambda c, p: c.deployments.promote(FLOW, "canary", "canary"),
+        "InvalidPromotion",
+        "--from and --to are both 'canary'",
+    ),
+    _sdk(
+        "sdk-promote-min-success-out-of-range",
+        lambda c, p: c.deployments.promote(FLOW, "canary", "stable", min_success=-0.1),
+        "InvalidPromotion",
+        "must be a fraction between 0 and 1",
+    ),
+    _sdk(
+        "sdk-promote-unknown-from-tag",
+        lambda c, p: c.deployments.promote(FLOW, "nope", "stable"),
+        "TagNotFound",
+        "has no tag 'nope'",
+    ),
+    _sdk(
+        "sdk-promote-shared-from-tag",
+        lambda c, p: c.deployments.promote(FLOW, "benchmark", "stable"),
+        "AmbiguousTag",
+        "a promotion needs one candidate version",
+    ),
+    _sdk(
+        "sdk-promote-cancel-nothing-waiting",
+        lambda c, p: c.deployments.cancel_promotion(FLOW, "stable"),
+        "PromotionNotFound",
+        "has no waiting promotion of tag 'stable'",
     ),
 ]
 
@@ -1339,6 +1416,28 @@ MCP_CASES = [
         "kitaru_schedules_delete",
         {"name": "nope"},
         "schedule 'nope' not found",
+        "mcp-promote-same-tag",
+        "kitaru_deployments_promote",
+        {"flow": FLOW, "from_tag": "canary", "to_tag": "canary"},
+        "--from and --to are both 'canary'",
+    ),
+    McpCase(
+        "mcp-promote-min-runs-negative",
+        "kitaru_deployments_promote",
+        {"flow": FLOW, "from_tag": "canary", "to_tag": "stable", "min_runs": -3},
+        "min runs -3 must be a whole number >= 0",
+    ),
+    McpCase(
+        "mcp-promote-unknown-from-tag",
+        "kitaru_deployments_promote",
+        {"flow": FLOW, "from_tag": "nope", "to_tag": "stable"},
+        "has no tag 'nope'",
+    ),
+    McpCase(
+        "mcp-promote-cancel-nothing-waiting",
+        "kitaru_deployments_cancel_promotion",
+        {"flow": FLOW, "to_tag": "stable"},
+        "has no waiting promotion of tag 'stable'",
     ),
 ]
 
@@ -1438,6 +1537,30 @@ def _kubectl(id: str, manifest: str, fragment: str) -> Any:
 
 
 KUBECTL_CASES = [
+    _kubectl(
+        "kubectl-promotion-same-tag",
+        _obj("FlowPromotion", "p1", {"flow": FLOW, "fromTag": "canary", "toTag": "canary"}),
+        "fromTag and toTag must differ",
+    ),
+    _kubectl(
+        "kubectl-promotion-min-success-out-of-range",
+        _obj(
+            "FlowPromotion",
+            "p2",
+            {"flow": FLOW, "fromTag": "canary", "toTag": "stable", "minSuccess": 1.5},
+        ),
+        "spec.minSuccess: Invalid value: 1.5: spec.minSuccess in body should be less than or "
+        "equal to 1",
+    ),
+    _kubectl(
+        "kubectl-promotion-min-runs-negative",
+        _obj(
+            "FlowPromotion",
+            "p3",
+            {"flow": FLOW, "fromTag": "canary", "toTag": "stable", "minRuns": -1},
+        ),
+        "spec.minRuns in body should be greater than or equal to 0",
+    ),
     _kubectl(
         "kubectl-deployment-flow-uppercase",
         _fdep(flow="Research"),

@@ -183,8 +183,14 @@ def test_operator_rbac_is_least_privilege() -> None:
         {"customresourcedefinitions", "namespaces"} & set(r.get("resources", [])) for r in all_rules
     )
     assert rules_allow(framework, "", "events", "create")
-    for status in ("flowdeployments/status", "flowroutes/status", "flowinvocations/status"):
+    for status in (
+        "flowdeployments/status",
+        "flowroutes/status",
+        "flowinvocations/status",
+        "flowpromotions/status",
+    ):
         assert rules_allow(application, "kitaru.dev", status, "update")
+    assert rules_allow(application, "kitaru.dev", "flowpromotions", "watch")
     assert rules_allow(application, "batch", "jobs", "create")
     assert rules_allow(application, "", "pods", "watch")
     # It runs its Jobs itself (spec.managedBy): their pods and their status.
@@ -223,7 +229,11 @@ def test_user_roles_and_aggregation() -> None:
         assert rules_allow(producer["rules"], group, "flowdeployments", verb)
         assert rules_allow(producer["rules"], group, "flowroutes", verb)
     assert rules_allow(producer["rules"], "", "configmaps", "create")
-    for plural in ("flowdeployments", "flowroutes", "flowinvocations"):
+    # Who may move tags may ask the operator to move one later, and cancel that.
+    for verb in ("create", "patch"):
+        assert rules_allow(producer["rules"], group, "flowpromotions", verb)
+        assert not rules_allow(consumer["rules"], group, "flowpromotions", verb)
+    for plural in ("flowdeployments", "flowroutes", "flowinvocations", "flowpromotions"):
         assert rules_allow(viewer["rules"], group, plural, "list")
         assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in viewer["rules"])
 

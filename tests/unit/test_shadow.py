@@ -19,8 +19,9 @@ from kitaru.core.shadow import (
     shadow_spec,
     summarize,
 )
+from kitaru_operator.finished import finished_record
 from kitaru_operator.objects import FinishedInvocation
-from kitaru_operator.shadows import ShadowTally, finished_record
+from kitaru_operator.shadows import ShadowTally
 
 STABLE = RouteView("agent", "stable", True, frozenset({2}))
 

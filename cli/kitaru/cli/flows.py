@@ -16,6 +16,7 @@ from kitaru.cli.base import (
 )
 from kitaru.cli.output import Output, fields, parse_inputs, table
 from kitaru.client.errors import InvalidArguments
+from kitaru.core.names import PROMOTION_DEFAULT_MIN_RUNS, PROMOTION_DEFAULT_MIN_SUCCESS
 
 if TYPE_CHECKING:
     from kitaru.client import DeploymentInfo
@@ -250,6 +251,115 @@ def rollback_command(flow_name: str, tag: str, reason: str | None) -> Output:
     route = client().deployments.rollback(flow_name, tag, reason=reason)
     return Output(
         item=route.to_json(), text=f"Rolled back {flow_name} {tag}: routes to {route.describe()}"
+    )
+
+
+@flow.command("promote")
+@click.argument("flow_name", metavar="FLOW")
+@click.option("--from", "from_tag", default=None, help="The tag whose version is the candidate.")
+@click.option("--to", "to_tag", required=True, help="The tag to move once the gate is met.")
+@click.option(
+    "--after",
+    default=None,
+    metavar="DURATION",
+    help="No move before this long from now (30m, 1h, 7d; default 0: none).",
+)
+@click.option(
+    "--min-runs",
+    type=int,
+    default=PROMOTION_DEFAULT_MIN_RUNS,
+    show_default=True,
+    help="Finished runs of the candidate needed before the gate is decided.",
+)
+@click.option(
+    "--min-success",
+    type=float,
+    default=PROMOTION_DEFAULT_MIN_SUCCESS,
+    show_default=True,
+    help="Fraction of those runs that must have completed (0..1).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move even if the candidate would reject inputs the tag's current version accepts.",
+)
+@click.option("--cancel", is_flag=True, help="Cancel the waiting promotion of --to instead.")
+@reason_option
+@kitaru_command
+def promote_command(
+    flow_name: str,
+    from_tag: str | None,
+    to_tag: str,
+    after: str | None,
+    min_runs: int,
+    min_success: float,
+    force: bool,
+    cancel: bool,
+    reason: str | None,
+) -> Output:
+    """Move --to to the version --from routes to once its runs meet the gate.
+
+    The operator counts the candidate's runs that finish after now (any selector); once
+    --after has passed and --min-runs have finished, it moves the tag if the success
+    rate is at least --min-success (recorded in kitaru flow history), or ends the
+    promotion NotPromoted saying why. With --cancel, cancels the waiting promotion.
+    """
+    deployments = client().deployments
+    if cancel:
+        cancelled = deployments.cancel_promotion(flow_name, to_tag)
+        names = ", ".join(p.name for p in cancelled)
+        return Output(
+            items=[p.to_json() for p in cancelled],
+            text=f"Cancelled promotion {names}: {to_tag} of {flow_name} does not move",
+        )
+    if from_tag is None:
+        raise InvalidArguments(
+            "name the candidate's tag with --from (e.g. --from canary), or pass --cancel",
+            kind="UsageError",
+        )
+    promotion = deployments.promote(
+        flow_name,
+        from_tag,
+        to_tag,
+        after=after,
+        min_runs=min_runs,
+        min_success=min_success,
+        force=force,
+        reason=reason,
+    )
+    window = f" after {after}" if after and after.strip() != "0" else ""
+    return Output(
+        item=promotion.to_json(),
+        text=f"Promotion {promotion.name}: {to_tag} of {flow_name} moves to the version "
+        f"{from_tag} routes to{window} once {min_runs} runs finished with success >= "
+        f"{min_success:g} (follow it with: kitaru flow promotions {flow_name})",
+    )
+
+
+@flow.command("promotions")
+@click.argument("flow_name", metavar="FLOW")
+@click.option("--to", "to_tag", default=None, help="Only promotions of this tag.")
+@kitaru_command
+def promotions_command(flow_name: str, to_tag: str | None) -> Output:
+    """Promotions of FLOW, oldest first: their gate, phase and measured runs."""
+    promotions = client().deployments.promotions(flow_name, to_tag)
+    rows = [
+        [
+            p.name,
+            p.from_tag,
+            p.to_tag,
+            p.candidate_version or "-",
+            p.phase or "New",
+            f"{p.runs}/{p.min_runs}",
+            "-" if p.success_rate is None else f"{p.success_rate:.2f}",
+            p.message or "",
+        ]
+        for p in promotions
+    ]
+    header = ["NAME", "FROM", "TO", "CANDIDATE", "PHASE", "RUNS", "SUCCESS", "MESSAGE"]
+    return Output(
+        items=[p.to_json() for p in promotions],
+        text=table(header, rows, empty=f"No promotions of {flow_name}."),
     )
 
 

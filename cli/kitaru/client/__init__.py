@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from kitaru.client.executions import Executions
     from kitaru.client.handle import ExecutionHandle
+    from kitaru.client.promotions import PromotionInfo
     from kitaru.client.records import DeploymentInfo, ExecutionInfo, FlowSummary, RouteInfo, Tag
     from kitaru.client.schedules import ScheduleInfo, Schedules
 
@@ -59,6 +60,7 @@ _LAZY = {
     "ResolutionFailed": "kitaru.client.errors",
     "Executions": "kitaru.client.executions",
     "ExecutionHandle": "kitaru.client.handle",
+    "PromotionInfo": "kitaru.client.promotions",
     "DeploymentInfo": "kitaru.client.records",
     "ExecutionInfo": "kitaru.client.records",
     "FlowSummary": "kitaru.client.records",
@@ -86,6 +88,7 @@ __all__ = [
     "KitaruConnectionError",
     "KitaruError",
     "NotFound",
+    "PromotionInfo",
     "Rejected",
     "ResolutionFailed",
     "RouteInfo",

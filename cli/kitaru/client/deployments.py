@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from kitaru.client.errors import Conflict, InvalidArguments
 from kitaru.client.kube import AlreadyExists
+from kitaru.client.promotions import (
+    PromotionInfo,
+    cancel_promotions,
+    create_promotion,
+    list_promotions,
+)
 from kitaru.client.records import (
     DeploymentInfo,
     FlowSummary,
@@ -67,6 +73,8 @@ from kitaru.core.names import (
     DEFAULT_TAG,
     DEPLOYMENTS,
     INVOCATIONS,
+    PROMOTION_DEFAULT_MIN_RUNS,
+    PROMOTION_DEFAULT_MIN_SUCCESS,
     ROUTES,
     check_routing_key,
     deployment_name,
@@ -480,6 +488,50 @@ class Deployments:
             validate_flow(flow)
             validate_tag(tag)
         return rollback_tag(self._kube, flow, tag, reason)
+
+    # --- gated promotion ------------------------------------------------------------
+
+    def promote(
+        self,
+        flow: str,
+        from_tag: str,
+        to_tag: str,
+        after: str | int | None = None,
+        min_runs: int = PROMOTION_DEFAULT_MIN_RUNS,
+        min_success: float = PROMOTION_DEFAULT_MIN_SUCCESS,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> PromotionInfo:
+        """Create a gated promotion: the operator moves `to_tag` (exclusive) to the version
+        `from_tag` routes to once the window `after` (30m, 1h, 7d; 0/None: none) has passed
+        and `min_runs` runs of it have finished with a success rate >= `min_success` — or
+        ends it NotPromoted, saying why. The move is recorded in the route history."""
+        return create_promotion(
+            self._kube,
+            flow,
+            from_tag,
+            to_tag,
+            after=after,
+            min_runs=min_runs,
+            min_success=min_success,
+            force=force,
+            reason=reason,
+        )
+
+    def promotions(self, flow: str, to_tag: str | None = None) -> builtins.list[PromotionInfo]:
+        """The promotions of `flow` (of `to_tag` only), oldest first, with their numbers."""
+        with core_errors():
+            validate_flow(flow)
+            if to_tag is not None:
+                validate_tag(to_tag)
+        return list_promotions(self._kube, flow, to_tag)
+
+    def cancel_promotion(self, flow: str, to_tag: str) -> builtins.list[PromotionInfo]:
+        """Cancel the waiting promotion(s) of `flow`'s `to_tag`: nothing moves."""
+        with core_errors():
+            validate_flow(flow)
+            validate_tag(to_tag)
+        return cancel_promotions(self._kube, flow, to_tag)
 
     # --- deleting ------------------------------------------------------------------
 

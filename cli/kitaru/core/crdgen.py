@@ -346,7 +346,35 @@ SCHEDULE = Kind(
     selectable=(".spec.flow",),
 )
 
-KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION, HISTORY, SCHEDULE)
+PROMOTION = Kind(
+    kind="FlowPromotion",
+    plural="flowpromotions",
+    short_name="fprom",
+    description=(
+        "FlowPromotion is a gated, recorded tag move: the operator moves toTag to the version "
+        "fromTag routes to once that version's runs since the promotion was created meet the "
+        "gate (window, minimum runs, minimum success rate), or reports why not. The move is "
+        "recorded in the flow's route history. Cancel it with spec.cancelRequested."
+    ),
+    spec=models.FlowPromotionSpec,
+    status=models.FlowPromotionStatus,
+    name_rules=(),
+    columns=(
+        _FLOW,
+        Column("From", ".spec.fromTag", "The tag whose version is the candidate."),
+        Column("To", ".spec.toTag", "The tag moved when the gate is met."),
+        Column("Candidate", ".status.candidateVersion", "The candidate version.", "integer"),
+        Column("Phase", ".status.phase", "Waiting, Promoted, NotPromoted, Cancelled."),
+        Column("Runs", ".status.runs", "Finished runs of the candidate counted.", "integer"),
+        Column("Success", ".status.successRate", "Fraction of them that completed.", "number"),
+        _AGE,
+        Column("Message", ".status.message", "Why not yet, why not, or what moved.", priority=1),
+    ),
+    # spec.toTag: finding a pending promotion of the same tag without a LIST of all.
+    selectable=(".spec.flow", ".spec.toTag", ".status.phase"),
+)
+
+KINDS: tuple[Kind, ...] = (DEPLOYMENT, ROUTE, INVOCATION, HISTORY, SCHEDULE, PROMOTION)
 
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -355,7 +383,7 @@ def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def crd(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "description": kind.description,
         "required": ["spec"],
@@ -370,8 +398,9 @@ def crd(kind: Kind) -> dict[str, Any]:
             "spec": _model_schema(kind.spec),
             "status": _model_schema(kind.status),
         },
-        models.CEL: [dict(rule) for rule in kind.name_rules],
     }
+    if kind.name_rules:
+        schema[models.CEL] = [dict(rule) for rule in kind.name_rules]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -29,15 +29,24 @@ class InvalidExpiry(TagError):
     reason = "InvalidExpiry"
 
 
-def parse_duration(text: str) -> timedelta:
-    """`30m`, `12h`, `7d`, `2w`, `90s`: a positive whole number and one unit."""
+def duration_seconds(text: str) -> int | None:
+    """`30m`, `12h`, `7d`, `2w`, `90s` as seconds (a positive whole number and one unit);
+    None for anything else."""
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
+        return None
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30m`, `12h`, `7d`, `2w`, `90s`: a positive whole number and one unit."""
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise InvalidExpiry(
             f"expiry {text[:40]!r} is not a duration: use a positive whole number and a "
             "unit (s, m, h, d or w), e.g. 30m, 12h or 7d"
         )
-    span = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    span = timedelta(seconds=seconds)
     if span > MAX_EXPIRY:
         raise InvalidExpiry(
             f"expiry {text.strip()} is more than a year: leave the expiry out for a tag "

@@ -22,6 +22,9 @@ from kitaru.core.names import (
     DEFAULT_TAG,
     FLOW_MAX_LENGTH,
     FLOW_PATTERN,
+    PROMOTION_DEFAULT_MIN_RUNS,
+    PROMOTION_DEFAULT_MIN_SUCCESS,
+    PROMOTION_MAX_AFTER_SECONDS,
     TAG_MAX_LENGTH,
     TAG_PATTERN,
 )
@@ -829,5 +832,117 @@ class FlowScheduleStatus(Model):
     )
     active: list[str] = Field(
         default_factory=list, description="Names of this schedule's unfinished runs."
+    )
+    observed_generation: int | None = Field(None, description="Generation last reconciled.")
+
+
+# --- FlowPromotion ------------------------------------------------------------
+
+
+class FlowPromotionSpec(Model):
+    """A gated, recorded tag move: `toTag` moves to the version `fromTag` routes to once
+    that version's measured runs meet the gate."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            CEL: [
+                {
+                    "rule": "self.fromTag != self.toTag",
+                    "message": "fromTag and toTag must differ: a promotion moves toTag to "
+                    "the version fromTag routes to",
+                },
+                {
+                    "rule": "self.flow == oldSelf.flow && self.fromTag == oldSelf.fromTag "
+                    "&& self.toTag == oldSelf.toTag && self.afterSeconds == oldSelf.afterSeconds "
+                    "&& self.minRuns == oldSelf.minRuns && self.minSuccess == oldSelf.minSuccess "
+                    "&& self.force == oldSelf.force",
+                    "message": "a promotion's gate is immutable; only cancelRequested may "
+                    "change (cancel it and create another)",
+                },
+                {
+                    "rule": "!oldSelf.cancelRequested || self.cancelRequested",
+                    "message": "a cancel request cannot be withdrawn",
+                },
+            ]
+        }
+    )
+
+    flow: str = _flow_field()
+    from_tag: str = _tag_field("The tag whose version is the candidate (e.g. canary).")
+    to_tag: str = _tag_field("The tag moved to the candidate when the gate is met (e.g. stable).")
+    after_seconds: int = Field(
+        0,
+        ge=0,
+        le=PROMOTION_MAX_AFTER_SECONDS,
+        description="The window: the tag moves no earlier than this many seconds after the "
+        "promotion was created (0: as soon as minRuns runs finished).",
+    )
+    min_runs: int = Field(
+        PROMOTION_DEFAULT_MIN_RUNS,
+        ge=0,
+        le=1_000_000,
+        description="Finished runs of the candidate (started after the promotion was "
+        "created, any selector) needed before the gate is decided.",
+    )
+    min_success: float = Field(
+        PROMOTION_DEFAULT_MIN_SUCCESS,
+        ge=0,
+        le=1,
+        description="Fraction of those runs that must have completed (0..1); below it the "
+        "promotion ends NotPromoted.",
+    )
+    force: bool = Field(
+        False,
+        description="Move toTag even if the candidate's input schema rejects inputs "
+        "toTag's current version accepts (like kitaru flow tag --force).",
+    )
+    reason: str | None = Field(
+        None, max_length=256, description="Why: recorded in the route history with the numbers."
+    )
+    cancel_requested: bool = Field(
+        False,
+        description="Set to true to cancel a waiting promotion: phase Cancelled, nothing moved.",
+    )
+
+
+class PromotionPhase(StrEnum):
+    WAITING = "Waiting"
+    PROMOTED = "Promoted"
+    NOT_PROMOTED = "NotPromoted"
+    CANCELLED = "Cancelled"
+
+
+class FlowPromotionStatus(Model):
+    """Observed state of a promotion, written by the operator."""
+
+    phase: PromotionPhase | None = Field(
+        None, description="Waiting, Promoted, NotPromoted or Cancelled (the last three final)."
+    )
+    reason: str | None = Field(
+        None,
+        description="CamelCase reason: Waiting, GateMet, GateFailed, CandidateMoved, "
+        "TagNotFound, AmbiguousTag, IncompatibleSchema, AnotherPromotionPending, Cancelled.",
+    )
+    message: str | None = Field(None, description="Why not yet, why not, or what moved.")
+    candidate_version: int | None = Field(
+        None, ge=1, description="The version fromTag routed to when first observed (frozen)."
+    )
+    previous_versions: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="What toTag routed to before the move (empty: it did not exist)."
+    )
+    runs: int = Field(0, ge=0, description="Finished runs of the candidate counted so far.")
+    succeeded: int = Field(0, ge=0, description="Of them, runs that completed.")
+    failed: int = Field(0, ge=0, description="Of them, runs that failed.")
+    success_rate: float | None = Field(
+        None, description="succeeded / runs (absent while no run finished)."
+    )
+    window_ends_at: str | None = Field(
+        None, description="Creation time + afterSeconds (RFC 3339): the earliest move."
+    )
+    promoted_at: str | None = Field(None, description="When toTag was moved (RFC 3339).")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Promoted: Unknown while waiting, True once moved, False when not "
+        "promoted or cancelled.",
     )
     observed_generation: int | None = Field(None, description="Generation last reconciled.")

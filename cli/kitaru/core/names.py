@@ -15,6 +15,11 @@ GROUP_VERSION = f"{GROUP}/{API_VERSION}"
 
 DEPLOYMENTS = "flowdeployments"
 ROUTES = "flowroutes"
+# Gated promotions (kitaru.core.promotion). The defaults: 20 runs is where a 0.95 gate
+# stops being one failure's coin flip; a window longer than a year is a schedule.
+PROMOTION_DEFAULT_MIN_RUNS = 20
+PROMOTION_DEFAULT_MIN_SUCCESS = 0.95
+PROMOTION_MAX_AFTER_SECONDS = 366 * 86400
 INVOCATIONS = "flowinvocations"
 SCHEDULES = "flowschedules"
 
