@@ -67,6 +67,14 @@ def _queue(namespace: str) -> list[tuple[str, int]]:
     return sorted(queued, key=lambda item: item[1])
 
 
+def _parked(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Runs of this version ask for more CPU than any node has: they are never scheduled,
+    so no kubelet runs them (also where the suite has a node), and the test reports how
+    each ends instead (`_finish`)."""
+    deployment["spec"].setdefault("stack", {})["resources"] = {"requests": {"cpu": "1000"}}
+    return deployment
+
+
 def _finish(namespace: str, invocation: str) -> None:
     """The run's pod ends as the kubelet would report it: exit 0 with a result."""
     pods = json.loads(
@@ -128,7 +136,7 @@ def _settled(namespace: str, running: set[str], queue: list[tuple[str, int]]) ->
 def test_a_flow_limit_queues_in_order_and_starts_runs_as_slots_free(
     operator: OperatorProcess, namespace: str
 ) -> None:
-    _create(namespace, build_deployment(FLOW, 1, entrypoint="m:f", image=runner_image()))
+    _create(namespace, _parked(build_deployment(FLOW, 1, entrypoint="m:f", image=runner_image())))
     wait_for(lambda: kubectl("get", "froute", "limited.default", namespace=namespace), 30)
     _patch(namespace, "froute", "limited.default", {"spec": {"flowMaxConcurrency": 2}})
     runs = [f"run-{i}" for i in range(6)]
@@ -176,7 +184,7 @@ def test_a_flow_limit_queues_in_order_and_starts_runs_as_slots_free(
 def test_a_route_limit_counts_only_runs_through_that_tag(
     operator: OperatorProcess, namespace: str
 ) -> None:
-    _create(namespace, build_deployment(FLOW, 1, entrypoint="m:f", image=runner_image()))
+    _create(namespace, _parked(build_deployment(FLOW, 1, entrypoint="m:f", image=runner_image())))
     wait_for(lambda: kubectl("get", "froute", "limited.default", namespace=namespace), 30)
     _patch(namespace, "froute", "limited.default", {"spec": {"maxConcurrency": 1}})
     _create(
@@ -197,7 +205,7 @@ def test_a_route_limit_counts_only_runs_through_that_tag(
 
 
 def test_the_flow_limit_is_set_on_the_default_route_only(namespace: str) -> None:
-    _create(namespace, build_deployment(FLOW, 1, entrypoint="m:f", image=runner_image()))
+    _create(namespace, _parked(build_deployment(FLOW, 1, entrypoint="m:f", image=runner_image())))
     route = {
         "apiVersion": "kitaru.dev/v1alpha1",
         "kind": "FlowRoute",

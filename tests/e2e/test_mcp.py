@@ -88,7 +88,8 @@ def test_tools_list_shows_every_tool_with_a_schema(tmp_path: Path) -> None:
                 assert prop.get("description"), f"{tool.name}.{name} has no description"
         invoke = listed["kitaru_deployments_invoke"].input_schema
         retention = {"ttl_seconds_after_finished", "history_limit"}
-        assert set(invoke["properties"]) == {"flow", "tag", "version", "inputs", "key"} | retention
+        selectors = {"flow", "tag", "version", "inputs", "key", "idempotency_key"}
+        assert set(invoke["properties"]) == selectors | retention
         assert invoke["required"] == ["flow"]
         deploy = listed["kitaru_deployments_deploy"].input_schema
         assert (
@@ -100,6 +101,7 @@ def test_tools_list_shows_every_tool_with_a_schema(tmp_path: Path) -> None:
                 "exclusive",
                 "force",
                 "image",
+                "max_concurrency",
             }
             | retention
         )

@@ -92,8 +92,15 @@ def runs_of(namespace: str) -> list[Any]:
     return names.split()
 
 
+def hold_runs(namespace: str) -> None:
+    """Runs of this namespace stay unfinished (a quota admits no pod), also on the node:
+    the pages are looked at while they are pending."""
+    kubectl("create", "quota", "no-pods", "--hard=pods=0", namespace=namespace)
+
+
 def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
-    # A run (it stays pending without a node, resolved to v2 by the operator).
+    hold_runs(namespace)
+    # A run (it stays pending, resolved to v2 by the operator).
     exec_id = producer("invoke research_agent --tag canary -o json").json()["item"]["exec_id"]
     wait_for(
         lambda: ((get("flowinvocation", exec_id, namespace) or {}).get("status") or {}).get(
@@ -151,9 +158,10 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
         assert "unknown status 'bogus'" in text_of(b, "#error")
 
 
-def test_runs_are_followed_live(producer: Kitaru, tmp_path: Path) -> None:
+def test_runs_are_followed_live(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
     """The runs list and a run's page show a status change without a reload (a marker
-    set in the page survives): here two runs are cancelled, which needs no node."""
+    set in the page survives): here two pending runs are cancelled."""
+    hold_runs(namespace)
     first, second = (
         producer("invoke research_agent -o json").json()["item"]["exec_id"] for _ in range(2)
     )
