@@ -1113,6 +1113,8 @@ SDK_CASES = [
         lambda c, p: c.schedules.pause("nope"),
         "ScheduleNotFound",
         "schedule 'nope' not found",
+    ),
+    _sdk(
         "sdk-promote-same-tag",
         lambda c, p: c.deployments.promote(FLOW, "canary", "canary"),
         "InvalidPromotion",
@@ -1416,6 +1418,8 @@ MCP_CASES = [
         "kitaru_schedules_delete",
         {"name": "nope"},
         "schedule 'nope' not found",
+    ),
+    McpCase(
         "mcp-promote-same-tag",
         "kitaru_deployments_promote",
         {"flow": FLOW, "from_tag": "canary", "to_tag": "canary"},
