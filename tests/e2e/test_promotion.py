@@ -49,13 +49,18 @@ def stable(kitaru: Kitaru) -> list[int]:
     return next(r["versions"] for r in routes if r["tag"] == "stable")
 
 
+# Every version takes the same deploy-time topic: the candidate must not break stable's
+# callers (the promotion would be refused as IncompatibleSchema).
+DEPLOY = """deploy flows/research.py:research_agent --input '{"topic": "a"}'"""
+
+
 def test_twenty_successes_promote_and_failures_do_not(
     running_operator: object, namespace: str, tmp_path: Path
 ) -> None:
     kitaru = new_project(tmp_path, namespace, FLOW_SOURCE)
-    kitaru("""deploy flows/research.py:research_agent --input '{"topic": "a"}'""")
+    kitaru(DEPLOY)
     kitaru("flow tag research_agent stable --version 1 --exclusive")
-    kitaru("""deploy flows/research.py:research_agent --tag canary --exclusive""")
+    kitaru(DEPLOY + " --tag canary --exclusive")
 
     first = kitaru(
         "flow promote research_agent --from canary --to stable --min-runs 20 "
@@ -71,7 +76,7 @@ def test_twenty_successes_promote_and_failures_do_not(
         f"promotion {first['name']}: 20 runs, 20 completed, 0 failed"
     )
 
-    kitaru("""deploy flows/research.py:research_agent --tag canary --exclusive""")
+    kitaru(DEPLOY + " --tag canary --exclusive")
     second = kitaru(
         "flow promote research_agent --from canary --to stable --min-runs 10 "
         "--min-success 0.9 -o json"
