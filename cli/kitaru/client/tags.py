@@ -62,9 +62,6 @@ def write_route(
     body = build_route(view, current)
     if expires_at:
         body["spec"]["expiresAt"] = expires_at
-    shadow = ((current or {}).get("spec") or {}).get("shadow")
-    if shadow and shadow.get("version") not in view.versions:
-        body["spec"]["shadow"] = shadow  # kept, unless the tag now routes to the candidate
     annotations = body["metadata"].setdefault("annotations", {})
     generation = int((current or {}).get("metadata", {}).get("generation") or 0) + 1
     annotations[ANNOTATION_CHANGED_BY] = kube.username()

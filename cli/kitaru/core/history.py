@@ -22,7 +22,7 @@ from kitaru.core.models import (
     RouteChangeAction,
 )
 from kitaru.core.names import DEFAULT_TAG, GROUP_VERSION, LABEL_FLOW, flow_dns
-from kitaru.core.routing import RouteView, Split, format_versions, weighted_versions
+from kitaru.core.routing import RouteView, format_versions, split_from, weighted_versions
 
 HISTORIES = "flowhistories"
 # Who and why, set by the client on its route writes. `changed-by` is checked by the
@@ -91,7 +91,7 @@ def classify(before: RecordedRoute | None, after: RouteView | None) -> RouteChan
     if old == new:
         if before.exclusive != after.exclusive or bool(before.split) != after.weighted:
             return RouteChangeAction.MODE_CHANGED
-        return RouteChangeAction.REWEIGHTED if recorded_split(before) != after.split else None
+        return RouteChangeAction.REWEIGHTED if split_from(before.split) != after.split else None
     if new > old:
         return RouteChangeAction.ADDED
     if new < old:
@@ -240,7 +240,7 @@ def rollback_target(history: FlowHistorySpec, tag: str, current: RouteView | Non
         recorded is None
         or set(recorded.versions) != current.versions
         or recorded.exclusive != current.exclusive
-        or recorded_split(recorded) != current.split
+        or split_from(recorded.split) != current.split
     ):
         raise HistoryNotCurrent(
             f"tag '{tag}' of flow '{flow}' changed after the last recorded change "
@@ -253,7 +253,7 @@ def rollback_target(history: FlowHistorySpec, tag: str, current: RouteView | Non
             f"tag '{tag}' of flow '{flow}' had no previous target: its last recorded change "
             f"(#{last.seq}) created it at {format_versions(last.to_versions)}"
         )
-    split = tuple(sorted((w.version, w.weight) for w in last.from_split))
+    split = split_from(last.from_split)
     if split:  # a split tag is never exclusive
         exclusive = False
     elif last.action == RouteChangeAction.MODE_CHANGED and not last.to_split:
@@ -268,10 +268,6 @@ def rollback_target(history: FlowHistorySpec, tag: str, current: RouteView | Non
         versions=frozenset(last.from_versions),
         split=split,
     )
-
-
-def recorded_split(route: RecordedRoute) -> Split:
-    return tuple(sorted((w.version, w.weight) for w in route.split))
 
 
 def build_history(

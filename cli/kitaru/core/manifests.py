@@ -123,6 +123,17 @@ def route_view(obj: Mapping[str, Any] | None) -> RouteView | None:
 LIMIT_FIELDS = ("maxConcurrency", "flowMaxConcurrency")
 
 
+def kept_fields(spec: Mapping[str, Any], view: RouteView) -> dict[str, Any]:
+    """What a tag write keeps of a route's spec besides routing: its concurrency limits
+    (`kitaru flow limit`) and its shadow (`kitaru flow shadow`) unless the tag now routes
+    to the shadow's candidate (it was promoted)."""
+    kept = {k: spec[k] for k in LIMIT_FIELDS if spec.get(k) is not None}
+    shadow = spec.get("shadow")
+    if shadow and shadow.get("version") not in view.versions:
+        kept["shadow"] = shadow
+    return kept
+
+
 def build_route(
     view: RouteView,
     current: Mapping[str, Any] | None = None,
@@ -130,13 +141,12 @@ def build_route(
     high_water_mark: int | None = None,
 ) -> dict[str, Any]:
     """The FlowRoute for `view`; from `current` it keeps metadata (resourceVersion: CAS)
-    and its concurrency limits (set apart from routing, by `kitaru flow limit`).
+    and the fields set apart from routing (`kept_fields`).
     A new `default` route may carry the flow's high-water mark from the start."""
     spec = view.to_spec().wire()
     if current is not None:
         body = copy.deepcopy(dict(current))
-        kept = current.get("spec") or {}
-        body["spec"] = spec | {k: kept[k] for k in LIMIT_FIELDS if kept.get(k) is not None}
+        body["spec"] = spec | kept_fields(current.get("spec") or {}, view)
         body.pop("status", None)
         return body
     metadata: dict[str, Any] = {

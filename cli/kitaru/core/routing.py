@@ -49,6 +49,11 @@ def split_of(entries: Iterable[Mapping[str, Any]] | None) -> Split:
     return tuple(sorted(pairs))
 
 
+def split_from(weights: Iterable[WeightedVersion]) -> Split:
+    """The `Split` of a model's list of weighted versions."""
+    return tuple(sorted((w.version, w.weight) for w in weights))
+
+
 def weighted_versions(split: Split) -> list[WeightedVersion]:
     return [WeightedVersion(version=v, weight=w) for v, w in split]
 
@@ -67,9 +72,8 @@ def split_bucket(flow: str, key: str) -> int:
 
 def split_reason(choice: SplitChoice) -> str:
     """Why a split tag chose its version, e.g. `split 2=90,3=10: bucket 37 by routing key`."""
-    split = tuple((w.version, w.weight) for w in choice.split)
     by = "routing key" if choice.sticky else "invocation name"
-    return f"split {format_split(split)}: bucket {choice.bucket} of 0-99 by {by}"
+    return f"split {format_split(split_from(choice.split))}: bucket {choice.bucket} of 0-99 by {by}"
 
 
 def pick_version(split: Split, bucket: int) -> int:

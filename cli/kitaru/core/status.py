@@ -21,7 +21,7 @@ from kitaru.core.models import (
     ShadowSummary,
 )
 from kitaru.core.names import snapshot_name
-from kitaru.core.routing import RouteView, Split, format_split, format_versions
+from kitaru.core.routing import RouteView, format_split, format_versions, split_from
 from kitaru.core.tagging import tags_for_version
 
 READY = "Ready"
@@ -89,11 +89,9 @@ def derive_route_status(
             + (" --exclusive" if spec.exclusive else "")
         )
     elif spec.split:
+        weights = format_split(split_from(spec.split))
         ready, reason = True, "Split"
-        message = (
-            f"{route} splits its invocations by weight: {format_split(route_split(spec))} "
-            "(version=percent)"
-        )
+        message = f"{route} splits its invocations by weight: {weights} (version=percent)"
     elif len(routed) == 1:
         ready, reason, message = True, "Resolved", f"{route} routes to version {spec.versions[0]}"
     else:
@@ -116,7 +114,7 @@ def derive_route_status(
         conditions=conditions,
         mode=route_mode(spec),
         resolved_version=spec.versions[0] if len(routed) == 1 and not missing else None,
-        split_summary=format_split(route_split(spec)) or None,
+        split_summary=format_split(split_from(spec.split or ())) or None,
         shadow=shadow,
         schema_baseline=baseline,
         observed_generation=generation,
@@ -127,7 +125,3 @@ def route_mode(spec: FlowRouteSpec) -> RouteMode:
     if spec.split:
         return RouteMode.WEIGHTED
     return RouteMode.EXCLUSIVE if spec.exclusive else RouteMode.SHARED
-
-
-def route_split(spec: FlowRouteSpec) -> Split:
-    return tuple(sorted((w.version, w.weight) for w in spec.split or ()))
