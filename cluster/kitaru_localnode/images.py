@@ -14,6 +14,7 @@ manifest (name -> reference, digest, archive) that the cluster imports into cont
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -296,13 +297,19 @@ def project_version(checkout: Path) -> str:
 def build_all(
     bin_dir: Path, cache: Path | None = None, checkout: Path = CHECKOUT
 ) -> dict[str, BuiltImage]:
-    """Every image the node needs, built or taken from the cache."""
+    """Every image the node needs, built or taken from the cache.
+
+    One build at a time per cache: checkouts share it, and two builds of the same tag
+    from different trees would otherwise export each other's image under their key.
+    """
     builder = Builder(cache or cache_dir(), checkout, bin_dir)
-    images = {"pause": builder.pause()}
-    base = builder.base()
-    tag = project_version(checkout)
-    for image in PROJECT_IMAGES:
-        images[image.name] = builder.project(image, base, tag)
+    with (builder.dir / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        images = {"pause": builder.pause()}
+        base = builder.base()
+        tag = project_version(checkout)
+        for image in PROJECT_IMAGES:
+            images[image.name] = builder.project(image, base, tag)
     return images
 
 
