@@ -1,9 +1,10 @@
-"""Session-wide fixtures: the local cluster, an admin API client, a namespace per test
-and the operator as a process (`running_operator`).
+"""Session-wide fixtures: the local cluster, an admin API client, a namespace per test,
+the operator as a process (`running_operator`) and the chart's roles (`roles`,
+`operator_account`).
 
-Tests under tests/api, tests/e2e, tests/cluster, tests/chaos and tests/gitops are marked
-`cluster`. If the cluster cannot be started they fail (never skip): run the unit tier
-alone with `make test-unit`.
+Tests under tests/api, tests/e2e, tests/security, tests/cluster, tests/chaos and
+tests/gitops are marked `cluster`. If the cluster cannot be started they fail (never
+skip): run the unit tier alone with `make test-unit`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
+from chart_support import render_operator_rbac, render_user_roles, unique
 from support import (
     CLUSTER_DIR,
     KUBECONFIG,
@@ -32,7 +34,7 @@ from support import (
     wait_for,
 )
 
-CLUSTER_TIERS = {"api", "e2e", "cluster", "chaos", "gitops"}
+CLUSTER_TIERS = {"api", "e2e", "security", "cluster", "chaos", "gitops"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -110,6 +112,27 @@ def running_operator(
     yield operator
     operator.stop()
     assert "Traceback" not in operator.log(), operator.log()
+
+
+@pytest.fixture(scope="module")
+def roles(cluster: Cluster) -> Iterator[str]:
+    """Apply the chart's producer/consumer/viewer ClusterRoles; yield their name prefix."""
+    prefix = unique("kt-rbac")
+    rendered = render_user_roles(prefix)
+    kubectl("apply", "-f", "-", input=rendered)
+    yield prefix
+    kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
+
+
+@pytest.fixture
+def operator_account(namespace: str) -> Iterator[str]:
+    """The chart's operator ServiceAccount and RBAC, released into `namespace` and
+    watching it; yields the ServiceAccount's name."""
+    release = unique("kt-op")
+    rendered = render_operator_rbac(release, namespace)
+    kubectl("apply", "-f", "-", input=rendered)
+    yield f"{release}-kitaru-operator"
+    kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=rendered, check=False)
 
 
 CRDS = REPO / "crds"
