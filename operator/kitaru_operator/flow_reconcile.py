@@ -128,6 +128,10 @@ class FlowReconciler:
                 self.failures.pop(key, None)
             except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
                 self._retry_later(key, dirty, exc)
+            except Exception as exc:  # a bug, or a body no rule foresaw: this flow only
+                metrics.RECONCILE_ERRORS.labels("Flow").inc()
+                logger.exception("reconcile of flow %s/%s failed", *key)
+                self._retry_later(key, dirty, exc)
             finally:
                 self.flows.done(key)
 
