@@ -1,6 +1,7 @@
 """The operator's input checker process: `python -m kitaru_operator.input_worker`.
 
-Says `{"ready": true}` once started, then reads one request per line on stdin, `{"inputs": {...}, "schema": "<canonical JSON>"}`,
+Says `{"ready": true}` once started, then reads one request per line on stdin,
+`{"inputs": {...}, "schema": "<canonical JSON>"}`,
 checks the inputs with `kitaru.core.inputs.validate_inputs` (bounded by
 `kitaru.core.schema_bounds`), and writes one answer per line on stdout: `{"ok": true}`,
 or `{"ok": false, "message": "..."}`. It imports only the pure core, so it starts in a
