@@ -126,10 +126,10 @@ def test_invalid_schema_is_reported() -> None:
 
 
 def test_validator_is_cached_per_schema() -> None:
-    schema_bounds.validator_for.cache_clear()
+    schema_bounds._verdict.cache_clear()
     for _ in range(50):
         validate_inputs({"topic": "x"}, dict(SCHEMA))
-    info = schema_bounds.validator_for.cache_info()
+    info = schema_bounds._verdict.cache_info()
     assert info.misses == 1 and info.hits >= 49
 
 

@@ -399,12 +399,24 @@ _BoundedValidator = extend(
 _NO_REMOTE = Registry()
 
 
-@lru_cache(maxsize=512)
 def validator_for(schema_json: str) -> Any:
-    """The bounded validator of a schema (its canonical JSON): one per distinct schema,
-    so the runs of a version share it. Raises UnsafeSchema (`check_schema`)."""
+    """The bounded validator of a schema (its canonical JSON). Raises UnsafeSchema
+    (`check_schema`)."""
+    verdict = _verdict(schema_json)
+    if isinstance(verdict, UnsafeSchema):
+        raise UnsafeSchema(str(verdict))
+    return verdict
+
+
+@lru_cache(maxsize=512)
+def _verdict(schema_json: str) -> Any:
+    """One analysis per distinct schema, refusals included: the runs of a version share
+    its validator, and a hostile version costs its analysis once, not once per run."""
     schema = json.loads(schema_json)
-    check_schema(schema)
+    try:
+        check_schema(schema)
+    except UnsafeSchema as exc:
+        return exc
     return _BoundedValidator(schema, registry=_NO_REMOTE)
 
 
