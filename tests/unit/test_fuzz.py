@@ -160,7 +160,7 @@ def test_a_schema_the_bounds_accept_never_fails_to_evaluate(schema: Any) -> None
         return
     for value in (None, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", [1, [2]], {"a": {"b": "x"}}):
         with contextlib.suppress(schema_bounds.SchemaTooComplex):
-            schema_bounds.schema_errors(schema_bounds._schema_json(schema), value)
+            schema_bounds.schema_errors(schema_bounds.schema_json_of(schema), value)
 
 
 @FUZZ

@@ -439,12 +439,13 @@ def accepts(schema: Mapping[str, Any] | bool, value: Any) -> bool:
     """Whether `schema` accepts `value`; a schema that cannot be checked with bounded
     work accepts nothing (so callers that compare schemas err towards "incompatible")."""
     try:
-        return not schema_errors(_schema_json(schema), value)
+        return not schema_errors(schema_json_of(schema), value)
     except (UnsafeSchema, SchemaTooComplex):
         return False
 
 
-def _schema_json(schema: Mapping[str, Any] | bool) -> str:
+def schema_json_of(schema: Mapping[str, Any] | bool) -> str:
+    """The canonical JSON of a schema: the key of its cached analysis and validator."""
     return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
