@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kitaru.core.inputs import InvalidInputs, canonical_json
+from kitaru.core.inputs import InvalidInputs, canonical_json, check_inputs
 
 from kitaru_operator import metrics
 
@@ -92,6 +92,9 @@ class InputChecker:
     async def check(self, inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
         """Raise InvalidInputs unless `inputs` fit `schema`; a check that overruns the
         time limit, or kills its worker twice, is a failure of that run only."""
+        # Plain JSON, 64 levels, 64 KiB (cheap: the C encoder measures first), checked
+        # here: what reaches the worker is small and shallow enough to decode.
+        check_inputs(inputs)
         request = (
             json.dumps({"inputs": inputs, "schema": canonical_json(schema)}, allow_nan=False) + "\n"
         ).encode()

@@ -94,3 +94,22 @@ def test_concurrent_checks_share_the_pool() -> None:
             await checker.close()
 
     asyncio.run(scenario())
+
+
+def test_inputs_nested_as_deep_as_the_api_server_allows_fail_without_the_worker() -> None:
+    """kubectl may store inputs nested 10 000 levels: refused on the loop (the C encoder
+    and an iterative walk), never sent to the worker, whose decoder would recurse."""
+    deep: Any = "x"
+    for _ in range(9_990):
+        deep = [deep]
+
+    async def scenario() -> None:
+        checker = InputChecker()
+        try:
+            with pytest.raises(InvalidInputs, match="nested more than 64 levels deep"):
+                await checker.check({"deep": deep}, SCHEMA)
+            assert checker.running == 0  # no worker was needed
+        finally:
+            await checker.close()
+
+    asyncio.run(scenario())
