@@ -73,6 +73,8 @@ bench: build-cluster ## benchmarks (figures as ratios to a baseline measured in 
 	$(PYTHON) bench/bench_cli_start.py
 	$(PYTHON) -m kitaru_localnode.cluster up --no-node --dir $(BENCH_CLUSTER)
 	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig "$$(bash cluster/build.sh | tail -1)/kubectl" apply -f crds/
+	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) -m kitaru_localnode.admission \
+	  --kubectl "$$(bash cluster/build.sh | tail -1)/kubectl"
 	KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_dispatch.py \
 	  && KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig $(PYTHON) bench/bench_scale.py; rc=$$?; \
 	  $(PYTHON) -m kitaru_localnode.cluster down --dir $(BENCH_CLUSTER); exit $$rc

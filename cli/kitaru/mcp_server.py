@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
@@ -171,6 +172,9 @@ def kitaru_deployments_deploy(
 
     Refused (IncompatibleSchema) when its inputs would break the tag's callers, unless
     force is true."""
+    from kitaru.client.source import confine_target
+
+    target = confine_target(target, Path.cwd())  # before anything is imported or sent
     deployments = _kitaru().deployments
     return deployments.deploy(
         target,

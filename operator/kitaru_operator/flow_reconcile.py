@@ -4,8 +4,8 @@ A worker takes a dirty flow off the queue and does only what its marks ask:
 
 - bootstrap the `default` route (lowest version) when a version this operator has not
   reconciled yet exists and no `default` does — a create with a deterministic name;
-- raise the high-water-mark annotation on `default` (compare-and-swap on
-  resourceVersion);
+- record the flow's high-water mark in the status of `default` (only the operator
+  writes status, so admission can trust it; the client's annotation is a hint);
 - drop deleted versions from shared routes (delete a shared route left empty);
 - delete a route whose `spec.expiresAt` has come (compare-and-swap), or keep one timer
   per expiring route that marks it again then;
@@ -50,7 +50,7 @@ from kitaru.core.names import DEFAULT_TAG
 from kitaru.core.routing import RouteView
 from kitaru.core.status import SCHEMA_COMPATIBLE, derive_deployment_status, derive_route_status
 from kitaru.core.tagging import bootstrap_default
-from kitaru.core.versioning import high_water_mark_patch, raised_high_water_mark
+from kitaru.core.versioning import raised_high_water_mark
 
 from kitaru_operator import metrics
 from kitaru_operator.events import EventRecorder, ObjectRef
@@ -60,7 +60,6 @@ from kitaru_operator.flows import (
     FlowKey,
     Flows,
     FlowState,
-    RouteRecord,
     compact,
 )
 from kitaru_operator.kube import DEPLOYMENT, HISTORY, ROUTE, ApiError, AsyncKube, Kind
@@ -127,6 +126,10 @@ class FlowReconciler:
                     await self.reconcile(key, dirty)
                 self.failures.pop(key, None)
             except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                self._retry_later(key, dirty, exc)
+            except Exception as exc:  # a bug, or a body no rule foresaw: this flow only
+                metrics.RECONCILE_ERRORS.labels("Flow").inc()
+                logger.exception("reconcile of flow %s/%s failed", *key)
                 self._retry_later(key, dirty, exc)
             finally:
                 self.flows.done(key)
@@ -286,8 +289,8 @@ class FlowReconciler:
         unreconciled = [d.version for d in new if d.status_json is None]
         if default is None:
             await self._bootstrap_default(namespace, flow, state, unreconciled)
-        elif raised_high_water_mark(default.high_water_mark, (d.version for d in new)) is not None:
-            await self._raise_high_water_mark(namespace, default, state.highest_version())
+        elif raised_high_water_mark(default.recorded_high_water_mark, (d.version for d in new)):
+            dirty.routes.add(DEFAULT_TAG)  # its status records the new high-water mark
 
     async def _bootstrap_default(
         self, namespace: str, flow: str, state: FlowState, unreconciled: list[int]
@@ -304,16 +307,6 @@ class FlowReconciler:
             ref = ObjectRef(ROUTE.api_version, ROUTE.kind, namespace, meta["name"], meta["uid"])
             (first,) = view.versions
             self.events.post(ref, "DefaultRouteCreated", f"{DEFAULT_TAG} routes to version {first}")
-
-    async def _raise_high_water_mark(
-        self, namespace: str, default: RouteRecord, highest: int
-    ) -> None:
-        """Compare-and-swap the annotation up; on conflict the route's own event brings
-        a newer record and the version that is still above the mark marks the flow again."""
-        patch = high_water_mark_patch(default.resource_version, highest)
-        # None: changed meanwhile (409); its event re-marks the flow.
-        if await self.api.patch(ROUTE, namespace, default.name, patch):
-            logger.info("raised high-water mark of %s/%s to %d", namespace, default.name, highest)
 
     # --- shared routes drop deleted versions ------------------------------------------
 
@@ -434,7 +427,14 @@ class FlowReconciler:
             else None
         )
         status = derive_route_status(
-            route.view.to_spec(), live, previous, route.generation, now, schema, shadow
+            route.view.to_spec(),
+            live,
+            previous,
+            route.generation,
+            now,
+            schema,
+            shadow,
+            highest_version=state.highest_version() if route.view.tag == DEFAULT_TAG else None,
         )
         wire = status.wire()
         if route.status_json is not None and compact(wire) == route.status_json:

@@ -101,7 +101,7 @@ class RouteRecord:
     resource_version: str
     generation: int | None
     view: RouteView
-    high_water_mark: int
+    high_water_mark: int  # the client's annotation (producers can edit it)
     status_json: bytes | None
     # Who/when/why of the write that made this generation, for the route history.
     who: Attribution = field(default_factory=lambda: Attribution(at=""))
@@ -113,6 +113,8 @@ class RouteRecord:
     versions_applied: bool = False
     # The kitaru.dev/schema-accepted annotation: versions routed here on purpose.
     schema_accepted: frozenset[int] | None = None
+    # status.highestVersion: the high-water mark this operator recorded (on `default`).
+    recorded_high_water_mark: int = 0
     # spec.expiresAt as a Unix time: when the operator deletes the route (None: never).
     expires_at: float | None = None
     # spec.shadow: (candidate version, fraction of invocations mirrored to it).
@@ -157,6 +159,11 @@ def deployment_record(obj: Object) -> DeploymentRecord | None:
     )
 
 
+def _recorded_mark(status: dict[str, Any] | None) -> int:
+    mark = (status or {}).get("highestVersion")
+    return mark if isinstance(mark, int) else 0
+
+
 def route_record(obj: RouteObject) -> RouteRecord | None:
     meta, spec, status = obj.metadata, obj.spec, obj.status
     if "flow" not in spec or "tag" not in spec:
@@ -176,6 +183,7 @@ def route_record(obj: RouteObject) -> RouteRecord | None:
         shadow=_shadow(spec.get("shadow")),
         high_water_mark=parse_high_water_mark(meta.annotations.get(ANNOTATION_HIGHEST_VERSION)),
         status_json=compact(status) if status else None,
+        recorded_high_water_mark=_recorded_mark(status),
         who=attribution(
             {
                 "annotations": meta.annotations,
@@ -221,7 +229,8 @@ class FlowState:
 
     def highest_version(self) -> int:
         default = self.routes.get(DEFAULT_TAG)
-        return max(default.high_water_mark if default else 0, max(self.deployments, default=0))
+        marks = (default.high_water_mark, default.recorded_high_water_mark) if default else ()
+        return max(*marks, max(self.deployments, default=0), 0)
 
 
 @dataclass

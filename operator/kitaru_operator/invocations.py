@@ -24,8 +24,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 from kitaru.core.conditions import rfc3339
-from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs, validate_inputs
+from kitaru.core.inputs import InvalidInputs, inputs_hash, merge_inputs
 from kitaru.core.invocations import (
     Failure,
     PodSummary,
@@ -131,7 +132,7 @@ async def _resolve(
             return Failure("VersionNotFound", f"version {resolution.version} is gone"), None, {}
         deployment = record.spec()
         merged = merge_inputs(deployment.inputs, spec.inputs)
-        validate_inputs(merged, deployment.input_schema)
+        await rt.input_checker.check(merged, deployment.input_schema)
         chain = build_chain(
             resolution.selector, resolution.tag, deployment, inputs_hash(merged), resolution.split
         )
@@ -146,6 +147,14 @@ async def _resolve(
         return Failure("InvalidInputs", exc.message), None, {}
     except NotRunnable as exc:
         return Failure(exc.reason, exc.message), None, {}
+    except Exception as exc:  # what the rules did not foresaw: this run fails, and says so
+        metrics.RECONCILE_ERRORS.labels("FlowInvocation").inc()
+        logger.exception("resolving invocation %s/%s failed", namespace, body["metadata"]["name"])
+        return (
+            Failure("ResolutionFailed", f"the run could not be resolved: {exc!r}"[:500]),
+            None,
+            {},
+        )
     return chain, deployment, merged
 
 
@@ -418,6 +427,9 @@ def forget_invocation(rt: Runtime, namespace: str, name: str) -> None:
 
 
 async def reconcile_invocation(rt: Runtime, body: Body) -> None:
+    """One pass over one invocation. An error that is not the API's (a bug, a body no
+    rule foresaw) is logged and counted here, for this invocation alone: the caller —
+    a watch event, a wake-up, the resync loop — goes on with the others."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
@@ -427,6 +439,11 @@ async def reconcile_invocation(rt: Runtime, body: Body) -> None:
         started = time.perf_counter()
         try:
             await _reconcile(rt, body)
+        except (ApiError, aiohttp.ClientError, TimeoutError):
+            raise  # the API's: the caller retries (kopf, the resync loop)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels("FlowInvocation").inc()
+            logger.exception("reconcile of invocation %s/%s failed", namespace, name)
         finally:
             elapsed = time.perf_counter() - started
             metrics.RECONCILE_SECONDS.labels("FlowInvocation").observe(elapsed)

@@ -20,6 +20,7 @@ from kitaru.core.payloads import DECODE_RECURSION_LIMIT
 from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
 from kitaru_operator import health, metrics
+from kitaru_operator.input_checks import DEFAULT_TIMEOUT_SECONDS
 from kitaru_operator.kube import AsyncKube
 from kitaru_operator.leader import LeaderElector, LeaseSettings
 from kitaru_operator.settings import OperatorConfig
@@ -93,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "flow's default route (default 60; the invocation's resolveDeadlineSeconds wins)",
     )
     parser.add_argument(
+        "--input-check-timeout-seconds",
+        type=float,
+        default=float(env("KITARU_INPUT_CHECK_TIMEOUT_SECONDS", str(DEFAULT_TIMEOUT_SECONDS))),
+        help="how long checking a run's inputs against its version's input schema may take "
+        f"before the run fails (default {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser.add_argument(
         "--leader-elect",
         action="store_true",
         default=env("KITARU_LEADER_ELECT", "").lower() == "true",
@@ -120,6 +128,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         resync_seconds=args.resync_seconds,
         resolve_deadline_seconds=args.resolve_deadline_seconds,
         route_history_limit=max(args.route_history_limit, 1),
+        input_check_timeout_seconds=args.input_check_timeout_seconds,
     )
 
 

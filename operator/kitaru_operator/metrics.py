@@ -17,6 +17,18 @@ DISPATCH_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30),
 )
 
+INPUT_CHECKS = Counter(
+    "kitaru_input_checks_total",
+    "Checks of a run's inputs against its version's input schema, by outcome: valid, "
+    "invalid, timeout (the checker process was killed), crashed.",
+    ["outcome"],
+)
+RECONCILE_ERRORS = Counter(
+    "kitaru_reconcile_errors_total",
+    "Unexpected errors in one object's reconcile; the loop goes on with the next object.",
+    ["kind"],
+)
+
 
 def serve(port: int) -> None:
     """Expose /metrics on `port` from a daemon thread."""

@@ -37,6 +37,7 @@ from kitaru.core.promotion import FINAL, Decision, Tally, evaluate
 from kitaru.core.routing import RouteView
 from pydantic import TypeAdapter, ValidationError
 
+from kitaru_operator import metrics
 from kitaru_operator.events import EventRecorder, ObjectRef
 from kitaru_operator.flows import FlowKey, Flows, RouteRecord, compact
 from kitaru_operator.informer import Key
@@ -197,7 +198,10 @@ class Promotions:
             try:
                 await self.reconcile(key)
                 self.failures.pop(key, None)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except Exception as exc:  # the API's, or a bug: this promotion only, retried
+                if not isinstance(exc, ApiError | aiohttp.ClientError | TimeoutError):
+                    metrics.RECONCILE_ERRORS.labels("FlowPromotion").inc()
+                    logger.exception("promotion %s/%s failed", *key)
                 failures = self.failures[key] = self.failures.get(key, 0) + 1
                 delay = RETRY.delay(failures, random.random())
                 logger.warning("promotion %s/%s: %s; retrying in %.1fs", *key, exc, delay)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
+from kitaru.core.names import GROUP
 from kitaru.core.retention import FlowHistory, Retention, effective_retention
 
 from kitaru_operator.informer import Key
@@ -30,6 +31,9 @@ from kitaru_operator.objects import FinishedInvocation
 
 logger = logging.getLogger("kitaru_operator")
 FINISHED_SELECTOR = "status.phase!=,status.phase!=Pending,status.phase!=Running"
+# Who started a run: set by the clients, checked against the requesting user by
+# admission (kitaru-invocation-writes); history limits count per creator.
+ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 DELETES_PER_SECOND = 50
 FlowKey = tuple[str, str]  # (namespace, flow)
 
@@ -42,6 +46,7 @@ class FinishedRun:
     retention: Retention  # the invocation's own settings
     created_at: float  # epoch seconds: promotions count runs created after them
     succeeded: bool | None  # Completed True, Failed False, otherwise (Cancelled) None
+    creator: str = ""  # kitaru.dev/created-by: history limits count per creator
 
 
 _NO_RETENTION = Retention()
@@ -59,6 +64,7 @@ def finished_run(obj: FinishedInvocation) -> FinishedRun | None:
         retention=_NO_RETENTION if ttl is None and limit is None else Retention(ttl, limit),
         created_at=_epoch(obj.metadata.creation_timestamp) or 0.0,
         succeeded={"Completed": True, "Failed": False}.get(status.phase or ""),
+        creator=sys.intern(obj.metadata.annotations.get(ANNOTATION_CREATED_BY, "")),
     )
 
 
@@ -108,7 +114,7 @@ class RetentionKeeper:
             return
         flow_key = (namespace, run.flow)
         history = self.histories.setdefault(flow_key, FlowHistory())
-        if not history.add(name, run.finished_at, policy):
+        if not history.add(name, run.finished_at, policy, run.creator):
             return  # a finished run is frozen; a later event changes nothing we keep
         self.dirty.add(flow_key)
         if policy.ttl_seconds is not None:

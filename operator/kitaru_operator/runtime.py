@@ -14,6 +14,7 @@ from kitaru_operator.concurrency import ConcurrencyGate
 from kitaru_operator.events import EventRecorder
 from kitaru_operator.flows import Flows
 from kitaru_operator.informer import Key
+from kitaru_operator.input_checks import InputChecker
 from kitaru_operator.kube import AsyncKube, ClientClosed
 from kitaru_operator.retention import RetentionKeeper
 from kitaru_operator.runs import JobRecord, Jobs, RunningPods
@@ -109,6 +110,8 @@ class Runtime:
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
     # FlowSchedules and their timers (set by `startup.start`).
     schedules: ScheduleBook | None = None
+    # Checks runs' inputs against their schemas in a worker process (off this loop).
+    input_checker: InputChecker = field(default_factory=InputChecker)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self.background.spawn(coroutine)

@@ -10,6 +10,7 @@ from kitaru.core.history import DEFAULT_HISTORY_LIMIT as DEFAULT_ROUTE_HISTORY_L
 from kitaru.core.names import GROUP, INVOCATIONS
 from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
+from kitaru_operator.input_checks import DEFAULT_TIMEOUT_SECONDS
 from kitaru_operator.invocations import RUNNING_SELECTOR
 
 # Handlers that run for every event of every invocation: kopf's per-event
@@ -29,6 +30,7 @@ class OperatorConfig:
     resync_seconds: float = 30.0  # drift correction of running invocations
     resolve_deadline_seconds: float = 60.0  # how long resolution may wait
     route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT  # changes kept per flow
+    input_check_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS  # then the run fails
 
     @property
     def scopes(self) -> tuple[str | None, ...]:

@@ -30,6 +30,7 @@ from kitaru_operator.flows import (
     route_record,
 )
 from kitaru_operator.informer import Informer
+from kitaru_operator.input_checks import InputChecker
 from kitaru_operator.invocations import (
     invocation_finished,
     reconcile_invocation,
@@ -127,6 +128,7 @@ async def start(config: OperatorConfig) -> Runtime:
         shadows=ShadowTally(lambda ns, flow, tag: flows.mark((ns, flow)).routes.add(tag)),
         gate=gate,
         resolve_deadline_seconds=config.resolve_deadline_seconds,
+        input_checker=InputChecker(timeout=config.input_check_timeout_seconds),
     )
     promotions = Promotions(api, flows, rt.events)
     needed: list[Informer[Any, Any]] = []
@@ -280,4 +282,5 @@ async def stop(rt: Runtime) -> None:
     """The background work ends (wake-ups that fire meanwhile start nothing), then the
     API client closes: nothing is left to call it."""
     await rt.background.stop()
+    await rt.input_checker.close()
     await rt.api.close()

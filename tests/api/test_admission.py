@@ -197,3 +197,44 @@ def test_a_versions_source_configmap_outlives_it(namespace: str) -> None:
         timeout=30,
         message="the ConfigMap deletable once its version is gone",
     )
+
+
+def test_lowering_the_annotation_cannot_reuse_a_version(
+    namespace: str, roles: str, running_operator: object
+) -> None:
+    """Issue 23, item 8: the guard trusted an annotation producers can edit. Lower it,
+    delete v2, recreate v2 with other code: curl scripts pinned to v2 would run it. The
+    mark the guard trusts now lives in the default route's status, which only the
+    operator writes."""
+    kubectl(
+        "create", "rolebinding", "mallory-producer", f"--clusterrole={roles}-producer",
+        "--user=mallory", namespace=namespace,
+    )  # fmt: skip
+    create(deployment(FLOW, 1), namespace)
+    create(deployment(FLOW, 2), namespace)
+    default = f"{FLOW.replace('_', '-')}.default"
+    wait_for(
+        lambda: json.loads(kubectl("get", "froute", default, "-o", "json", namespace=namespace,
+                                   check=False).stdout or "{}").get("status", {}).get(
+            "highestVersion") == 2,
+        30,
+        message="the operator records the high-water mark",
+    )  # fmt: skip
+    as_producer = ("--as=mallory",)
+    kubectl(
+        "annotate", "froute", default, "kitaru.dev/highest-version=0", "--overwrite",
+        *as_producer, namespace=namespace,
+    )  # fmt: skip
+    assert delete("fdep", "research-agent-v2", namespace).returncode == 0
+    impostor = deployment(FLOW, 2, image="registry.example/other-code:1")
+    proc = kubectl("create", "-f", "-", *as_producer, input=json.dumps(impostor),
+                   namespace=namespace, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "version 2 of flow research_agent was used before (highest so far: 2)" in proc.stderr
+    # Nor can the producer lower the operator's record.
+    lowered = kubectl(
+        "patch", "froute", default, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"highestVersion": 1}}), *as_producer,
+        namespace=namespace, check=False,
+    )  # fmt: skip
+    assert lowered.returncode != 0 and "forbidden" in lowered.stderr.lower()

@@ -26,10 +26,18 @@ def client_for(namespace: str) -> KitaruClient:
 
 
 def high_water_mark(client: KitaruClient) -> str | None:
+    """The client's mark: the annotation it raises right after a deploy."""
     default = client.kube.get("flowroutes", "research-agent.default") or {}
     return ((default.get("metadata") or {}).get("annotations") or {}).get(
         "kitaru.dev/highest-version"
     )
+
+
+def recorded_mark(client: KitaruClient) -> int | None:
+    """The operator's mark: the default route's status, which admission trusts."""
+    default = client.kube.get("flowroutes", "research-agent.default") or {}
+    recorded: int | None = (default.get("status") or {}).get("highestVersion")
+    return recorded
 
 
 def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, namespace: str) -> None:
@@ -67,7 +75,7 @@ def test_concurrent_deploys_and_never_reused_numbers(running_operator: Any, name
     assert len(default) == 1, default
 
     # The operator has seen v20: the high-water mark on `default` says so.
-    wait_for(lambda: high_water_mark(client) == "20", 60, message="high-water mark 20")
+    wait_for(lambda: recorded_mark(client) == 20, 60, message="high-water mark 20")
 
     # Delete the highest version, moving its exclusive tags off it first, as a user would.
     for tag in client.deployments.get(FLOW, version=DEPLOYERS).tags:

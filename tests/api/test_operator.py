@@ -67,13 +67,13 @@ def test_routing_story(running_operator: Any, namespace: str) -> None:
     assert tag_set(namespace, "research-agent-v1") == {"default"}
     wait_for(
         lambda: (
-            (get(namespace, "froute", "research-agent.default") or {})["metadata"]
-            .get("annotations", {})
-            .get("kitaru.dev/highest-version")
-            == "2"
+            ((get(namespace, "froute", "research-agent.default") or {}).get("status") or {}).get(
+                "highestVersion"
+            )
+            == 2
         ),
         10,
-        message="high-water mark raised to 2",
+        message="high-water mark 2 recorded in the default route's status",
     )
 
     apply(namespace, route("research_agent", "stable", 1))
@@ -163,10 +163,8 @@ def test_restarts_converge_with_each_effect_once(operator: OperatorProcess, name
     wait_for(lambda: tag_set(namespace, "flow-b-v1") == {"default"}, 30)
     wait_for(
         lambda: (
-            get(namespace, "froute", "flow-a.default")["metadata"]["annotations"].get(
-                "kitaru.dev/highest-version"
-            )
-            == "2"
+            (get(namespace, "froute", "flow-a.default").get("status") or {}).get("highestVersion")
+            == 2
         ),
         30,
     )

@@ -62,10 +62,8 @@ def test_one_change_writes_only_what_it_touches(running_operator: Any, namespace
             tag_summary(listed(namespace, "fdep")[f"wide-v{VERSIONS + 1}"]) == ""
             and tag_summary(listed(namespace, "fdep")["wide-v500"]) == "stable"
             and listed(namespace, "froute")["wide.stable"].get("status")
-            and listed(namespace, "froute")["wide.default"]["metadata"]["annotations"].get(
-                "kitaru.dev/highest-version"
-            )
-            == str(VERSIONS + 1)
+            and listed(namespace, "froute")["wide.default"]["status"].get("highestVersion")
+            == VERSIONS + 1
         ),
         timeout=60,
         message="the new version, the moved tag and the high-water mark reconciled",

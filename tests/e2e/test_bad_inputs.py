@@ -1240,6 +1240,18 @@ MCP_CASES = [
         "invalid target '/etc/passwd:root'",
     ),
     McpCase(
+        "mcp-deploy-target-above-project",
+        "kitaru_deployments_deploy",
+        {"target": "../outside.py:research_agent"},
+        "is outside the project",
+    ),
+    McpCase(
+        "mcp-deploy-target-absolute-elsewhere",
+        "kitaru_deployments_deploy",
+        {"target": "/tmp/outside.py:research_agent"},
+        "is outside the project",
+    ),
+    McpCase(
         "mcp-deploy-tag-unicode",
         "kitaru_deployments_deploy",
         {"target": f"flows/research.py:{FLOW}", "tag": "prod-😀"},

@@ -191,3 +191,60 @@ def test_policy_denials_keep_only_the_policys_own_words() -> None:
     )
     assert policy_message(framed).startswith("version 2 of flow research_agent holds")
     assert policy_message("something else") == "something else"
+
+
+# As the API server answered right after `kubectl apply -f crds/` (issue 23, item 9).
+STARTING = (
+    'The flowdeployments "probe-v1" is invalid: : ValidatingAdmissionPolicy '
+    "'kitaru-never-reuse-versions' with binding 'kitaru-never-reuse-versions' denied request: "
+    "failed to configure policy: failed to find resource referenced by paramKind: "
+    "'kitaru.dev/v1alpha1, Kind=FlowRoute'"
+)
+
+
+class _Refusal(Exception):
+    """What the kubernetes client raises: a status and the API server's JSON body."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = 422, "Unprocessable Entity"
+        self.body = json.dumps({"kind": "Status", "message": message})
+
+
+def test_policies_still_starting_read_as_retry_in_a_few_seconds() -> None:
+    from kitaru.client.errors import PoliciesStarting, Rejected
+    from kitaru.client.kube import translate
+
+    error = translate(_Refusal(STARTING), "flowdeployments probe-v1")
+    assert isinstance(error, PoliciesStarting) and isinstance(error, Rejected)
+    assert error.kind == "PoliciesStarting"
+    assert "admission policies are still starting" in error.message
+    assert "kitaru-never-reuse-versions" in error.message
+    assert error.message.endswith("retry in a few seconds")
+    other = translate(
+        _Refusal("ValidatingAdmissionPolicy 'x' with binding 'x' denied request: no"), "x"
+    )
+    assert type(other) is Rejected and other.message == "no"
+
+
+def test_writes_wait_while_the_policies_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kitaru.client import kube
+    from kitaru.client.errors import PoliciesStarting
+    from kitaru.core.backoff import Backoff
+
+    monkeypatch.setattr(kube, "POLICIES_STARTING", Backoff(base=0.001, cap=0.001, attempts=4))
+    calls: list[int] = []
+
+    def refused_twice() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise PoliciesStarting("starting")
+        return "created"
+
+    assert kube._while_policies_start(refused_twice) == "created" and len(calls) == 3
+
+    def always_refused() -> str:
+        raise PoliciesStarting("starting")
+
+    with pytest.raises(PoliciesStarting):
+        kube._while_policies_start(always_refused)

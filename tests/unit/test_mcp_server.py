@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -60,3 +61,39 @@ def test_building_the_server_loads_no_kubernetes_client() -> None:
         "assert 'kubernetes' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param("../../outside/evil.py", id="dot-dot"),
+        pytest.param("{outside}/evil.py", id="absolute"),
+        pytest.param("../link/evil.py", id="symlink-out"),
+    ],
+)
+def test_deploy_imports_only_files_of_the_project(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool call must not make the server import and upload any file its user can read
+    (issue 23, item 8): the target must lie inside the project the server runs in."""
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / ".kitaru").mkdir(parents=True)
+    (project / "flows").mkdir()
+    outside.mkdir()
+    marker = tmp_path / "imported"
+    (outside / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (project / "link").symlink_to(outside)
+    monkeypatch.chdir(project / "flows")  # a subdirectory: the root is where .kitaru is
+    target = where.format(outside=outside) + ":research_agent"
+
+    async def call() -> CallToolResult:
+        result = await build_server().call_tool("kitaru_deployments_deploy", {"target": target})
+        assert isinstance(result, CallToolResult)
+        return result
+
+    result = anyio.run(call)
+    assert result.is_error
+    message = result.content[0].text  # type: ignore[union-attr]
+    assert f"is outside the project {project}" in message
+    assert result.structured_content["error"]["type"] == "InvalidTarget"  # type: ignore[index]
+    assert not marker.exists()

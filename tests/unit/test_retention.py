@@ -144,3 +144,23 @@ def test_runs_kept_forever_cost_nothing_and_deleted_runs_are_forgotten() -> None
     )  # a DELETED event
     kept.delete(("ns", "agent-2"))  # gone while the watch was away: by name
     assert kept.histories == {}
+
+
+def test_one_creators_flood_pushes_out_only_its_own_records() -> None:
+    """Issue 23, item 7: the history limit was one budget per flow, so 1 000 instantly
+    failing runs of one consumer deleted everyone else's records."""
+    history = FlowHistory()
+    limit = Retention(history_limit=3)
+    for t in range(2):
+        history.add(f"alice-{t}", float(t), limit, creator="alice")
+    history.add("kubectl-0", 2.0, limit)  # no created-by: the unsigned runs' own budget
+    for t in range(1000):
+        history.add(f"mallory-{t}", 10.0 + t, limit, creator="mallory")
+    due = history.take_due(now=0)
+    assert len(due) == 997 and all(name.startswith("mallory-") for name in due)
+    assert sorted(history) == [
+        "alice-0", "alice-1", "kubectl-0", "mallory-997", "mallory-998", "mallory-999",
+    ]  # fmt: skip
+    history.add("alice-2", 2000.0, limit, creator="alice")
+    history.add("alice-3", 2001.0, limit, creator="alice")
+    assert history.take_due(now=0) == ["alice-0"]  # her own limit still holds

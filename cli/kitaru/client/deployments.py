@@ -56,6 +56,7 @@ from kitaru.core.history import (
 )
 from kitaru.core.idempotency import idempotent_name, validate_idempotency_key
 from kitaru.core.inputs import (
+    check_input_schema,
     check_inputs,
     merge_inputs,
     schema_from_signature,
@@ -328,6 +329,8 @@ class Deployments:
             validate_flow(flow)
             if tag is not None:
                 validate_tag(tag)
+            if input_schema:
+                check_input_schema(input_schema)
         version, body = create_next_version(
             self._kube,
             flow,

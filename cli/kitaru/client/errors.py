@@ -33,6 +33,12 @@ class Rejected(KitaruError):
     """The API server refused a change (CEL rule, admission policy, RBAC)."""
 
 
+class PoliciesStarting(Rejected):
+    """An admission policy could not evaluate yet: for some seconds after the CRDs are
+    installed, the API server has not resolved the policies' parameter kinds and refuses
+    every request they match. The client tries again for a while before raising it."""
+
+
 class IncompatibleSchema(KitaruError):
     """A tag move to a version that would reject inputs its current target accepts
     (refused unless forced); `incompatibilities` lists each finding."""

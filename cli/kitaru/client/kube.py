@@ -11,10 +11,10 @@ from __future__ import annotations
 import builtins
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from kitaru.client.connection import ENV_CA_FILE, Connection
 from kitaru.client.errors import (
@@ -23,8 +23,11 @@ from kitaru.client.errors import (
     KitaruConnectionError,
     KitaruError,
     NotFound,
+    PoliciesStarting,
     Rejected,
 )
+from kitaru.client.retry import attempts
+from kitaru.core.backoff import Backoff
 from kitaru.core.history import CLIENT_FIELD_MANAGER
 from kitaru.core.names import API_VERSION, GROUP
 from kitaru.kubeconfig import load_configuration
@@ -75,12 +78,11 @@ _POLICY_DENIAL = re.compile(
 )
 
 
-def _server_message(exc: Any) -> str:
+def _raw_message(exc: Any) -> str:
     try:
-        message = str(json.loads(exc.body).get("message") or exc.reason)
+        return str(json.loads(exc.body).get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
         return str(getattr(exc, "reason", exc))
-    return policy_message(message)
 
 
 def policy_message(message: str) -> str:
@@ -89,10 +91,24 @@ def policy_message(message: str) -> str:
     return message[match.end() :] if match else message
 
 
+_POLICY_STARTING = re.compile(
+    r"ValidatingAdmissionPolicy '([^']*)'.*failed to configure policy: (.*)$", re.DOTALL
+)
+
+
 def translate(exc: Any, what: str) -> KitaruError:
     """A KitaruError for a kubernetes ApiException about `what`."""
     status = getattr(exc, "status", None)
-    message = _server_message(exc)
+    raw = _raw_message(exc)
+    starting = _POLICY_STARTING.search(raw) if status in (400, 403, 422) else None
+    if starting:
+        policy, reason = starting.groups()
+        return PoliciesStarting(
+            f"the API server's admission policies are still starting (policy {policy}: "
+            f"{reason.strip()}; this lasts some seconds after the CRDs are installed): "
+            "retry in a few seconds"
+        )
+    message = policy_message(raw)
     if status == 404:
         return NotFound(f"{what} not found")
     if status == 409:
@@ -120,6 +136,25 @@ def network_reason(exc: Exception) -> str:
     text = str(getattr(exc, "reason", None) or exc)
     start = text.find("[Errno")
     return text[start:].rstrip("\"')") if start >= 0 else text
+
+
+# Right after the CRDs are installed the admission policies refuse every write they match
+# for some seconds (measured here: up to 27 s after the CRDs were replaced): wait that out.
+POLICIES_STARTING = Backoff(base=0.25, cap=2.0, attempts=18)
+T = TypeVar("T")
+
+
+def _while_policies_start(call: Callable[[], T]) -> T:
+    """`call()`, tried again while the admission policies are still starting; then the
+    error that says to retry in a few seconds."""
+    error: PoliciesStarting | None = None
+    for _ in attempts(POLICIES_STARTING):
+        try:
+            return call()
+        except PoliciesStarting as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
 class Kube:
@@ -233,34 +268,46 @@ class Kube:
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"].get("name") or body["metadata"].get("generateName", "")
-        with self.creating(f"{plural} {name}"):
-            obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
-                GROUP, API_VERSION, self.namespace, plural, body
-            )
-            return obj
+
+        def call() -> dict[str, Any]:
+            with self.creating(f"{plural} {name}"):
+                obj: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                    GROUP, API_VERSION, self.namespace, plural, body
+                )
+                return obj
+
+        return _while_policies_start(call)
 
     def replace(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         """Replace guarded by body.metadata.resourceVersion (compare-and-swap)."""
         name = body["metadata"]["name"]
-        with self.calling(f"{plural} {name}"):
-            obj: dict[str, Any] = self.custom.replace_namespaced_custom_object(
-                GROUP, API_VERSION, self.namespace, plural, name, body
-            )
-            return obj
+
+        def call() -> dict[str, Any]:
+            with self.calling(f"{plural} {name}"):
+                obj: dict[str, Any] = self.custom.replace_namespaced_custom_object(
+                    GROUP, API_VERSION, self.namespace, plural, name, body
+                )
+                return obj
+
+        return _while_policies_start(call)
 
     def patch(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (only for scalar fields: annotations, cancelRequested)."""
-        with self.calling(f"{plural} {name}"):
-            obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(
-                GROUP,
-                API_VERSION,
-                self.namespace,
-                plural,
-                name,
-                patch,
-                _content_type="application/merge-patch+json",
-            )
-            return obj
+
+        def call() -> dict[str, Any]:
+            with self.calling(f"{plural} {name}"):
+                obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+                    GROUP,
+                    API_VERSION,
+                    self.namespace,
+                    plural,
+                    name,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                )
+                return obj
+
+        return _while_policies_start(call)
 
     def delete(
         self,
@@ -279,10 +326,14 @@ class Kube:
             if resource_version or uid
             else None
         )
-        with self.calling(f"{plural} {name}"):
-            self.custom.delete_namespaced_custom_object(
-                GROUP, API_VERSION, self.namespace, plural, name, body=options
-            )
+
+        def call() -> None:
+            with self.calling(f"{plural} {name}"):
+                self.custom.delete_namespaced_custom_object(
+                    GROUP, API_VERSION, self.namespace, plural, name, body=options
+                )
+
+        _while_policies_start(call)
 
     def watch(self, plural: str, name: str, resource_version: str, timeout: int) -> Iterator[Any]:
         """Events of one object from resource_version on, for at most `timeout` seconds."""

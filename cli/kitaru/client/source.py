@@ -61,6 +61,26 @@ def find_project_root(start: Path) -> Path | None:
     return None
 
 
+def confine_target(target: str, directory: Path) -> str:
+    """`target` unchanged when its file lies inside the project that holds `directory`
+    (its `kitaru init` root, else `directory` itself), symlinks resolved; else refused.
+
+    For servers that deploy on someone else's word (the MCP server): a tool call must not
+    import and upload any Python file the server's user can read (`../../x.py`, `/etc/…`)."""
+    path, _ = parse_target(target)
+    base = directory.resolve()
+    root = find_project_root(base) or base
+    resolved = (base / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise InvalidArguments(
+            f"target {str(path)!r} is outside the project {root}: only files of the project "
+            "the server runs in can be deployed (give a path inside it, relative to "
+            f"{base})",
+            kind="InvalidTarget",
+        )
+    return target
+
+
 def load_target(target: str) -> tuple[FlowLike, Path, str]:
     """Import the target's file: its `@flow` object, the file and the attribute name."""
     path, attr = parse_target(target)

@@ -13,12 +13,11 @@ tuples, dicts, bounds) and treats anything else it meets as "must be equal".
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
+from kitaru.core import schema_bounds
 from kitaru.core.names import ANNOTATION_SCHEMA_ACCEPTED
 from kitaru.core.routing import format_versions
 
@@ -38,6 +37,13 @@ _STRUCTURE = frozenset(
      "additionalProperties", "items", "prefixItems"}
 )  # fmt: skip
 _JSON_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
+# Schemas come from producers: a comparison does at most this many steps (a small schema
+# can fan out exponentially through `$ref`s), then reports the change as unchecked.
+MAX_COMPARE_STEPS = 20_000
+
+
+class _TooComplex(Exception):
+    """The comparison ran out of MAX_COMPARE_STEPS."""
 
 
 def schema_incompatibilities(old: Schema | None, new: Schema | None) -> list[str]:
@@ -48,7 +54,18 @@ def schema_incompatibilities(old: Schema | None, new: Schema | None) -> list[str
     """
     old_root: Schema = old if old or old is False else {"type": "object"}
     new_root: Schema = new if new or new is False else {"type": "object"}
-    return _Compare(old_root, new_root).schema(old_root, new_root, "")
+    for side, root in (("old", old_root), ("new", new_root)):
+        try:  # cached per schema: the operator compares on every route change
+            schema_bounds.validator_for(schema_bounds.schema_json_of(root))
+        except schema_bounds.UnsafeSchema as exc:
+            return [f"inputs: the {side} input schema cannot be checked: {exc}"]
+    try:
+        return _Compare(old_root, new_root).schema(old_root, new_root, "")
+    except _TooComplex:
+        return [
+            "inputs: the input schemas are too complex to compare "
+            f"(more than {MAX_COMPARE_STEPS:,} steps)"
+        ]
 
 
 def route_incompatibilities(
@@ -165,8 +182,15 @@ class _Compare:
         self.old_root = old_root
         self.new_root = new_root
         self.seen: set[tuple[int, int]] = set()
+        self.steps = 0
+
+    def spend(self, steps: int = 1) -> None:
+        self.steps += steps
+        if self.steps > MAX_COMPARE_STEPS:
+            raise _TooComplex
 
     def schema(self, old: Schema, new: Schema, path: str) -> list[str]:
+        self.spend()
         old = _resolve(old, self.old_root)
         new = _resolve(new, self.new_root)
         key = (id(old), id(new))
@@ -186,7 +210,8 @@ class _Compare:
             return []
         if "enum" in old or "const" in old:
             return self._values(old, new, path)
-        old_branches, new_branches = _branches(old, self.old_root), _branches(new, self.new_root)
+        old_branches = _branches(old, self.old_root, self.spend)
+        new_branches = _branches(new, self.new_root, self.spend)
         if old_branches is None or new_branches is None:
             return [_finding(path, "its schema changed in a way that is not checked")]
         findings: list[str] = []
@@ -203,8 +228,12 @@ class _Compare:
 
     def _values(self, old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[str]:
         values = old["enum"] if "enum" in old else [old["const"]]
-        validator = Draft202012Validator({**_as_dict(self.new_root), **new})
-        rejected = [v for v in values if not validator.is_valid(v)]
+        schema = {**_as_dict(self.new_root), **new}
+        rejected = []
+        for value in values:
+            self.spend(100)  # a check of its own, bounded by schema_bounds
+            if not schema_bounds.accepts(schema, value):
+                rejected.append(value)
         if not rejected:
             return []
         return [_finding(path, "no longer accepts " + ", ".join(_literal(v) for v in rejected))]
@@ -298,9 +327,13 @@ def _constrains(schema: Mapping[str, Any]) -> bool:
     return any(key not in _ANNOTATIONS for key in schema)
 
 
-def _branches(schema: Mapping[str, Any], root: Schema) -> list[Mapping[str, Any]] | None:
+def _branches(
+    schema: Mapping[str, Any], root: Schema, spend: Callable[[], None]
+) -> list[Mapping[str, Any]] | None:
     """The alternatives a schema accepts, each of one type or untyped; None when it uses
-    a combinator this module does not reason about (allOf, not, if/then)."""
+    a combinator this module does not reason about (allOf, not, if/then). `spend` is
+    charged once per schema visited (nested unions through `$ref`s fan out)."""
+    spend()
     if any(key in schema for key in ("allOf", "not", "if", "then", "else")):
         return None
     union = schema.get("anyOf", schema.get("oneOf"))
@@ -313,7 +346,7 @@ def _branches(schema: Mapping[str, Any], root: Schema) -> list[Mapping[str, Any]
                 continue
             if option is True:
                 option = {}
-            branches = _branches({**base, **option}, root)
+            branches = _branches({**base, **option}, root, spend)
             if branches is None:
                 return None
             result += branches

@@ -545,6 +545,9 @@ def admission_policies() -> list[dict[str, Any]]:
             }
         ],
     )
+    # The mark is the higher of the operator's record (status: only the operator writes
+    # it) and the client's annotation (raised right after a deploy, before the operator
+    # gets to it). Producers can edit the annotation, so lowering it changes nothing.
     never_reuse = _policy(
         "kitaru-never-reuse-versions",
         "flowdeployments",
@@ -553,18 +556,28 @@ def admission_policies() -> list[dict[str, Any]]:
             {
                 "expression": f"{_NAMESPACE_DELETING} || params.spec.flow != object.spec.flow"
                 f" || params.spec.tag != '{DEFAULT_TAG}'"
-                " || !variables.highest.matches('^[0-9]{1,18}$')"
-                " || object.spec.version > int(variables.highest)",
+                " || object.spec.version > variables.highest",
                 "messageExpression": "'version ' + string(object.spec.version) + ' of flow '"
-                " + object.spec.flow + ' was used before (highest so far: ' + variables.highest"
-                " + ') and version numbers are never reused; create version '"
-                " + string(int(variables.highest) + 1) + ' instead'",
+                " + object.spec.flow + ' was used before (highest so far: '"
+                " + string(variables.highest) + ') and version numbers are never reused;"
+                " create version ' + string(variables.highest + 1) + ' instead'",
                 "reason": "Invalid",
             }
         ],
         param_kind="FlowRoute",
         variables=[
-            {"name": "highest", "expression": _annotation("params", ANNOTATION_HIGHEST_VERSION)}
+            {
+                "name": "recorded",
+                "expression": "has(params.status) && has(params.status.highestVersion)"
+                " ? params.status.highestVersion : 0",
+            },
+            {"name": "claimed", "expression": _annotation("params", ANNOTATION_HIGHEST_VERSION)},
+            {
+                "name": "highest",
+                "expression": "variables.claimed.matches('^[0-9]{1,18}$')"
+                " && int(variables.claimed) > variables.recorded"
+                " ? int(variables.claimed) : variables.recorded",
+            },
         ],
     )
     # A version's source files live in a ConfigMap (kitaru deploy makes it immutable

@@ -7,11 +7,9 @@ import inspect
 import json
 import typing
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema.exceptions import ValidationError, best_match
 from pydantic import ConfigDict, Field, PydanticUserError, create_model
 from pydantic.json_schema import (
     GenerateJsonSchema,
@@ -21,6 +19,7 @@ from pydantic.json_schema import (
 )
 from pydantic_core import CoreSchema
 
+from kitaru.core import schema_bounds
 from kitaru.core.payloads import KIB, json_problem, too_large
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 # KITARU_INPUT_SCHEMA), each at most 128 KiB on Linux; the schema carries the deploy-time
 # inputs as defaults. Inputs are parameters: large data goes by reference.
 MAX_INPUTS_BYTES = 64 * KIB
-MAX_SCHEMA_BYTES = 96 * KIB
+MAX_SCHEMA_BYTES = schema_bounds.MAX_SCHEMA_BYTES
 
 
 class InvalidInputs(ValueError):
@@ -64,42 +63,59 @@ def check_inputs(inputs: object) -> None:
             f'inputs must be a JSON object of input names and values like {{"topic": "..."}}, '
             f"not {kind}"
         )
-    problem = json_problem(inputs)
-    if problem:
-        raise InvalidInputs(f"invalid inputs: {problem}")
-    size = len(canonical_json(inputs).encode())
-    if size > MAX_INPUTS_BYTES:
+    # The size first, by the C encoder: a 1.5 MB object is refused without a walk of
+    # its items in Python (the operator does this on its event loop). What the encoder
+    # cannot take (a non-JSON value, nesting past the recursion limit) json_problem names.
+    try:
+        size: int | None = len(canonical_json(inputs).encode())
+    except (TypeError, ValueError, RecursionError):
+        size = None
+    if size is not None and size > MAX_INPUTS_BYTES:
         raise InvalidInputs(
             too_large("inputs are", size, MAX_INPUTS_BYTES)
             + ": pass large data by reference (a URL or an object-store key)"
         )
+    problem = json_problem(inputs)
+    if problem:
+        raise InvalidInputs(f"invalid inputs: {problem}")
 
 
-@lru_cache(maxsize=512)
-def _validator(schema_json: str) -> Draft202012Validator:
-    """One compiled validator per distinct schema: invocations of a version share it."""
+def check_input_schema(schema: Mapping[str, Any]) -> None:
+    """Raise InvalidInputs unless every value can be checked against `schema` with bounded
+    work (`schema_bounds`): a deploy refuses such a schema before anything is created."""
+    _checked_schema_json(schema)
+
+
+def _checked_schema_json(schema: Mapping[str, Any]) -> str:
+    schema_json = canonical_json(schema)
     size = len(schema_json.encode())
     if size > MAX_SCHEMA_BYTES:
         raise InvalidInputs(too_large("the deployment's input schema is", size, MAX_SCHEMA_BYTES))
-    schema = json.loads(schema_json)
-    problem = json_problem(schema)
-    if problem:
-        raise InvalidInputs(f"the deployment's input schema is invalid: {problem}")
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidInputs(f"the deployment's input schema is invalid: {exc.message}") from exc
-    return Draft202012Validator(schema)
+        schema_bounds.validator_for(schema_json)
+    except schema_bounds.UnsafeSchema as exc:
+        raise InvalidInputs(f"the deployment's input schema is invalid: {exc}") from exc
+    return schema_json
 
 
 def validate_inputs(inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     """Raise InvalidInputs naming every offending field and its problem (after
-    `check_inputs`: plain JSON, shallow and small enough to run)."""
+    `check_inputs`: plain JSON, shallow and small enough to run). The check's work is
+    bounded whatever the schema (`schema_bounds`); a schema that cannot be checked so is
+    an error of the deployment, named as such."""
     check_inputs(inputs)
-    validator = _validator(canonical_json(schema))
-    errors = sorted(validator.iter_errors(dict(inputs)), key=lambda e: list(map(str, e.path)))
+    schema_json = _checked_schema_json(schema)
+    try:
+        errors = schema_bounds.schema_errors(schema_json, dict(inputs))
+    except schema_bounds.SchemaTooComplex as exc:
+        raise InvalidInputs(
+            f"the deployment's input schema cannot check these inputs: {exc}"
+        ) from exc
     if errors:
-        raise InvalidInputs("invalid inputs: " + "; ".join(_describe(e) for e in errors))
+        errors.sort(key=lambda e: list(map(str, e.path)))
+        described = "; ".join(_describe(e) for e in errors)
+        more = "" if len(errors) < schema_bounds.MAX_REPORTED_ERRORS else "; and maybe more"
+        raise InvalidInputs("invalid inputs: " + described + more)
 
 
 def validate_deploy_inputs(inputs: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
@@ -127,7 +143,8 @@ def _describe(error: ValidationError) -> str:
             + ", ".join(f"'{u}'" for u in unknown)
             + f" (expected: {expected})"
         )
-    return f"input '{field}': {error.message}" if field else error.message
+    message = schema_bounds.cut(error.message)
+    return f"input '{field}': {message}" if field else message
 
 
 # --- schema from a flow signature ---------------------------------------------------

@@ -457,6 +457,13 @@ class FlowRouteStatus(Model):
         "(or accepted on purpose): a move to a version that rejects inputs they accept sets "
         "SchemaCompatible=False.",
     )
+    highest_version: int | None = Field(
+        None,
+        ge=1,
+        description="On a flow's default route: the highest version of the flow the operator "
+        "has seen. Admission refuses a new version at or below it (version numbers are never "
+        "reused); only the operator writes it (status subresource).",
+    )
     observed_generation: int | None = Field(None, description="Generation last reconciled.")
 
 

@@ -20,7 +20,7 @@ from kitaru.core.models import (
     RouteMode,
     ShadowSummary,
 )
-from kitaru.core.names import snapshot_name
+from kitaru.core.names import DEFAULT_TAG, snapshot_name
 from kitaru.core.routing import RouteView, format_split, format_versions, split_from
 from kitaru.core.tagging import tags_for_version
 
@@ -75,9 +75,12 @@ def derive_route_status(
     now: datetime | str,
     schema: SchemaCheck | None = None,
     shadow: ShadowSummary | None = None,
+    highest_version: int | None = None,
 ) -> FlowRouteStatus:
     """Status of a FlowRoute: Ready, or VersionNotFound naming the missing versions; and
-    with `schema` (see `compat.check_route_schema`) SchemaCompatible and its baseline."""
+    with `schema` (see `compat.check_route_schema`) SchemaCompatible and its baseline.
+    On `default`, `highest_version` (the flow's highest version seen) raises the recorded
+    high-water mark; it never lowers it."""
     routed = set(spec.versions)
     missing = routed - existing_versions
     route = f"tag '{spec.tag}' of flow '{spec.flow}'"
@@ -117,8 +120,18 @@ def derive_route_status(
         split_summary=format_split(split_from(spec.split or ())) or None,
         shadow=shadow,
         schema_baseline=baseline,
+        highest_version=_high_water_mark(spec, previous, highest_version),
         observed_generation=generation,
     )
+
+
+def _high_water_mark(
+    spec: FlowRouteSpec, previous: FlowRouteStatus | None, seen: int | None
+) -> int | None:
+    if spec.tag != DEFAULT_TAG:
+        return None
+    recorded = max((previous.highest_version or 0) if previous else 0, seen or 0)
+    return recorded or None
 
 
 def route_mode(spec: FlowRouteSpec) -> RouteMode:

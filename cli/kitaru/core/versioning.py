@@ -11,9 +11,8 @@ from kitaru.core.names import ANNOTATION_HIGHEST_VERSION
 def next_version(existing: Iterable[int], high_water_mark: int = 0) -> int:
     """The next version of a flow: one above every version that exists or ever existed.
 
-    `high_water_mark` is the highest version ever seen (annotation
-    `kitaru.dev/highest-version` on the flow's default route), so deleting the
-    highest version does not free its number.
+    `high_water_mark` is the highest version ever seen (`route_high_water_mark` of the
+    flow's default route), so deleting the highest version does not free its number.
     """
     return max([high_water_mark, *existing], default=0) + 1
 
@@ -26,11 +25,18 @@ def parse_high_water_mark(annotation: str | None) -> int:
 
 
 def route_high_water_mark(route: Mapping[str, Any] | None) -> int:
-    """The high-water mark recorded on a flow's default FlowRoute (0 without one)."""
+    """The high-water mark of a flow's default FlowRoute (0 without one): the higher of
+    what the operator recorded in its status (`highestVersion`, which admission trusts:
+    only the operator writes status) and the client's annotation (written right after a
+    deploy, before the operator gets to it)."""
     if route is None:
         return 0
     annotations = (route.get("metadata") or {}).get("annotations") or {}
-    return parse_high_water_mark(annotations.get(ANNOTATION_HIGHEST_VERSION))
+    recorded = (route.get("status") or {}).get("highestVersion")
+    return max(
+        parse_high_water_mark(annotations.get(ANNOTATION_HIGHEST_VERSION)),
+        recorded if isinstance(recorded, int) else 0,
+    )
 
 
 def raised_high_water_mark(mark: int, versions: Iterable[int]) -> int | None:
