@@ -22,6 +22,7 @@ from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Re
 from kitaru_operator import health, metrics
 from kitaru_operator.kube import AsyncKube
 from kitaru_operator.leader import LeaderElector, LeaseSettings
+from kitaru_operator.schedules import CLOCK_ENV, ScheduleClock
 from kitaru_operator.settings import OperatorConfig
 
 
@@ -120,6 +121,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         resync_seconds=args.resync_seconds,
         resolve_deadline_seconds=args.resolve_deadline_seconds,
         route_history_limit=max(args.route_history_limit, 1),
+        schedule_clock=ScheduleClock.parse(os.environ.get(CLOCK_ENV, "")),
     )
 
 

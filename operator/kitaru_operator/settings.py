@@ -11,6 +11,7 @@ from kitaru.core.names import GROUP, INVOCATIONS
 from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Retention
 
 from kitaru_operator.invocations import RUNNING_SELECTOR
+from kitaru_operator.schedules import ScheduleClock
 
 # Handlers that run for every event of every invocation: kopf's per-event
 # "Handler '…' succeeded." INFO line is dropped (failures are still logged; a real Job
@@ -29,6 +30,7 @@ class OperatorConfig:
     resync_seconds: float = 30.0  # drift correction of running invocations
     resolve_deadline_seconds: float = 60.0  # how long resolution may wait
     route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT  # changes kept per flow
+    schedule_clock: ScheduleClock = field(default_factory=ScheduleClock)  # real time
 
     @property
     def scopes(self) -> tuple[str | None, ...]:
