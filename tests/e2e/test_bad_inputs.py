@@ -2289,3 +2289,4 @@ def test_the_catalog_document_lists_every_case() -> None:
         | set(RACES)
     )
     assert set(rows) == tested, (sorted(set(rows) - tested), sorted(tested - set(rows)))
+    assert set(SUBPROCESS_SAMPLE) <= tested, sorted(set(SUBPROCESS_SAMPLE) - tested)
