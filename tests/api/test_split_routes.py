@@ -182,7 +182,18 @@ def test_a_split_guards_its_versions_and_is_recorded(running_operator: Any, name
     client = client_for(namespace)
     for version in (1, 2, 3):
         create(deployment(FLOW, version), namespace)
+
+    # The operator records a route's changes as it sees them: two writes within its lag
+    # would reach it as one. Each change here is recorded before the next is made.
+    def recorded(count: int) -> None:
+        wait_for(
+            lambda: len(client.deployments.history(FLOW, "stable")["changes"]) == count,
+            timeout=30,
+            message=f"{count} recorded changes of stable",
+        )
+
     client.deployments.tag(FLOW, "stable", 2, exclusive=True)
+    recorded(1)
     client.deployments.tag(FLOW, "stable", split="2=90,3=10")
     wait_for(
         lambda: (
@@ -194,6 +205,7 @@ def test_a_split_guards_its_versions_and_is_recorded(running_operator: Any, name
     refused = kubectl("delete", "fdep", "research-agent-v3", namespace=namespace, check=False)
     assert refused.returncode != 0
     assert "version 3 of flow research_agent holds the split tag stable" in refused.stderr
+    recorded(2)
 
     client.deployments.tag(FLOW, "stable", split="2=50,3=50", reason="more traffic")
     changes = wait_for(
