@@ -20,6 +20,8 @@ from tests.unit.test_routing import Index
 
 FLOWS = st.from_regex(FLOW_PATTERN, fullmatch=True).filter(lambda f: len(f) <= FLOW_MAX_LENGTH)
 KEYS = st.text(min_size=1, max_size=256)
+# The unit tier's budget: each property is tried on 50 examples.
+EXAMPLES = settings(max_examples=50, deadline=None)
 
 
 @st.composite
@@ -35,6 +37,7 @@ def splits(draw: st.DrawFn) -> Split:
     return tuple(zip(versions, weights, strict=True))
 
 
+@EXAMPLES
 @given(splits())
 def test_each_version_gets_exactly_its_weight_of_the_buckets_in_version_order(
     split: Split,
@@ -44,6 +47,7 @@ def test_each_version_gets_exactly_its_weight_of_the_buckets_in_version_order(
     assert Counter(picked) == {version: weight for version, weight in split if weight}
 
 
+@EXAMPLES
 @given(FLOWS, KEYS)
 def test_a_key_has_one_bucket_of_the_hundred_for_good(flow: str, key: str) -> None:
     bucket = split_bucket(flow, key)
@@ -63,8 +67,8 @@ def test_keys_fall_evenly_into_the_buckets() -> None:
         assert chi_square < 157, (flow, chi_square)
 
 
-@settings(max_examples=50)
-@given(FLOWS, splits(), KEYS, st.lists(KEYS, min_size=1, max_size=5))
+@EXAMPLES
+@given(FLOWS, splits(), KEYS, st.lists(KEYS, min_size=1, max_size=3))
 def test_resolution_picks_the_bucket_of_the_invocation_or_its_routing_key(
     flow: str, split: Split, key: str, invocations: list[str]
 ) -> None:
