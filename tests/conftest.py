@@ -19,6 +19,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 from chart_support import render_operator_rbac, render_user_roles, unique
+from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS, SCHEDULES
 from support import (
     CLUSTER_DIR,
     KUBECONFIG,
@@ -118,8 +119,9 @@ class OperatorPool:
     fixed list of namespaces, so the pool makes the namespaces of the next tests that
     need one (in the order they run, NAMESPACES_PER_OPERATOR at a time) before starting
     it: every test still has a namespace of its own. A namespace outlives its test until
-    its operator stops (an operator never sees a namespace of its own being deleted);
-    then the operator's log must hold no traceback, and its namespaces are deleted."""
+    its operator stops (an operator never sees a namespace of its own being deleted),
+    its runs and schedules do not (`release`); once the operator stops, its log must hold
+    no traceback, and its namespaces are deleted."""
 
     def __init__(
         self,
@@ -129,6 +131,7 @@ class OperatorPool:
     ) -> None:
         self.tests = {test.nodeid: test for test in tests}  # in the order they run
         self.core, self.log_dirs = core, log_dirs
+        self.custom = kubernetes.client.CustomObjectsApi(core.api_client)
         self.operators: list[_SharedOperator] = []
         self.of_test: dict[str, _SharedOperator] = {}
 
@@ -158,11 +161,20 @@ class OperatorPool:
         process.start()
 
     def release(self, test: pytest.Item) -> None:
-        """The test is over; the last of an operator's tests stops it."""
+        """The test is over; the last of an operator's tests stops it. Before that, what
+        would keep the operator busy in the test's namespace is deleted: its runs (with
+        their Jobs: held by a no-pods quota, the operator would retry their pods for the
+        next tests) and schedules (their ticks)."""
         shared = self.of_test[test.nodeid]
         shared.released.add(test.nodeid)
         if shared.released == set(shared.namespaces):
             self._stop(shared)
+            return
+        namespace = shared.namespaces[test.nodeid]
+        for plural in (SCHEDULES, INVOCATIONS):
+            self.custom.delete_collection_namespaced_custom_object(
+                GROUP, API_VERSION, namespace, plural, propagation_policy="Background"
+            )
 
     def _stop(self, shared: _SharedOperator) -> None:
         if shared not in self.operators:
