@@ -2097,12 +2097,18 @@ def test_an_incompatible_route_move_by_kubectl_is_flagged_until_accepted(
     kubectl("patch", "flowroute", name, "--type=merge", "-p", back, namespace=catalog.namespace)
     cleared = wait_for(lambda: schema_condition("True"), timeout=30, message="the flag cleared")
     assert cleared["reason"] == "Compatible", cleared
+    cleared_at = cleared["observedGeneration"]
     refused = catalog.kitaru(
         f"flow tag {COMPAT} stable --version 2 --exclusive -o json", check=False
     )
     assert json.loads(refused.err)["error"]["type"] == "IncompatibleSchema", refused
     catalog.kitaru(f"flow tag {COMPAT} stable --version 2 --exclusive --force")
-    accepted = wait_for(lambda: schema_condition("True"), timeout=30, message="accepted")
+    # The condition is True already (Compatible): wait for the operator to see the move.
+    accepted = wait_for(
+        lambda: (c := schema_condition("True")) and c["observedGeneration"] > cleared_at and c,
+        timeout=30,
+        message="accepted",
+    )
     assert accepted["reason"] == "Accepted", accepted
 
 
