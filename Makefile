@@ -54,7 +54,7 @@ test: lint build-cluster build-gitops ## everything: lint, unit, API, end-to-end
 	@started=0; \
 	if ! $(PYTHON) -m kitaru_localnode.cluster status >/dev/null 2>&1; then started=1; fi; \
 	$(PYTHON) -m kitaru_localnode.cluster up || exit 1; \
-	$(PYTHON) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=30; rc=$$?; \
 	if [ $$started = 1 ]; then $(PYTHON) -m kitaru_localnode.cluster down; fi; \
 	exit $$rc
 

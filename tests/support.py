@@ -72,9 +72,16 @@ def node_images(cluster_dir: Path = CLUSTER_DIR) -> dict[str, dict[str, str]]:
     return images
 
 
+# The image a cluster without a node (`cluster up --no-node`: the API tier on a control
+# plane of its own) names for its flows: none is imported there, and no pod ever runs.
+NO_NODE_IMAGE = "kitaru.local/runner:no-node"
+
+
 def runner_image() -> str:
-    """The runner image pinned by digest: what every test flow runs in."""
-    return node_images()["runner"]["pinned"]
+    """The runner image pinned by digest: what every test flow runs in (`NO_NODE_IMAGE`
+    on a cluster without a node)."""
+    runner = node_images().get("runner")
+    return runner["pinned"] if runner else NO_NODE_IMAGE
 
 
 def bin_dir(cluster_dir: Path = CLUSTER_DIR) -> Path:
@@ -144,23 +151,28 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`python -m kitaru_operator` for one namespace as a subprocess that can be SIGKILLed
-    and restarted; each run logs to its own `operator-<run>.log` in `log_dir`. `start`
+    """`python -m kitaru_operator` for one namespace (or several: a tuple) as a subprocess
+    that can be SIGKILLed and restarted; each run logs to its own `operator-<run>.log` in
+    `log_dir`. `start`
     returns once the operator reports ready (its model of versions and routes listed),
     or, with `--leader-elect`, once it serves its health endpoint (it may be a standby).
-    `kubeconfig` is its credentials: the admin's by default."""
+    `kubeconfig` is its credentials: the admin's by default; `env` adds to its environment
+    (e.g. a test seam such as the schedules' clock)."""
 
     def __init__(
         self,
-        namespace: str,
+        namespace: str | tuple[str, ...],
         log_dir: Path,
         resync_seconds: float = 30,
         extra_args: tuple[str, ...] = (),
         kubeconfig: Path = KUBECONFIG,
+        env: dict[str, str] | None = None,
     ) -> None:
-        self.namespace, self.log_dir, self.resync_seconds = namespace, log_dir, resync_seconds
+        self.namespaces = (namespace,) if isinstance(namespace, str) else namespace
+        self.log_dir, self.resync_seconds = log_dir, resync_seconds
         self.extra_args = extra_args
         self.kubeconfig = kubeconfig
+        self.env = env or {}
         self.runs = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.health_port = 0
@@ -174,8 +186,7 @@ class OperatorProcess:
                 sys.executable,
                 "-m",
                 "kitaru_operator",
-                "--namespace",
-                self.namespace,
+                *(arg for namespace in self.namespaces for arg in ("--namespace", namespace)),
                 "--metrics-port",
                 "0",
                 "--resync-seconds",
@@ -186,7 +197,12 @@ class OperatorProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                **self.env,
+                "KUBECONFIG": str(self.kubeconfig),
+                "PYTHONUNBUFFERED": "1",
+            },
         )
         if wait:
             wait_for(self.ready, timeout=60, message=f"operator run {self.runs} ready")

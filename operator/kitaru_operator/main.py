@@ -23,6 +23,7 @@ from kitaru_operator import health, metrics
 from kitaru_operator.input_checks import DEFAULT_TIMEOUT_SECONDS
 from kitaru_operator.kube import AsyncKube
 from kitaru_operator.leader import LeaderElector, LeaseSettings
+from kitaru_operator.schedules import CLOCK_ENV, ScheduleClock
 from kitaru_operator.settings import OperatorConfig
 
 
@@ -129,6 +130,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         resolve_deadline_seconds=args.resolve_deadline_seconds,
         route_history_limit=max(args.route_history_limit, 1),
         input_check_timeout_seconds=args.input_check_timeout_seconds,
+        schedule_clock=ScheduleClock.parse(os.environ.get(CLOCK_ENV, "")),
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,15 +41,45 @@ from kitaru_operator.kube import INVOCATION, SCHEDULE, ApiError, AsyncKube
 from kitaru_operator.objects import Object, ScheduledInvocation
 
 logger = logging.getLogger("kitaru_operator")
-Clock = Callable[[], datetime]
 # Timers fire a little after the tick, so that the clock read then is past it.
 TIMER_SLACK_SECONDS = 0.05
 STATUS_WRITE_ATTEMPTS = 3
 RETRY_SECONDS = 10
+# A test seam: `ORIGIN:RATE` makes the schedules' clock run RATE times as fast from ORIGIN.
+CLOCK_ENV = "KITARU_SCHEDULE_CLOCK"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class ScheduleClock:
+    """The wall clock schedules tick by: real time, or (a test seam, `$KITARU_SCHEDULE_CLOCK`
+    = `ORIGIN:RATE`, epoch seconds and a factor) time running RATE times as fast from
+    ORIGIN, so that a story of cron minutes takes 60/RATE real seconds a minute. Every
+    decision reads this clock (`kitaru.core.schedules.plan_pass` takes it as `now`);
+    timers wait the real seconds a span of its time takes."""
+
+    origin: float = 0.0
+    rate: float = 1.0
+
+    def __call__(self) -> datetime:
+        real = time.time()
+        return datetime.fromtimestamp(self.origin + (real - self.origin) * self.rate, UTC)
+
+    def real_seconds(self, span: float) -> float:
+        return span / self.rate
+
+    @classmethod
+    def parse(cls, text: str) -> ScheduleClock:
+        """`ORIGIN:RATE`; the empty string is real time."""
+        if not text:
+            return cls()
+        origin, _, rate = text.partition(":")
+        clock = cls(float(origin), float(rate))
+        if clock.rate <= 0:
+            raise ValueError(f"{CLOCK_ENV}={text!r}: the rate must be above 0")
+        return clock
+
+    def __str__(self) -> str:
+        return f"{self.origin}:{self.rate}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +146,7 @@ class ScheduleBook:
         api: AsyncKube,
         events: EventRecorder,
         spawn: Callable[[Any], None],
-        clock: Clock = _utcnow,
+        clock: ScheduleClock = ScheduleClock(),
     ) -> None:
         self.api, self.events, self.spawn, self.clock = api, events, spawn, clock
         self.objects: dict[Key, Object] = {}
@@ -189,7 +220,8 @@ class ScheduleBook:
         self.planned[key] = generation
         if at is None:
             return
-        delay = max((at - self.clock()).total_seconds(), 0) + TIMER_SLACK_SECONDS
+        span = max((at - self.clock()).total_seconds(), 0)
+        delay = self.clock.real_seconds(span) + TIMER_SLACK_SECONDS
         self.timers[key] = asyncio.get_running_loop().call_later(delay, self.poke, key)
 
     async def reconcile(self, key: Key) -> None:

@@ -12,6 +12,7 @@ from kitaru.core.retention import DEFAULT_HISTORY_LIMIT, DEFAULT_TTL_SECONDS, Re
 
 from kitaru_operator.input_checks import DEFAULT_TIMEOUT_SECONDS
 from kitaru_operator.invocations import RUNNING_SELECTOR
+from kitaru_operator.schedules import ScheduleClock
 
 # Handlers that run for every event of every invocation: kopf's per-event
 # "Handler '…' succeeded." INFO line is dropped (failures are still logged; a real Job
@@ -31,6 +32,7 @@ class OperatorConfig:
     resolve_deadline_seconds: float = 60.0  # how long resolution may wait
     route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT  # changes kept per flow
     input_check_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS  # then the run fails
+    schedule_clock: ScheduleClock = field(default_factory=ScheduleClock)  # real time
 
     @property
     def scopes(self) -> tuple[str | None, ...]:

@@ -169,7 +169,7 @@ async def start(config: OperatorConfig) -> Runtime:
     rt.spawn(rt.events.run())
     for informer in needed:
         rt.spawn(informer.run())
-    rt.schedules = ScheduleBook(api, rt.events, rt.spawn)
+    rt.schedules = ScheduleBook(api, rt.events, rt.spawn, config.schedule_clock)
     scheduling = [
         informer
         for scope in config.scopes

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,16 +40,7 @@ def expired(client: KitaruClient, tag: str) -> dict[str, Any] | None:
     return next((c for c in changes if c["action"] == "deleted"), None)
 
 
-@pytest.fixture
-def operator(namespace: str, tmp_path: Path) -> Any:
-    op = OperatorProcess(namespace, tmp_path, resync_seconds=5)
-    op.start()
-    yield op
-    op.stop()
-    assert "Traceback" not in op.log(), op.log()
-
-
-def test_a_tag_that_expires(operator: OperatorProcess, namespace: str) -> None:
+def test_a_tag_that_expires(running_operator: OperatorProcess, namespace: str) -> None:
     client = client_for(namespace)
     for version in (1, 2):
         create(deployment(FLOW, version), namespace)
@@ -74,7 +64,7 @@ def test_a_tag_that_expires(operator: OperatorProcess, namespace: str) -> None:
         )
         assert (record["by"], record["bySource"], record["reason"]) == (
             "kitaru-operator", "operator", "expired",
-        ), operator.log()[-6000:]  # fmt: skip
+        ), running_operator.log()[-6000:]  # fmt: skip
         assert record["fromVersions"] == [2] and record["toVersions"] == []
         assert record["at"] == info.expires_at
         assert route(namespace, tag) is None
@@ -85,7 +75,9 @@ def test_a_tag_that_expires(operator: OperatorProcess, namespace: str) -> None:
     client.deployments.delete(FLOW, 2)
 
 
-def test_an_expiry_set_with_kubectl_is_acted_on(operator: OperatorProcess, namespace: str) -> None:
+def test_an_expiry_set_with_kubectl_is_acted_on(
+    running_operator: OperatorProcess, namespace: str
+) -> None:
     client = client_for(namespace)
     create(deployment(FLOW, 1), namespace)
     at = format_expiry(datetime.now(UTC) + timedelta(seconds=3))

@@ -1,5 +1,7 @@
-"""Work proportional to change, at 1 000 versions: one change writes only what it
-touches, and posts an Event only for a real change."""
+"""Work proportional to change: among 250 versions, one change writes only what it
+touches, and posts an Event only for a real change. (A write per version would show
+here as 250 writes instead of 2; how the operator holds up at 10 000 versions is
+bench/bench_scale.py's claim, measured there.)"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from support import kubectl, route, wait_for
 RUNNER = "ghcr.io/kitaru-k8s/runner:dev"
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
-VERSIONS = 1000
+VERSIONS = 250
 
 
 def deployment(version: int) -> dict[str, Any]:
@@ -56,11 +58,11 @@ def test_one_change_writes_only_what_it_touches(running_operator: Any, namespace
     before = resource_versions(namespace)
 
     # A new version and a tag moved onto an old one.
-    create(namespace, deployment(VERSIONS + 1), route("wide", "stable", 500))
+    create(namespace, deployment(VERSIONS + 1), route("wide", "stable", 125))
     wait_for(
         lambda: (
             tag_summary(listed(namespace, "fdep")[f"wide-v{VERSIONS + 1}"]) == ""
-            and tag_summary(listed(namespace, "fdep")["wide-v500"]) == "stable"
+            and tag_summary(listed(namespace, "fdep")["wide-v125"]) == "stable"
             and listed(namespace, "froute")["wide.stable"].get("status")
             and listed(namespace, "froute")["wide.default"]["status"].get("highestVersion")
             == VERSIONS + 1
@@ -70,12 +72,12 @@ def test_one_change_writes_only_what_it_touches(running_operator: Any, namespace
     )
     after = resource_versions(namespace)
     changed = {name for name, rv in before.items() if after.get(name) != rv}
-    # v500 got its tag; default its high-water mark. Nothing else was written.
-    assert changed == {"wide-v500", "wide.default"}, sorted(changed)
+    # v125 got its tag; default its high-water mark. Nothing else was written.
+    assert changed == {"wide-v125", "wide.default"}, sorted(changed)
 
     events = json.loads(kubectl("get", "events", "-o", "json", namespace=namespace).stdout)
     tag_events = sorted(
         e["involvedObject"]["name"] for e in events["items"] if e["reason"] == "TagsChanged"
     )
-    # Only versions whose tags really changed: v1 got `default`, v500 `stable`.
-    assert tag_events == ["wide-v1", "wide-v500"], tag_events
+    # Only versions whose tags really changed: v1 got `default`, v125 `stable`.
+    assert tag_events == ["wide-v1", "wide-v125"], tag_events

@@ -3,7 +3,13 @@ kubectl as GitOps would: a tick starts a FlowInvocation of the route, a restart 
 starts a tick twice, missed ticks run only the latest (CronJob's rules), suspend and
 resume, concurrencyPolicy Forbid and Replace, the failed-runs history limit, and an
 unusable cron expression reported on status. There is no node: runs never finish by
-themselves here, which is what Forbid and Replace need to see."""
+themselves here, which is what Forbid and Replace need to see.
+
+The stories run on the operator's schedule clock (`ScheduleClock`, its test seam): a
+restart's story on a clock that stands still in the middle of a minute (no minute ends
+while it runs, however slow the machine), Forbid and Replace, which need ticks to come,
+at four times real time (a cron minute every 15 s). One story of real cron minutes is
+kept, on the node: tests/e2e/test_schedule_runs.py."""
 
 from __future__ import annotations
 
@@ -17,13 +23,15 @@ import pytest
 from kitaru import flow
 from kitaru.client import KitaruClient
 from kitaru.client.connection import combine, load_kube_context
-from kitaru.core.schedules import run_name
+from kitaru.core.schedules import parse_time, run_name
+from kitaru_operator.schedules import CLOCK_ENV, ScheduleClock
 from support import KUBECONFIG, OperatorProcess, create, deployment, get, kubectl, route, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 FLOW = "research_agent"
-TICK_TIMEOUT = 90  # a per-minute schedule's next tick, plus the operator's reaction
+PACE = 4  # the fast schedule clock's minute takes 15 real seconds
+TICK_TIMEOUT = 60 / PACE + 30  # a per-minute schedule's next tick, plus the operator's reaction
 
 
 def schedule(name: str, **spec: Any) -> dict[str, Any]:
@@ -42,24 +50,20 @@ def runs_of(name: str, namespace: str) -> list[dict[str, Any]]:
     return sorted(json.loads(proc.stdout)["items"], key=lambda r: r["metadata"]["name"])
 
 
+def stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def set_last_schedule_time(name: str, when: datetime, namespace: str) -> None:
     """What the status would say had the operator last handled a tick at `when`."""
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     kubectl(
         "patch", "fsched", name, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"lastScheduleTime": stamp}}), namespace=namespace,
+        "-p", json.dumps({"status": {"lastScheduleTime": stamp(when)}}), namespace=namespace,
     )  # fmt: skip
 
 
 def minute(when: datetime) -> datetime:
     return when.replace(second=0, microsecond=0)
-
-
-def early_in_a_minute() -> datetime:
-    """Now, once at most 40 s into a minute: what follows sees no minute boundary."""
-    while (now := datetime.now(UTC)).second > 40:
-        time.sleep(61 - now.second)
-    return now
 
 
 def events_of(name: str, namespace: str) -> list[str]:
@@ -71,19 +75,40 @@ def events_of(name: str, namespace: str) -> list[str]:
 
 
 @pytest.fixture
-def operator(namespace: str, tmp_path: Path) -> Any:
-    op = OperatorProcess(namespace, tmp_path, resync_seconds=5)
+def still_clock() -> ScheduleClock:
+    """A clock 20 s into the current minute that moves a second per 1 000 real ones."""
+    return ScheduleClock(minute(datetime.now(UTC)).timestamp() + 20, 0.001)
+
+
+@pytest.fixture
+def still_operator(namespace: str, tmp_path: Path, still_clock: ScheduleClock) -> Any:
+    op = OperatorProcess(namespace, tmp_path, resync_seconds=5, env={CLOCK_ENV: str(still_clock)})
+    yield op
+    op.stop()
+    assert "Traceback" not in op.log(), op.log()
+
+
+@pytest.fixture
+def fast_clock() -> ScheduleClock:
+    """The clock a fast operator's schedules tick by, from now on at PACE times real time."""
+    return ScheduleClock(time.time(), PACE)
+
+
+@pytest.fixture
+def fast_operator(namespace: str, tmp_path: Path, fast_clock: ScheduleClock) -> Any:
+    op = OperatorProcess(namespace, tmp_path, resync_seconds=5, env={CLOCK_ENV: str(fast_clock)})
     yield op
     op.stop()
     assert "Traceback" not in op.log(), op.log()
 
 
 def test_missed_ticks_run_once_and_a_restart_never_starts_a_tick_twice(
-    operator: OperatorProcess, namespace: str
+    still_operator: OperatorProcess, still_clock: ScheduleClock, namespace: str
 ) -> None:
+    operator = still_operator
     create(deployment(FLOW, 1), namespace)
     create(schedule("nightly", inputs={"topic": "cron"}), namespace)
-    now = early_in_a_minute()
+    now = still_clock()
     # The operator was down for ten minutes: only the latest missed tick runs.
     set_last_schedule_time("nightly", now - timedelta(minutes=10), namespace)
     operator.start()
@@ -132,16 +157,18 @@ def test_missed_ticks_run_once_and_a_restart_never_starts_a_tick_twice(
     wait_for(
         lambda: "exists already" in operator.log(), timeout=30, message="the tick seen as started"
     )
-    if minute(datetime.now(UTC)) == tick:  # no new minute yet: still exactly one run
-        assert [r["metadata"]["name"] for r in runs_of("nightly", namespace)] == [
-            run_name("nightly", tick)
-        ]
+    assert minute(still_clock()) == tick  # the schedules' clock stood still: the same tick
+    assert [r["metadata"]["name"] for r in runs_of("nightly", namespace)] == [
+        run_name("nightly", tick)
+    ]
     # Deleting the schedule deletes its runs (owner references).
     kubectl("delete", "fsched", "nightly", namespace=namespace)
     wait_for(lambda: not runs_of("nightly", namespace), timeout=60, message="runs collected")
 
 
-def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -> None:
+def test_suspend_forbid_and_replace(
+    fast_operator: OperatorProcess, fast_clock: ScheduleClock, namespace: str
+) -> None:
     # Runs must stay unfinished across a tick, also where a node would run them: a quota
     # that admits no pod keeps each run Pending.
     create(
@@ -150,7 +177,7 @@ def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -
         namespace,
     )  # fmt: skip
     create(deployment(FLOW, 1), namespace)
-    operator.start()
+    fast_operator.start()
     create(
         schedule(
             "every-minute", suspend=True, concurrencyPolicy="Forbid", failedRunsHistoryLimit=0
@@ -164,19 +191,21 @@ def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -
     assert suspended is not None
     assert "nextScheduleTime" not in suspended["status"]
     assert suspended["status"]["conditions"][0]["reason"] == "Suspended"
-    # Resumed after ticks were missed while suspended: the latest runs at once.
-    now = early_in_a_minute()
-    set_last_schedule_time("every-minute", now - timedelta(minutes=3), namespace)
+    # Resumed after ticks were missed while suspended: the latest runs at once (and only
+    # it: the minutes before it were missed too).
+    resumed = fast_clock()
+    set_last_schedule_time("every-minute", resumed - timedelta(minutes=3), namespace)
     kubectl(
         "patch", "fsched", "every-minute", "--type=merge", "-p", '{"spec":{"suspend":false}}',
         namespace=namespace,
     )  # fmt: skip
-    first = run_name("every-minute", minute(now))
-    wait_for(
-        lambda: [r["metadata"]["name"] for r in runs_of("every-minute", namespace)] == [first],
-        timeout=30,
-        message="the missed tick started on resume",
+    (run,) = wait_for(
+        lambda: runs_of("every-minute", namespace), timeout=30, message="the tick on resume"
     )
+    tick = parse_time(run["metadata"]["annotations"]["kitaru.dev/scheduled-at"])
+    assert tick is not None and minute(resumed) <= tick <= minute(fast_clock())
+    first = run["metadata"]["name"]
+    assert first == run_name("every-minute", tick)
     # Forbid: the next tick comes while the first run is unfinished: skipped.
     wait_for(
         lambda: "SkippedTick" in events_of("every-minute", namespace),
@@ -185,7 +214,7 @@ def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -
     )
     assert [r["metadata"]["name"] for r in runs_of("every-minute", namespace)] == [first]
     status = get("fsched", "every-minute", namespace)["status"]  # type: ignore[index]
-    assert status["lastScheduleTime"] > minute(now).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert status["lastScheduleTime"] > stamp(tick)
     assert status["active"] == [first]
 
     # Replace: the next tick cancels the unfinished run, then starts its own; the
@@ -202,16 +231,17 @@ def test_suspend_forbid_and_replace(operator: OperatorProcess, namespace: str) -
     names = wait_for(replaced, timeout=TICK_TIMEOUT + 30, message="the run replaced")
     assert len(names) == 1
     assert "Replaced" in events_of("every-minute", namespace)
-    wait_for(
-        lambda: (get("fsched", "every-minute", namespace) or {})["status"]["active"] == names,
-        message="active is the new run",
-    )
+
+    def active_is_the_one_run() -> bool:
+        # Ticks keep coming (each replaces the last run): compare with the run there is.
+        (current,) = (r["metadata"]["name"] for r in runs_of("every-minute", namespace))
+        active = (get("fsched", "every-minute", namespace) or {})["status"]["active"]
+        return bool(active == [current] and current != first)
+
+    wait_for(active_is_the_one_run, message="active is the new run")
 
 
-def test_an_unusable_schedule_is_reported_on_status(
-    operator: OperatorProcess, namespace: str
-) -> None:
-    operator.start()
+def test_an_unusable_schedule_is_reported_on_status(running_operator: Any, namespace: str) -> None:
     create(schedule("broken", schedule="61 * * * *"), namespace)
 
     def ready() -> dict[str, Any] | None:

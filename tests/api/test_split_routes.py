@@ -3,10 +3,13 @@ issue 14 item 3. The API server keeps a split's rules for kubectl too; the opera
 resolves each invocation once by weight (sticky by routing key) and records why; a
 version a split names cannot be deleted; weight changes are recorded and rolled back.
 
-The 1 000-invocation distribution test runs in a namespace whose quota allows no pod:
-what is measured is the operator's resolution of real FlowInvocations (each gets its
-Job and its frozen resolution chain), not 1 000 containers on a 2-core node; runs of a
-split tag to completion are in tests/e2e/test_split_on_every_surface.py.
+The resolution test runs in a namespace whose quota allows no pod: what is checked is
+the operator's resolution of real FlowInvocations (each gets its Job and its frozen
+resolution chain), each by exactly the pure rule (the version of its bucket). That the
+rule gives each version its weight's share is a property of the pure core, proven over
+every split in tests/unit/test_split_properties.py; this tier no longer counts 1 000
+invocations for it. Runs of a split tag to completion are in
+tests/e2e/test_split_on_every_surface.py.
 """
 
 from __future__ import annotations
@@ -85,9 +88,9 @@ def resolved(namespace: str, selector: str) -> list[dict[str, Any]]:
     return [i for i in json.loads(out)["items"] if (i.get("status") or {}).get("resolved")]
 
 
-def invocations(count: int, tag: str, batch: str, routing_key: str | None = None) -> dict:
+def invocations(names: list[str], tag: str, batch: str, routing_key: str | None = None) -> dict:
     items = []
-    for _ in range(count):
+    for name in names:
         spec: dict[str, Any] = {"flow": FLOW, "tag": tag}
         if routing_key is not None:
             spec["routingKey"] = routing_key
@@ -95,11 +98,16 @@ def invocations(count: int, tag: str, batch: str, routing_key: str | None = None
             {
                 "apiVersion": "kitaru.dev/v1alpha1",
                 "kind": "FlowInvocation",
-                "metadata": {"generateName": "research-agent-", "labels": {"batch": batch}},
+                "metadata": {"name": name, "labels": {"batch": batch}},
                 "spec": spec,
             }
         )
     return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+# Names whose buckets fall on both sides of a 90/10 split (4 of these 40 go to v3), so
+# the operator is seen choosing each version; which one is the pure rule's to say.
+SPREAD = [f"spread-{i}" for i in range(40)]
 
 
 def test_a_split_tag_resolves_each_invocation_once_by_weight(
@@ -133,29 +141,31 @@ def test_a_split_tag_resolves_each_invocation_once_by_weight(
     table = kubectl("get", "froute", namespace=namespace).stdout
     assert "weighted" in table and "2=90,3=10" in table
 
-    create(invocations(1000, "stable", "spread"), namespace)
+    create(invocations(SPREAD, "stable", "spread"), namespace)
     runs = wait_for(
-        lambda: r if len(r := resolved(namespace, "batch=spread")) == 1000 else None,
-        timeout=240,
-        interval=2,
-        message="1000 invocations resolved",
+        lambda: r if len(r := resolved(namespace, "batch=spread")) == len(SPREAD) else None,
+        timeout=120,
+        interval=1,
+        message=f"{len(SPREAD)} invocations resolved",
     )
     versions = Counter(r["status"]["resolved"]["version"] for r in runs)
-    assert set(versions) == {2, 3} and abs(versions[3] - 100) <= 30, versions
-    for run in runs[:50]:
+    assert versions == {2: 36, 3: 4}, versions
+    for run in runs:
         chain = run["status"]["resolved"]
         assert chain["split"]["split"] == SPLIT and chain["split"]["sticky"] is False
         assert chain["split"]["bucket"] == split_bucket(FLOW, run["metadata"]["name"])
         assert chain["version"] == pick_version(((2, 90), (3, 10)), chain["split"]["bucket"])
+        assert run["status"]["jobName"] == run["metadata"]["name"]
         message = {c["type"]: c for c in run["status"]["conditions"]}["Resolved"]["message"]
         assert "(split 2=90,3=10: bucket" in message and "by invocation name" in message
 
-    for key in ("user-7", "tenant/acme"):
-        create(invocations(20, "stable", "sticky", routing_key=key), namespace)
+    for key in ("user-7", "tenant/acme"):  # one lands on v3, the other on v2
+        names = [f"{key.replace('/', '-')}-{i}" for i in range(10)]
+        create(invocations(names, "stable", "sticky", routing_key=key), namespace)
     sticky = wait_for(
-        lambda: r if len(r := resolved(namespace, "batch=sticky")) == 40 else None,
+        lambda: r if len(r := resolved(namespace, "batch=sticky")) == 20 else None,
         timeout=60,
-        message="40 keyed invocations resolved",
+        message="20 keyed invocations resolved",
     )
     by_key: dict[str, set[int]] = {}
     for run in sticky:
@@ -165,13 +175,25 @@ def test_a_split_tag_resolves_each_invocation_once_by_weight(
         assert run["status"]["resolved"]["split"]["sticky"] is True
     for key, got in by_key.items():
         assert got == {pick_version(((2, 90), (3, 10)), split_bucket(FLOW, key))}, key
+    assert set().union(*by_key.values()) == {2, 3}
 
 
 def test_a_split_guards_its_versions_and_is_recorded(running_operator: Any, namespace: str) -> None:
     client = client_for(namespace)
     for version in (1, 2, 3):
         create(deployment(FLOW, version), namespace)
+
+    # The operator records a route's changes as it sees them: two writes within its lag
+    # would reach it as one. Each change here is recorded before the next is made.
+    def recorded(count: int) -> None:
+        wait_for(
+            lambda: len(client.deployments.history(FLOW, "stable")["changes"]) == count,
+            timeout=30,
+            message=f"{count} recorded changes of stable",
+        )
+
     client.deployments.tag(FLOW, "stable", 2, exclusive=True)
+    recorded(1)
     client.deployments.tag(FLOW, "stable", split="2=90,3=10")
     wait_for(
         lambda: (
@@ -183,6 +205,7 @@ def test_a_split_guards_its_versions_and_is_recorded(running_operator: Any, name
     refused = kubectl("delete", "fdep", "research-agent-v3", namespace=namespace, check=False)
     assert refused.returncode != 0
     assert "version 3 of flow research_agent holds the split tag stable" in refused.stderr
+    recorded(2)
 
     client.deployments.tag(FLOW, "stable", split="2=50,3=50", reason="more traffic")
     changes = wait_for(

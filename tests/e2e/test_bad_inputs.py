@@ -2,6 +2,16 @@
 SDK, the MCP server and kubectl, each answered with an error that names what to fix, and
 nothing half-created: the namespace holds exactly what it held before.
 
+The CLI cases run in this process (click's CliRunner on `kitaru.cli.main`, in the
+project directory with the user's environment) and the MCP cases against the server
+built in this process over the mcp package's in-memory streams: what each case proves is
+the answer to a request, not the start of an executable. A sample of them
+(`SUBPROCESS_SAMPLE`) also runs as real `kitaru` and `kitaru mcp` processes, which proves
+the wiring (entry point, exit code, stderr) the in-process runs stand in for. kubectl
+runs as itself. "The namespace holds what it held" compares each case's snapshot with
+the one taken after the previous case (`Catalog.unchanged`): nothing else writes to the
+namespace's specs meanwhile, so one snapshot per case proves what two did.
+
 One project is set up per module (the operator running): research_agent v1 (`default`),
 v2 (`canary`, exclusive), `benchmark` shared by both, `ab` split 50/50 between them,
 `nightly` moved from v3 to v1, and v3 built and deleted again; one execution started with
@@ -18,14 +28,22 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import kubernetes
 import pytest
-from cli_support import FLOWS_AND_MORE, Kitaru, mcp_session, new_project
+from cli_support import (
+    FLOWS_AND_MORE,
+    InProcessKitaru,
+    Kitaru,
+    mcp_in_process,
+    mcp_session,
+    new_project,
+)
 from kitaru.client import KitaruClient
 from kitaru.client.connection import resolve_connection
 from kitaru.client.errors import KitaruError
@@ -77,9 +95,10 @@ def nested(depth: int) -> str:
 
 @dataclass
 class Catalog:
-    """The module's project: its namespace, the CLI in a `kitaru init` directory, an SDK
-    client on the same connection, and the admin's view of what the namespace holds
-    (this process reads an object as deep as the API server allows: see `catalog`)."""
+    """The module's project: its namespace, the CLI in a `kitaru init` directory (run in
+    this process; `executable` is the same CLI as a subprocess), an SDK client on the same
+    connection, and the admin's view of what the namespace holds (this process reads an
+    object as deep as the API server allows: see `catalog`)."""
 
     namespace: str
     kitaru: Kitaru
@@ -87,10 +106,32 @@ class Catalog:
     custom: kubernetes.client.CustomObjectsApi
     core: kubernetes.client.CoreV1Api
     batch: kubernetes.client.BatchV1Api
+    # The snapshot taken after the last case; None once a test changed the namespace.
+    last: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def project(self) -> Path:
         return self.kitaru.project
+
+    @property
+    def executable(self) -> Kitaru:
+        return Kitaru(self.kitaru.project, self.kitaru.env)
+
+    @contextmanager
+    def unchanged(self) -> Iterator[None]:
+        """Assert that the block leaves the namespace as it found it. What it found is the
+        snapshot the previous case ended with (nothing writes specs between cases), so a
+        case costs one snapshot."""
+        before = self.snapshot() if self.last is None else self.last
+        self.last = None
+        yield
+        after = self.snapshot()
+        assert after == before, "the namespace changed"
+        self.last = after
+
+    def changed(self) -> None:
+        """A test changed the namespace on purpose: the next case takes a new snapshot."""
+        self.last = None
 
     def snapshot(self) -> dict[str, Any]:
         """Every object a request could create or change: Kitaru objects with their specs,
@@ -129,7 +170,7 @@ def catalog(
         wait_for(lambda: core.read_namespaced_service_account("default", namespace), timeout=30)
         operator.start()
         root = tmp_path_factory.mktemp("catalog")
-        kitaru = new_project(root, namespace, FLOWS_AND_MORE)
+        kitaru = new_project(root, namespace, FLOWS_AND_MORE, runner=InProcessKitaru)
         kitaru(DEPLOY)
         kitaru(f"{DEPLOY} --tag canary --exclusive")
         for version in (1, 2):
@@ -151,8 +192,15 @@ def catalog(
             timeout=30,
             message="the route history recorded the set-up",
         )
-        # The idempotency key `order-1` started one execution (topic "a").
+        # The idempotency key `order-1` started one execution (topic "a"); once its Job
+        # exists the namespace holds still (the cases compare snapshots across cases).
         kitaru(f'invoke {FLOW} --idempotency-key {KEY} --input \'{{"topic": "a"}}\'')
+        batch = kubernetes.client.BatchV1Api(k8s)
+        wait_for(
+            lambda: batch.list_namespaced_job(namespace).items,
+            timeout=60,
+            message="the Job of the keyed execution",
+        )
         for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
             (kitaru.project / f"{name}.json").write_text(json.dumps(value))
         yield Catalog(
@@ -161,7 +209,7 @@ def catalog(
             sdk,
             kubernetes.client.CustomObjectsApi(k8s),
             core,
-            kubernetes.client.BatchV1Api(k8s),
+            batch,
         )
     finally:
         operator.stop()
@@ -779,19 +827,50 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CLI_CASES)
-def test_cli(catalog: Catalog, case: CliCase) -> None:
-    before = catalog.snapshot()
-    text = catalog.kitaru(case.command, check=False)
+def answers_cli_case(kitaru: Kitaru, case: CliCase) -> None:
+    """Exit 1, nothing on stdout, the error on stderr (and its JSON envelope with -o json)."""
+    text = kitaru(case.command, check=False)
     assert (text.code, text.out) == (1, ""), text
     assert case.fragment in text.err and terminal_safe(text.err), text.err
     assert text.err.startswith("Error: " if case.kind != "UsageError" else "Usage: "), text.err
     assert len(text.err) < 1000
-    envelope = catalog.kitaru(case.command + " -o json", check=False)
+    envelope = kitaru(case.command + " -o json", check=False)
     assert (envelope.code, envelope.out) == (1, ""), envelope
     error = json.loads(envelope.err)["error"]
     assert (error["type"], case.fragment in error["message"]) == (case.kind, True), error
-    assert catalog.snapshot() == before
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli(catalog: Catalog, case: CliCase) -> None:
+    with catalog.unchanged():
+        answers_cli_case(catalog.kitaru, case)
+
+
+# Cases that also run as real processes: a usage error before any command runs, names
+# and inputs refused by the client, @file inputs read from the project directory, errors
+# that need the API server, a flow file imported for a deploy, terminal-hostile text on
+# a real stderr, an environment-dependent refusal, and two MCP tool errors on the wire.
+SUBPROCESS_SAMPLE = (
+    "cli-invoke-misspelt-option",
+    "cli-invoke-version-not-a-number",
+    "cli-deploy-tag-shell",
+    "cli-invoke-input-over-etcd-limit",
+    "cli-tag-deleted-version",
+    "cli-invoke-idempotency-key-reused",
+    "cli-deploy-incompatible-schema",
+    "cli-invoke-tag-control-chars",
+    "cli-ui-in-cluster-outside-a-pod",
+    "cli-schedule-exists",
+    "mcp-invoke-unknown-argument",
+    "mcp-rollback-deleted-version",
+)
+
+
+@pytest.mark.parametrize("case", [p for p in CLI_CASES if p.id in SUBPROCESS_SAMPLE])
+def test_cli_as_a_process(catalog: Catalog, case: CliCase) -> None:
+    """The `kitaru` executable gives the answer the in-process run gives."""
+    with catalog.unchanged():
+        answers_cli_case(catalog.executable, case)
 
 
 # --- SDK: a KitaruError with the same message and kind ------------------------------
@@ -1149,15 +1228,14 @@ SDK_CASES = [
 
 @pytest.mark.parametrize("case", SDK_CASES)
 def test_sdk(catalog: Catalog, case: SdkCase) -> None:
-    before = catalog.snapshot()
-    with pytest.raises(KitaruError) as caught:
-        case.call(catalog.client, catalog.project)
-    assert (caught.value.kind, case.fragment in caught.value.message) == (case.kind, True), (
-        caught.value.kind,
-        caught.value.message,
-    )
-    assert len(caught.value.message) < 1000
-    assert catalog.snapshot() == before
+    with catalog.unchanged():
+        with pytest.raises(KitaruError) as caught:
+            case.call(catalog.client, catalog.project)
+        assert (caught.value.kind, case.fragment in caught.value.message) == (case.kind, True), (
+            caught.value.kind,
+            caught.value.message,
+        )
+        assert len(caught.value.message) < 1000
 
 
 # --- MCP: a tool error (isError) whose text names what to fix -------------------------
@@ -1458,21 +1536,39 @@ MCP_CASES = [
 ]
 
 
-def test_mcp(catalog: Catalog) -> None:
+def mcp_failures(catalog: Catalog, cases: list[McpCase], *, process: bool) -> list[str]:
+    """Each case's tool error checked over one session: the server in this process, or
+    `kitaru mcp` as a process (`process`)."""
     failures: list[str] = []
+    connect = mcp_session if process else mcp_in_process
 
     async def scenario() -> None:
-        async with mcp_session(catalog.project, catalog.kitaru.env) as session:
-            for case in MCP_CASES:
-                before = catalog.snapshot()
-                result = await session.call_tool(case.tool, case.arguments)
+        async with connect(catalog.project, catalog.kitaru.env) as session:
+            for case in cases:
+                try:
+                    with catalog.unchanged():
+                        result = await session.call_tool(case.tool, case.arguments)
+                except AssertionError as changed:
+                    failures.append(f"{case.id}: {changed}")
+                    continue
                 text = "".join(getattr(c, "text", "") for c in result.content)
                 if not result.is_error or case.fragment not in text:
                     failures.append(f"{case.id}: is_error={result.is_error} {text[:300]!r}")
-                if catalog.snapshot() != before:
-                    failures.append(f"{case.id}: the namespace changed")
 
     anyio.run(scenario)
+    return failures
+
+
+def test_mcp(catalog: Catalog) -> None:
+    failures = mcp_failures(catalog, MCP_CASES, process=False)
+    assert not failures, "\n".join(failures)
+
+
+def test_mcp_as_a_process(catalog: Catalog) -> None:
+    """`kitaru mcp` over stdio gives the tool errors the in-process server gives."""
+    sample = [case for case in MCP_CASES if case.id in SUBPROCESS_SAMPLE]
+    assert len(sample) == 2
+    failures = mcp_failures(catalog, sample, process=True)
     assert not failures, "\n".join(failures)
 
 
@@ -1851,13 +1947,12 @@ KUBECTL_CASES = [
 
 @pytest.mark.parametrize("case", KUBECTL_CASES)
 def test_kubectl(catalog: Catalog, case: KubectlCase) -> None:
-    before = catalog.snapshot()
-    proc = kubectl(
-        "create", "-f", "-", namespace=catalog.namespace, input=case.manifest, check=False
-    )
-    assert proc.returncode == 1, proc
-    assert case.fragment in proc.stderr, proc.stderr[:2000]
-    assert catalog.snapshot() == before
+    with catalog.unchanged():
+        proc = kubectl(
+            "create", "-f", "-", namespace=catalog.namespace, input=case.manifest, check=False
+        )
+        assert proc.returncode == 1, proc
+        assert case.fragment in proc.stderr, proc.stderr[:2000]
 
 
 # --- kubectl: accepted by the API server, refused by the operator (no Job) -----------
@@ -1903,6 +1998,7 @@ def test_refused_by_the_operator(catalog: Catalog, case: OperatorCase) -> None:
     """The API server cannot judge these (size and depth of free-form JSON, another
     object's existence); the operator fails the invocation at once, creates no Job, and
     goes on serving the namespace."""
+    catalog.changed()
     before = catalog.snapshot()
     name = case.id.removeprefix("operator-invocation-")
     kubectl("create", "-f", "-", namespace=catalog.namespace, input=case.manifest)
@@ -1942,6 +2038,7 @@ def test_a_route_to_a_deleted_version_is_accepted_and_says_so(catalog: Catalog) 
     """GitOps applies a route and its version in any order, so the API server accepts a
     route to a version that does not exist (yet); its status names the problem, and
     invoking through it fails with the fix."""
+    catalog.changed()
     kubectl("create", "-f", "-", namespace=catalog.namespace, input=_froute("legacy", [3]))
 
     def not_ready() -> dict[str, Any] | None:
@@ -1955,13 +2052,12 @@ def test_a_route_to_a_deleted_version_is_accepted_and_says_so(catalog: Catalog) 
     ready = wait_for(not_ready, timeout=30, message="the route's Ready condition")
     assert ready["reason"] == "VersionNotFound"
     assert "routes to missing version(s) 3; move it with: kitaru flow tag" in ready["message"]
-    before = catalog.snapshot()
-    failed = catalog.kitaru(f"invoke {FLOW} --tag legacy -o json", check=False)
+    with catalog.unchanged():
+        failed = catalog.kitaru(f"invoke {FLOW} --tag legacy -o json", check=False)
     assert failed.code == 1
     assert (
         "routes to version 3, which no longer exists" in json.loads(failed.err)["error"]["message"]
     )
-    assert catalog.snapshot() == before
 
 
 def test_an_incompatible_route_move_by_kubectl_is_flagged_until_accepted(
@@ -1972,6 +2068,7 @@ def test_an_incompatible_route_move_by_kubectl_is_flagged_until_accepted(
     would break the route's callers is accepted and flagged on the route: the condition
     SchemaCompatible=False names the field, with a warning Event, until the route moves
     back or the move is accepted (the CLI's --force records the same acceptance)."""
+    catalog.changed()
     name = "compat-agent.stable"
     route = _froute("stable", [1], name=name).replace(f'"{FLOW}"', f'"{COMPAT}"')
     kubectl("create", "-f", "-", namespace=catalog.namespace, input=route)
@@ -2012,12 +2109,18 @@ def test_an_incompatible_route_move_by_kubectl_is_flagged_until_accepted(
     kubectl("patch", "flowroute", name, "--type=merge", "-p", back, namespace=catalog.namespace)
     cleared = wait_for(lambda: schema_condition("True"), timeout=30, message="the flag cleared")
     assert cleared["reason"] == "Compatible", cleared
+    cleared_at = cleared["observedGeneration"]
     refused = catalog.kitaru(
         f"flow tag {COMPAT} stable --version 2 --exclusive -o json", check=False
     )
     assert json.loads(refused.err)["error"]["type"] == "IncompatibleSchema", refused
     catalog.kitaru(f"flow tag {COMPAT} stable --version 2 --exclusive --force")
-    accepted = wait_for(lambda: schema_condition("True"), timeout=30, message="accepted")
+    # The condition is True already (Compatible): wait for the operator to see the move.
+    accepted = wait_for(
+        lambda: (c := schema_condition("True")) and c["observedGeneration"] > cleared_at and c,
+        timeout=30,
+        message="accepted",
+    )
     assert accepted["reason"] == "Accepted", accepted
 
 
@@ -2158,6 +2261,7 @@ SCHEDULE_STATUS_CASES = [
 def test_an_unusable_schedule_is_reported_on_status(catalog: Catalog, case: OperatorCase) -> None:
     """CEL cannot parse cron or know the IANA zones: a well-shaped but unusable schedule
     is accepted, and the operator says Ready=False why, starting no run; the CLI shows it."""
+    catalog.changed()
     name = json.loads(case.manifest)["metadata"]["name"]
     kubectl("create", "-f", "-", namespace=catalog.namespace, input=case.manifest)
 
@@ -2203,3 +2307,4 @@ def test_the_catalog_document_lists_every_case() -> None:
         | set(RACES)
     )
     assert set(rows) == tested, (sorted(set(rows) - tested), sorted(tested - set(rows)))
+    assert set(SUBPROCESS_SAMPLE) <= tested, sorted(set(SUBPROCESS_SAMPLE) - tested)

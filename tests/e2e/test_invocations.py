@@ -1,19 +1,17 @@
 """Invocations end to end: Jobs really run the flows in tests/e2e/flows through the
-local node, shipped as a source ConfigMap and checked against its sha256."""
+local node, shipped as a source ConfigMap and checked against its sha256. (A burst
+dispatched exactly once across operator kills is tests/api/test_dispatch_under_kills.py:
+dispatch needs no node; runs completing across kills are tests/chaos/test_faults.py.)"""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
-from flow_support import FINISHED, GROUP, VERSION, Kitaru, reason
-from support import OperatorProcess, kubectl, runner_image, wait_for
+from flow_support import GROUP, VERSION, Kitaru, reason
+from support import kubectl, runner_image, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -166,64 +164,6 @@ def test_cancel_deletes_the_job_and_pod(running_operator: Any, kitaru: Kitaru) -
         ),
         60,
         message="pod deleted",
-    )
-
-
-@pytest.fixture
-def operator_process(namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(namespace, tmp_path, resync_seconds=2)
-    yield op
-    op.kill()
-
-
-def test_burst_survives_operator_kills(operator_process: OperatorProcess, kitaru: Kitaru) -> None:
-    operator_process.start()
-    kitaru.deploy("square", 1, "square")
-    kitaru.wait_default("square")
-    count = 200
-    names = [f"sq-{n}" for n in range(count)]
-
-    def create(chunk: list[int]) -> None:
-        for n in chunk:
-            kitaru.invoke("square", name=names[n], inputs={"n": n})
-
-    threads = [threading.Thread(target=create, args=(list(range(i, count, 8)),)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for _ in range(2):  # two SIGKILLs while the burst is being dispatched
-        wait_for(lambda: len(kitaru.jobs()) >= 1, 30)
-        time.sleep(0.5)  # let the operator get into the middle of its work
-        operator_process.kill()
-        operator_process.start()
-    for thread in threads:
-        thread.join()
-
-    def all_finished() -> bool:
-        items = kitaru.custom.list_namespaced_custom_object(
-            GROUP, VERSION, kitaru.ns, "flowinvocations"
-        )["items"]
-        return len(items) == count and all(
-            (i.get("status") or {}).get("phase") in FINISHED for i in items
-        )
-
-    wait_for(all_finished, 420, interval=1, message="all 200 invocations finished")
-    items = kitaru.custom.list_namespaced_custom_object(
-        GROUP, VERSION, kitaru.ns, "flowinvocations"
-    )["items"]
-    results = {i["metadata"]["name"]: i["status"] for i in items}
-    for n, name in enumerate(names):
-        assert results[name]["phase"] == "Completed", (name, results[name])
-        assert results[name]["result"] == n * n
-        assert results[name]["attempts"] == 1
-    jobs = kitaru.jobs()
-    assert len(jobs) == count
-    assert sorted(job.metadata.name for job in jobs) == sorted(names)
-    # A run's result is final when its container exits; the Job controller, which batches
-    # pod updates, counts the success a moment later.
-    wait_for(
-        lambda: all(job.status.succeeded == 1 for job in kitaru.jobs()),
-        30,
-        message="every Job to count its one success",
     )
 
 

@@ -162,7 +162,7 @@ def test_first_sync_waits_for_the_operator_then_reports_every_object_healthy(
 
 
 def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
-    repo: GitRepo, sync: FluxSync, namespace: str, running_operator: OperatorProcess
+    repo: GitRepo, sync: FluxSync, namespace: str, own_operator: OperatorProcess
 ) -> None:
     sync.health_checks = False  # a Kustomization without the example's expressions
     sync.first_sync(repo)
@@ -170,7 +170,7 @@ def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
 
     # The operator is down while a commit edits a route: its status still carries the
     # old observedGeneration, which kstatus reads as in progress.
-    running_operator.stop()
+    own_operator.stop()
     repo.route("stable", 1)
     moved = repo.commit("stable back to v1")
     failed = sync.failed(moved, "HealthCheckFailed")
@@ -179,7 +179,7 @@ def test_kstatus_alone_waits_until_the_operator_observed_the_new_generation(
     assert stable is not None
     assert stable["status"]["observedGeneration"] < stable["metadata"]["generation"]
 
-    running_operator.start()
+    own_operator.start()
     sync.applied(moved)
     wait_for(
         lambda: settled(namespace, {**EXAMPLE_ROUTES, "stable": [1]}),

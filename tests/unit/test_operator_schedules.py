@@ -4,9 +4,20 @@ every change, and not when a finished run is pruned."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
+import pytest
 from kitaru.core.schedules import ScheduledRun
+from kitaru_operator.main import config_from, parse_args
 from kitaru_operator.objects import ScheduledInvocation
-from kitaru_operator.schedules import RunRecord, ScheduledRuns, scheduled_run_record
+from kitaru_operator.schedules import (
+    CLOCK_ENV,
+    RunRecord,
+    ScheduleClock,
+    ScheduledRuns,
+    scheduled_run_record,
+)
 
 NS = "project"
 
@@ -54,3 +65,26 @@ def test_a_run_created_here_is_seen_before_its_watch_event() -> None:
     assert [r.name for r in runs.of((NS, "nightly"))] == ["nightly-3"]
     runs.upsert((NS, "nightly-3"), run("nightly-3", "Running"))
     assert [r.phase for r in runs.of((NS, "nightly"))] == ["Running"]
+
+
+def test_the_schedule_clock_is_real_time_unless_a_test_sets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(CLOCK_ENV, raising=False)
+    real = config_from(parse_args(["-A"])).schedule_clock
+    before = datetime.now(UTC)
+    assert before <= real() <= datetime.now(UTC)
+    assert real.real_seconds(60) == 60
+    monkeypatch.setenv(CLOCK_ENV, "1000:6")
+    assert config_from(parse_args(["-A"])).schedule_clock == ScheduleClock(1000, 6)
+
+
+def test_a_fast_schedule_clock_runs_minutes_in_seconds() -> None:
+    origin = time.time() - 10  # started ten real seconds ago, at six times the pace
+    clock = ScheduleClock.parse(f"{origin}:6")
+    elapsed = (clock() - datetime.fromtimestamp(origin, UTC)).total_seconds()
+    assert 60 <= elapsed < 66
+    assert clock.real_seconds(60) == 10  # a timer for the next minute waits 10 s
+    assert ScheduleClock.parse(str(clock)) == clock
+    with pytest.raises(ValueError, match="the rate must be above 0"):
+        ScheduleClock.parse("0:0")
