@@ -135,6 +135,7 @@ def test_pages_load(producer: Kitaru, namespace: str, tmp_path: Path) -> None:
         assert "kitaru invoke research_agent --tag canary" in curl.text
         history = text_of(b, "#history")
         assert "canary" in history and "default" in history
+        assert "(verified)" in history  # tagged by the CLI: signed, checked by admission
 
         b.find_element(By.CSS_SELECTOR, 'tr.version[data-version="1"] a.invoke-version').click()
         assert "version v1 (kitaru::research_agent::v1)" in text_of(b, "main")
