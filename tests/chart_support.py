@@ -207,5 +207,6 @@ def kitaru_as(namespace: str, token: str) -> Any:
             token=Setting(token, "test"),
             project=Setting(namespace, "test"),
             ca_file=Setting(ca, "test"),
+            service_account=Setting("kitaru-client", "test"),
         )
     )

@@ -117,7 +117,8 @@ def test_a_consumer_is_told_to_bind_the_client_role(roles: str, namespace: str) 
     assert missing.value.kind == "ServiceAccountNotFound"
     message = missing.value.message
     assert client_identity_hint(namespace) in message
-    assert "--clusterrole=kitaru-client" in message and "-consumer" not in message
+    assert "--clusterrole=kitaru-client" in message
+    assert "--clusterrole=kitaru-consumer" not in message
     # The admin follows the hint, with this cluster's role prefix: the token works.
     hint = client_identity_hint(namespace, role_prefix=roles)
     for command in hint.split(" && "):

@@ -48,6 +48,7 @@ from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
     HISTORIES,
+    change_record,
     format_time,
     history_name,
     parse_history,
@@ -473,7 +474,7 @@ class Deployments:
             obj = None
         history = parse_history(obj, flow)
         if when is None:
-            changes = [c.wire() for c in history.changes if tag is None or c.tag == tag]
+            changes = [change_record(c) for c in history.changes if tag is None or c.tag == tag]
             return {"flow": flow, "tag": tag, "changes": changes}
         with core_errors():
             routes = targets_at(history, when)
@@ -617,6 +618,7 @@ class Deployments:
                 name=name,
                 routing_key=routing_key,
                 idempotency_key=idempotency_key,
+                created_by=self._kube.username(),
             )
             return deployment, body
 
