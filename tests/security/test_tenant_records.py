@@ -8,7 +8,7 @@ changed a route:
   pruned by its history limits nor counted as active (Forbid, Replace);
 - a run squatting the name of a shadow run is left alone, and said so in an Event;
 - `by` is verified for the client's signed writes and inferred for a field manager a
-  writer named itself (`kubectl patch --field-manager=alice`), in the SDK, `-o json`
+  writer named itself (`kubectl patch --field-manager=alice`), in the SDK, MCP, `-o json`
   and the text of `kitaru flow history`.
 """
 
@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-from cli_support import new_project
+from cli_support import mcp_session, new_project
 from kitaru.client import KitaruClient
 from kitaru.client.connection import combine, load_kube_context
 from kitaru.core.manifests import build_invocation
@@ -158,3 +159,13 @@ def test_history_says_whether_by_was_verified_or_inferred(
     assert [c["byVerified"] for c in as_json] == [True, False]
     text = kitaru(f"flow history {FLOW} stable").out
     assert f"{me} (verified)" in text and "alice (inferred)" in text, text
+
+    async def over_mcp() -> list[bool]:
+        async with mcp_session(kitaru.project, kitaru.env) as session:
+            result = await session.call_tool(
+                "kitaru_deployments_history", {"flow": FLOW, "tag": "stable"}
+            )
+            assert not result.is_error and result.structured_content, result.content
+            return [c["byVerified"] for c in result.structured_content["changes"]]
+
+    assert anyio.run(over_mcp) == [True, False]

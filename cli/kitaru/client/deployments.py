@@ -460,8 +460,10 @@ class Deployments:
     def history(
         self, flow: str, tag: str | None = None, at: str | datetime | None = None
     ) -> dict[str, Any]:
-        """The recorded route changes of `flow` (of `tag` only, if given), oldest first;
-        with `at`: what each tag (or `tag`) routed to at that time."""
+        """The recorded route changes of `flow` (of `tag` only, if given), oldest first,
+        each with `byVerified` (`by` checked by the API server, or only inferred from a
+        field manager the writer named); with `at`: what each tag (or `tag`) routed to
+        at that time."""
         with core_errors():
             validate_flow(flow)
             if tag is not None:
