@@ -10,8 +10,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from cli_support import kitaru_argv, new_project
 from support import kubectl
+
+# The kinds must exist however this module is run (alone on a fresh cluster too).
+pytestmark = pytest.mark.usefixtures("crds_installed")
 
 
 def test_generated_curl_starts_the_pinned_version(
