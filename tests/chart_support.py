@@ -186,3 +186,27 @@ def render_operator_rbac(release: str, namespace: str) -> str:
         "--show-only",
         "templates/rbac-operator.yaml",
     ).stdout
+
+
+def server_and_ca() -> tuple[str, str]:
+    """The local cluster's API server URL and CA file, as its kubeconfig names them."""
+    admin = client.Configuration()
+    config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=admin)
+    return admin.host, admin.ssl_ca_cert
+
+
+def kitaru_as(namespace: str, token: str) -> Any:
+    """The SDK (`KitaruClient`) authenticated only by `token`, the namespace as project."""
+    from kitaru.client import KitaruClient
+    from kitaru.client.connection import Connection, Setting
+
+    server, ca = server_and_ca()
+    return KitaruClient(
+        Connection(
+            server=Setting(server, "test"),
+            token=Setting(token, "test"),
+            project=Setting(namespace, "test"),
+            ca_file=Setting(ca, "test"),
+            service_account=Setting("kitaru-client", "test"),
+        )
+    )

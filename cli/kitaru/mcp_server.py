@@ -334,7 +334,8 @@ def kitaru_deployments_history(
     ] = None,
 ) -> dict[str, Any]:
     """Recorded route changes of a flow (who, when, why, from -> to), oldest first; with
-    `at`, what its tags routed to at that time."""
+    `at`, what its tags routed to at that time. `byVerified` says whether `by` was checked
+    by the API server (true) or only inferred from a field manager the writer named."""
     return _kitaru().deployments.history(flow, tag, at=at)
 
 

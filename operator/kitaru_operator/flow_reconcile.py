@@ -30,6 +30,7 @@ from kitaru.core.backoff import Backoff
 from kitaru.core.compat import check_route_schema
 from kitaru.core.expiry import EXPIRED_BY, EXPIRED_REASON
 from kitaru.core.history import (
+    BY_OPERATOR,
     DEFAULT_HISTORY_LIMIT,
     Attribution,
     build_history,
@@ -260,7 +261,7 @@ class FlowReconciler:
                 Attribution(
                     at=format_time(datetime.fromtimestamp(expires, UTC)),
                     by=EXPIRED_BY,
-                    by_source="operator",
+                    by_source=BY_OPERATOR,
                     reason=EXPIRED_REASON,
                     generation=route.generation,
                 ),

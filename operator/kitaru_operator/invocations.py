@@ -178,16 +178,28 @@ async def _start_shadow(
     shadow: ShadowRef | None,
     inputs: dict[str, Any],
 ) -> None:
-    """Create the shadow run, if any. Never the primary's problem: a refusal is an Event."""
+    """Create the shadow run, if any. Never the primary's problem: a refusal, or its name
+    taken by an invocation that is not this one's shadow, is an Event."""
     if shadow is None:
         return
     meta = body["metadata"]
     manifest = build_shadow_invocation(body, spec, shadow.version, inputs)
     try:
-        await rt.api.create(INVOCATION, meta["namespace"], manifest)  # None: it exists
+        if await rt.api.create(INVOCATION, meta["namespace"], manifest) is not None:
+            return
+        existing = await rt.api.get(INVOCATION, meta["namespace"], shadow.name)
     except ApiError as exc:
         rt.events.post(
             _ref(body), "ShadowNotStarted", f"shadow run {shadow.name}: {exc}", warning=True
+        )
+        return
+    if existing is not None and (existing.get("spec") or {}).get("shadowOf") != meta["name"]:
+        rt.events.post(
+            _ref(body),
+            "ShadowNotStarted",
+            f"shadow run {shadow.name}: an invocation of that name exists and is not the "
+            f"shadow of {meta['name']}; it is left alone and not compared",
+            warning=True,
         )
 
 

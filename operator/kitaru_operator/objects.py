@@ -50,8 +50,11 @@ class Slim(BaseModel):
 
 
 class OwnerReference(Slim):
+    api_version: str = ""
     kind: str = ""
+    name: str = ""
     uid: str = ""
+    controller: bool = False
 
 
 class Meta(Slim):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
-from kitaru.core.names import GROUP
+from kitaru.core.names import ANNOTATION_CREATED_BY
 from kitaru.core.retention import FlowHistory, Retention, effective_retention
 
 from kitaru_operator.informer import Key
@@ -31,9 +31,6 @@ from kitaru_operator.objects import FinishedInvocation
 
 logger = logging.getLogger("kitaru_operator")
 FINISHED_SELECTOR = "status.phase!=,status.phase!=Pending,status.phase!=Running"
-# Who started a run: set by the clients, checked against the requesting user by
-# admission (kitaru-invocation-writes); history limits count per creator.
-ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
 DELETES_PER_SECOND = 50
 FlowKey = tuple[str, str]  # (namespace, flow)
 

@@ -3,7 +3,10 @@
 Two informers feed this module: the schedules (`ScheduleBook`) and their runs — only
 FlowInvocations labelled `kitaru.dev/schedule`, as a phase and a finish time each
 (`ScheduledRuns`), so memory follows the runs the history limits keep, not the
-namespace's 100 000 finished runs. Nothing polls: an idle schedule costs one timer
+namespace's 100 000 finished runs. The label only narrows the watch: a run counts as a
+schedule's (for Forbid, Replace and the history limits that delete runs) only when the
+schedule is its controller owner, by uid — what the operator sets when it starts the
+run, and what admission lets nobody else set. Nothing polls: an idle schedule costs one timer
 handle in the event loop; a tick, a spec change or one of its runs finishing runs one
 reconcile of that schedule (`kitaru.core.schedules.plan_pass` decides, from memory and
 the clock), which reads the schedule, starts or skips the tick's run, cancels (Replace)
@@ -85,41 +88,54 @@ class ScheduleClock:
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     schedule: str
+    schedule_uid: str
     run: ScheduledRun
 
 
 def scheduled_run_record(obj: ScheduledInvocation) -> RunRecord | None:
-    schedule = obj.metadata.labels.get(LABEL_SCHEDULE)
-    if not schedule:
+    """The run of the schedule that controls it (its controller owner reference), else
+    None: a `kitaru.dev/schedule` label alone makes nothing a schedule's run."""
+    owner = next(
+        (
+            ref
+            for ref in obj.metadata.owner_references
+            if ref.controller and ref.kind == "FlowSchedule" and ref.api_version == GROUP_VERSION
+        ),
+        None,
+    )
+    if owner is None or owner.name != obj.metadata.labels.get(LABEL_SCHEDULE):
         return None
     run = ScheduledRun(obj.metadata.name, obj.status.phase, parse_time(obj.status.completion_time))
-    return RunRecord(schedule, run)
+    return RunRecord(owner.name, owner.uid, run)
 
 
 class ScheduledRuns:
-    """Sink of the scheduled-run informer: each schedule's runs, by (namespace, name)."""
+    """Sink of the scheduled-run informer: each schedule's runs, by (namespace, name),
+    each with the uid of the schedule that owns it (a schedule deleted and created again
+    under its name does not inherit the runs of the one before)."""
 
     def __init__(self, finished: Callable[[Key], None]) -> None:
-        self.by_schedule: dict[Key, dict[str, ScheduledRun]] = {}
+        self.by_schedule: dict[Key, dict[str, tuple[str, ScheduledRun]]] = {}
         self.schedule_of: dict[Key, str] = {}
         self.finished = finished  # a run of this schedule finished or vanished
 
-    def of(self, key: Key) -> list[ScheduledRun]:
-        return list(self.by_schedule.get(key, {}).values())
+    def of(self, key: Key, uid: str) -> list[ScheduledRun]:
+        """The runs of the schedule `key` whose uid is `uid`."""
+        return [run for owner, run in self.by_schedule.get(key, {}).values() if owner == uid]
 
-    def add(self, namespace: str, schedule: str, run: ScheduledRun) -> None:
+    def add(self, namespace: str, schedule: str, uid: str, run: ScheduledRun) -> None:
         """Record a run this process created before its watch event arrives (Forbid
         must see it at once)."""
-        self.by_schedule.setdefault((namespace, schedule), {}).setdefault(run.name, run)
+        self.by_schedule.setdefault((namespace, schedule), {}).setdefault(run.name, (uid, run))
         self.schedule_of[(namespace, run.name)] = schedule
 
     def upsert(self, key: Key, record: RunRecord) -> None:
         owner = (key[0], record.schedule)
         runs = self.by_schedule.setdefault(owner, {})
         before = runs.get(record.run.name)
-        runs[record.run.name] = record.run
+        runs[record.run.name] = (record.schedule_uid, record.run)
         self.schedule_of[key] = record.schedule
-        if record.run.finished and (before is None or not before.finished):
+        if record.run.finished and (before is None or not before[1].finished):
             self.finished(owner)
 
     def delete(self, key: Key, record: RunRecord | None = None) -> None:
@@ -131,7 +147,7 @@ class ScheduledRuns:
         gone = runs.pop(key[1], None)
         if not runs:
             self.by_schedule.pop(owner, None)
-        if gone is not None and not gone.finished:
+        if gone is not None and not gone[1].finished:
             self.finished(owner)
 
     def keys(self, namespace: str | None) -> Iterable[Key]:
@@ -199,7 +215,7 @@ class ScheduleBook:
             status,
             created=parse_time(obj.metadata.creation_timestamp) or self.clock(),
             generation=obj.metadata.generation,
-            runs=self.runs.of(key),
+            runs=self.runs.of(key, obj.metadata.uid),
             now=self.clock(),
         )
         if decided.fire or decided.prune or decided.skipped or decided.events:
@@ -266,7 +282,7 @@ class ScheduleBook:
             status,
             created=parse_time(meta["creationTimestamp"]) or now,
             generation=meta.get("generation"),
-            runs=self.runs.of(key),
+            runs=self.runs.of(key, meta["uid"]),
             now=now,
         )
         for reason, message, warning in decided.events:
@@ -296,7 +312,7 @@ class ScheduleBook:
         run = build_scheduled_run(body, spec, tick)
         created = await self.api.create(INVOCATION, ref.namespace, run)
         name = run_name(ref.name, tick)
-        self.runs.add(ref.namespace, ref.name, ScheduledRun(name, None))
+        self.runs.add(ref.namespace, ref.name, ref.uid, ScheduledRun(name, None))
         if created is None:
             logger.info("%s: the run %s of %s exists already", ref, name, tick)
             return

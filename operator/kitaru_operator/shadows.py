@@ -93,6 +93,12 @@ class ShadowTally:
         for name in self.primaries.get((namespace, flow, tag), ()):
             primary = self.sides.get((namespace, name))
             shadow = self.sides.get((namespace, primary.partner)) if primary else None
-            if primary is not None and shadow is not None and shadow.version == version:
+            if (
+                primary is not None
+                and shadow is not None
+                and shadow.is_shadow
+                and shadow.partner == name  # the run named as its shadow says it is one
+                and shadow.version == version
+            ):
                 pairs.append((primary.outcome, shadow.outcome))
         return summarize(version, pairs)

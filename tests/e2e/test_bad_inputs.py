@@ -824,6 +824,19 @@ CLI_CASES = [
         "PromotionNotFound",
         "has no waiting promotion of tag 'stable'",
     ),
+    _cli(
+        "cli-auth-token-other-server",
+        "auth token --server https://prod.example.com:6443",
+        "ServerMismatch",
+        "not https://prod.example.com:6443, the server it was asked for: switch to that "
+        "server's connection",
+    ),
+    _cli(
+        "cli-auth-token-over-a-day",
+        "auth token --duration 86401",
+        "UsageError",
+        "86401 is not in the range 600<=x<=86400",
+    ),
 ]
 
 
@@ -1222,6 +1235,12 @@ SDK_CASES = [
         lambda c, p: c.deployments.cancel_promotion(FLOW, "stable"),
         "PromotionNotFound",
         "has no waiting promotion of tag 'stable'",
+    ),
+    _sdk(
+        "sdk-auth-token-other-server",
+        lambda c, p: c.auth_token(server="https://prod.example.com:6443"),
+        "ServerMismatch",
+        "the server it was asked for",
     ),
 ]
 
@@ -1630,6 +1649,12 @@ def _forged(manifest: str) -> str:
     return json.dumps(obj)
 
 
+def _annotated(manifest: str, annotations: dict[str, str]) -> str:
+    obj = json.loads(manifest)
+    obj["metadata"]["annotations"] = annotations
+    return json.dumps(obj)
+
+
 def _finv(name: str = "bad-run", **spec: Any) -> str:
     return _obj("FlowInvocation", name, {"flow": FLOW, **spec})
 
@@ -1941,6 +1966,26 @@ KUBECTL_CASES = [
         "kubectl-schedule-name-too-long",
         _fsched(name="n" * 53),
         "a schedule name is lowercase letters, digits and '-', at most 52 characters",
+    ),
+    _kubectl(
+        "kubectl-invocation-forged-creator",
+        _annotated(_finv("signed-run", version=1), {"kitaru.dev/created-by": "someone-else"}),
+        "annotation kitaru.dev/created-by must name the user making the request",
+    ),
+    _kubectl(
+        "kubectl-client-token-secret",
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {
+                    "name": "client-token",
+                    "annotations": {"kubernetes.io/service-account.name": "kitaru-client"},
+                },
+            }
+        ),
+        "a Secret holding a token of ServiceAccount kitaru-client would never expire",
     ),
 ]
 

@@ -10,8 +10,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from cli_support import kitaru_argv, new_project
 from support import kubectl
+
+# The kinds must exist however this module is run (alone on a fresh cluster too).
+pytestmark = pytest.mark.usefixtures("crds_installed")
 
 
 def test_generated_curl_starts_the_pinned_version(
@@ -25,7 +29,13 @@ def test_generated_curl_starts_the_pinned_version(
         "flow deployments curl research_agent --tag stable --input '{\"topic\": \"it'\\''s curl\"}'"
     ).out
     assert "# This command is pinned to v2; regenerate it if the tag moves." in script
-    assert 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)" || exit 1' in script
+    server = json.loads(kubectl("config", "view", "--minify", "-o", "json").stdout)["clusters"][0][
+        "cluster"
+    ]["server"]
+    assert (
+        f'KITARU_SERVER_ACCESS_TOKEN="$(KITARU_PROJECT={namespace} kitaru auth token '
+        f'--server {server})" || exit 1'
+    ) in script
 
     # Run it as a script would: `kitaru` on PATH, the same active connection.
     env = {**kitaru.env, "PATH": f"{Path(kitaru_argv()[0]).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -47,6 +57,20 @@ def test_generated_curl_starts_the_pinned_version(
     )
     assert "tag" not in spec
     exec_id = created["metadata"]["name"]
+
+    # Run where another server's connection is active, it mints nothing and calls nothing:
+    # the token is never sent to a server it was not minted for.
+    elsewhere = {**env, "KITARU_SERVER_URL": "https://127.0.0.2:6443", "KITARU_AUTH_TOKEN": "x"}
+    refused = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=kitaru.project,
+        env=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and refused.stdout == "", refused.stdout
+    assert f"not {server}, the server it was asked for" in refused.stderr, refused.stderr
 
     # The tag moves afterwards; the printed command stays pinned to v2.
     kitaru("flow tag research_agent stable --version 1 --exclusive")
@@ -116,4 +140,5 @@ def test_auth_token_without_rights_to_create_the_client_names_what_to_ask(
     assert error["type"] == "ServiceAccountNotFound"
     assert "ask a project admin" in error["message"]
     assert f"kubectl -n {namespace} create serviceaccount kitaru-client" in error["message"]
+    assert "--clusterrole=kitaru-client " in error["message"]  # never the consumer role
     assert token not in failed.err + failed.out

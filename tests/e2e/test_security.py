@@ -177,7 +177,7 @@ def test_minted_tokens_appear_in_no_output(
     script = json.loads(kitaru("flow deployments curl research_agent --tag stable -o json").out)[
         "item"
     ]["script"]
-    assert 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)"' in script
+    assert f'KITARU_SERVER_ACCESS_TOKEN="$(KITARU_PROJECT={namespace} kitaru auth token' in script
     assert not leaks(tokens, outputs), leaks(tokens, outputs)
     assert "Traceback" not in operator.log()
 

@@ -155,6 +155,7 @@ def test_pages_load(producer: Kitaru, browser: WebDriver, namespace: str, tmp_pa
         assert "kitaru invoke research_agent --tag canary" in curl.text
         history = text_of(browser, "#history")
         assert "canary" in history and "default" in history
+        assert "(verified)" in history  # tagged by the CLI: signed, checked by admission
 
         browser.find_element(
             By.CSS_SELECTOR, 'tr.version[data-version="1"] a.invoke-version'

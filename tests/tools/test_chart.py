@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kitaru.core.tokens import CLIENT_RULES
 from support import bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,6 +174,7 @@ def test_operator_rbac_is_least_privilege() -> None:
         "kitaru-producer",
         "kitaru-consumer",
         "kitaru-viewer",
+        "kitaru-client",
     }
     framework = roles["kitaru-kitaru-operator-framework"]["rules"]
     application = roles["kitaru-kitaru-operator-application"]["rules"]
@@ -236,6 +238,14 @@ def test_user_roles_and_aggregation() -> None:
     for plural in ("flowdeployments", "flowroutes", "flowinvocations", "flowpromotions"):
         assert rules_allow(viewer["rules"], group, plural, "list")
         assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in viewer["rules"])
+
+    # Only producers may cancel anyone's run (cancel-any, asked by admission).
+    assert rules_allow(producer["rules"], group, "flowinvocations", "cancel-any")
+    assert not rules_allow(consumer["rules"], group, "flowinvocations", "cancel-any")
+    # The client role is what `kitaru auth token` gives kitaru-client, never aggregated.
+    client = roles["kitaru-client"]
+    assert client["rules"] == [rule.wire() for rule in CLIENT_RULES]
+    assert not any("aggregate" in k for k in client["metadata"]["labels"])
 
     aggregate = "rbac.authorization.k8s.io/aggregate-to-"
     assert producer["metadata"]["labels"][aggregate + "edit"] == "true"

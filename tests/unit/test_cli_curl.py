@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from pathlib import Path
 from typing import Any
 
-from kitaru.client.curl import invocations_url, render_curl
+from kitaru.client.curl import invocations_url, render_curl, token_command
 from kitaru.core.idempotency import idempotent_name
 
 BASE: dict[str, Any] = {
@@ -16,6 +17,9 @@ BASE: dict[str, Any] = {
     "flow": "research_agent",
     "version": 2,
 }
+
+
+SERVER = {"server": BASE["server"], "namespace": BASE["namespace"]}
 
 
 def _curl_argv(script: str) -> list[str]:
@@ -38,7 +42,10 @@ def test_tag_comments_say_it_is_pinned() -> None:
         == "# Tag 'stable' of flow 'research_agent' resolved to v2 when this was generated."
     )
     assert lines[1] == "# This command is pinned to v2; regenerate it if the tag moves."
-    assert lines[2] == 'KITARU_SERVER_ACCESS_TOKEN="$(kitaru auth token)" || exit 1'
+    assert lines[2] == (
+        'KITARU_SERVER_ACCESS_TOKEN="$(KITARU_PROJECT=team-a kitaru auth token '
+        '--server https://127.0.0.1:6443)" || exit 1'
+    )
 
 
 def test_version_selector_has_no_regenerate_warning() -> None:
@@ -95,7 +102,7 @@ def test_token_is_read_at_run_time_never_inlined() -> None:
 def test_the_script_is_valid_shell_and_expands_the_token() -> None:
     script = render_curl(**BASE, tag="stable", inputs={"topic": "a'b; rm -rf /"})
     # Replace the two commands with ones that print what they received.
-    probe = script.replace("$(kitaru auth token)", "$(echo TOKEN123)").replace(
+    probe = script.replace(f"$({token_command(**SERVER)})", "$(echo TOKEN123)").replace(
         "curl --fail", "printf '%s\\n' --fail", 1
     )
     out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout
@@ -106,7 +113,23 @@ def test_the_script_is_valid_shell_and_expands_the_token() -> None:
 
 
 def test_the_script_stops_before_curl_when_no_token_comes() -> None:
-    script = render_curl(**BASE).replace("$(kitaru auth token)", "$(false)")
+    script = render_curl(**BASE).replace(f"$({token_command(**SERVER)})", "$(false)")
     probe = script.replace("curl --fail", "echo CURL-RAN --fail", 1)
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
     assert done.returncode == 1 and "CURL-RAN" not in done.stdout
+
+
+def test_the_token_is_minted_only_for_the_server_and_project_it_calls(tmp_path: Path) -> None:
+    """`kitaru auth token` gets the script's server and project: run where another
+    server's connection is active, it refuses and curl never runs (a fake `kitaru` on
+    PATH records what it was asked)."""
+    fake = tmp_path / "kitaru"
+    fake.write_text('#!/bin/sh\necho "$KITARU_PROJECT $*" > "$0.args"; exit 1\n')
+    fake.chmod(0o755)
+    script = render_curl(**{**BASE, "namespace": "it's-a-project"})
+    probe = script.replace("curl --fail", "echo CURL-RAN --fail", 1)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "KITARU_PROJECT": "elsewhere"}
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "CURL-RAN" not in done.stdout
+    asked = (tmp_path / "kitaru.args").read_text().strip()
+    assert asked == "it's-a-project auth token --server https://127.0.0.1:6443"

@@ -11,9 +11,11 @@ from kitaru.core.history import (
     HistoryTooShort,
     NoPreviousTarget,
     attribution,
+    change_record,
     parse_time,
     record_change,
     rollback_target,
+    shown_by,
     targets_at,
 )
 from kitaru.core.models import FlowHistorySpec, RouteChangeAction
@@ -142,3 +144,27 @@ def test_a_kubectl_write_in_the_clients_second_is_kubectls() -> None:
             {"annotations": annotations, "generation": 4, "managedFields": entries}, NOW
         )
         assert (who.by, who.by_source) == ("kubectl-patch", "managedFields")
+
+
+def test_every_surface_says_whether_by_was_verified_or_inferred() -> None:
+    history = FlowHistorySpec(flow="research_agent")
+    record_change(history, "stable", view("stable", 2), at(0))
+    forged = Attribution(at="2025-06-01T12:00:30Z", by="alice", by_source="managedFields")
+    record_change(history, "stable", view("stable", 3), forged)
+    expired = Attribution(at="2025-06-01T12:00:40Z", by="kitaru-operator", by_source="operator")
+    record_change(history, "stable", None, expired)
+    unknown = Attribution(at="2025-06-01T12:00:50Z")
+    record_change(history, "stable", view("stable", 1), unknown)
+    records = [change_record(c) for c in history.changes]
+    assert [(r["by"], r["bySource"], r["byVerified"]) for r in records] == [
+        ("alice", "annotation", True),
+        ("alice", "managedFields", False),
+        ("kitaru-operator", "operator", True),
+        ("", "", False),
+    ]
+    assert [shown_by(r) for r in records] == [
+        "alice (verified)",
+        "alice (inferred)",
+        "kitaru-operator (verified)",
+        "?",
+    ]

@@ -136,3 +136,19 @@ def test_the_tally_counts_each_pair_once_whichever_finishes_first() -> None:
 def test_runs_without_shadows_are_not_tallied() -> None:
     record = finished_record(invocation("plain", "Completed", "a", tag="stable"))
     assert record is not None and record.side is None and record.run is not None
+
+
+def test_a_run_named_as_a_shadow_counts_only_if_it_is_that_ones_shadow() -> None:
+    tally = ShadowTally(lambda *route: None)
+    for obj in (
+        invocation("p1", "Completed", "a", tag="stable", shadow="p1-shadow"),
+        # A primary of its own (mirrored elsewhere) that took the shadow's name, and the
+        # shadow of another run under it: neither is p1's shadow.
+        invocation("p1-shadow", "Completed", "x", version=3, tag="stable", shadow="q"),
+        invocation("p2", "Completed", "a", tag="stable", shadow="p2-shadow"),
+        invocation("p2-shadow", "Completed", "x", version=3, shadowOf="p9"),
+    ):
+        record = finished_record(obj)
+        assert record is not None and record.side is not None
+        tally.upsert(("ns", obj.metadata.name), record.side)
+    assert tally.summary("ns", "agent", "stable", 3).compared == 0

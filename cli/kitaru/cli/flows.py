@@ -193,7 +193,12 @@ def limit_command(
 @click.option("--at", "at", default=None, help="What the tags routed to at this time (ISO 8601).")
 @kitaru_command
 def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
-    """Recorded route changes of FLOW (of TAG only), or with --at what they routed to then."""
+    """Recorded route changes of FLOW (of TAG only), or with --at what they routed to then.
+
+    BY says who and how it is known: verified (checked by the API server against the
+    requesting user) or inferred (the field manager the writer named)."""
+    from kitaru.core.history import shown_by
+
     history = client().deployments.history(flow_name, tag, at=at)
     if at is not None:
         routes = history["routes"]
@@ -212,7 +217,7 @@ def history_command(flow_name: str, tag: str | None, at: str | None) -> Output:
             c["action"],
             _recorded_target(c, "from"),
             _recorded_target(c, "to"),
-            c.get("by") or "?",
+            shown_by(c),
             c.get("reason", ""),
         ]
         for c in changes

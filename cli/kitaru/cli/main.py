@@ -25,6 +25,7 @@ from kitaru.cli.schedules import schedule
 from kitaru.client.errors import InvalidArguments, KitaruError
 from kitaru.core.names import shown
 from kitaru.core.retention import Retention
+from kitaru.core.tokens import CLIENT_TOKEN_MAX_SECONDS, CLIENT_TOKEN_MIN_SECONDS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -351,21 +352,29 @@ def auth() -> None:
 @auth.command()
 @click.option(
     "--duration",
-    type=click.IntRange(600, 86400),
+    type=click.IntRange(CLIENT_TOKEN_MIN_SECONDS, CLIENT_TOKEN_MAX_SECONDS),
     default=3600,
     show_default=True,
-    help="Lifetime in seconds.",
+    help="Lifetime in seconds (at most a day).",
+)
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Refuse unless the connection's API server is URL (the printed curl passes the "
+    "server it calls, so its token is never minted for another one).",
 )
 @kitaru_command
-def token(duration: int) -> Output:
+def token(duration: int, server: str | None) -> Output:
     """Print a short-lived token for the configured ServiceAccount (TokenRequest).
 
     The ServiceAccount is KITARU_SERVICE_ACCOUNT, `kitaru login --service-account`,
-    or `kitaru-client`. RBAC needed: `create` on `serviceaccounts/token` in the project.
+    or `kitaru-client`; a `kitaru-client` token that may do more than invoke and read
+    is refused. RBAC needed: `create` on `serviceaccounts/token` in the project.
     A stored token is never printed.
     """
     kitaru = client()
-    minted = kitaru.auth_token(duration)
+    minted = kitaru.auth_token(duration, server=server)
     return Output(
         item={"token": minted, "service_account": kitaru.service_account(), "expires_in": duration},
         text=minted,

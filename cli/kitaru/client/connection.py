@@ -121,6 +121,17 @@ class Connection:
             )
         return self
 
+    def with_token(self, token: str) -> Connection:
+        """This connection authenticated by `token` instead (same server, CA and project)."""
+        return Connection(
+            server=self.server,
+            token=Setting(token, "minted"),
+            project=self.project,
+            ca_file=self.ca_file,
+            service_account=self.service_account,
+            ca_data=self.ca_data,
+        )
+
     def ca_path(self, cache_dir: Path | None = None) -> str | None:
         """A CA file for tools that need a path (curl); embedded CA data is written once."""
         if self.ca_file.is_set:

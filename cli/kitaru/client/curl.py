@@ -2,7 +2,10 @@
 
 The command POSTs a FlowInvocation pinned to the version the selector resolved to
 when it was generated. The token comes from `kitaru auth token` when the script runs;
-no token is ever written into the text. Every value is shell-quoted.
+no token is ever written into the text. The script names its server and project to
+`kitaru auth token`, which refuses to mint a token when the connection active where the
+script runs is another server's: a token is never sent to a server it was not minted
+for. Every value is shell-quoted.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from kitaru.client.connection import ENV_PROJECT
 from kitaru.core.manifests import build_invocation
 from kitaru.core.names import API_VERSION, GROUP, INVOCATIONS, shown
 
@@ -88,9 +92,16 @@ def render_curl(
         shlex.quote(invocations_url(server, namespace)),
     ]
     # No token, no request: stop before curl rather than send an empty bearer.
-    lines.append(f'{TOKEN_VARIABLE}="$(kitaru auth token)" || exit 1')
+    lines.append(f'{TOKEN_VARIABLE}="$({token_command(server, namespace)})" || exit 1')
     lines.append(" \\\n  ".join(_pairs(args)))
     return "\n".join(lines) + "\n"
+
+
+def token_command(server: str, namespace: str) -> str:
+    """`kitaru auth token` for the project the script invokes in, refused unless the
+    active connection's server is the one the script calls."""
+    project = f"{ENV_PROJECT}={shlex.quote(namespace)}"
+    return f"{project} kitaru auth token --server {shlex.quote(server.rstrip('/'))}"
 
 
 def _pairs(args: list[str]) -> list[str]:

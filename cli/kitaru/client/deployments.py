@@ -48,6 +48,7 @@ from kitaru.client.versions import check_deploy_tag, create_next_version
 from kitaru.core.expiry import expiry_time, format_expiry
 from kitaru.core.history import (
     HISTORIES,
+    change_record,
     format_time,
     history_name,
     parse_history,
@@ -462,8 +463,10 @@ class Deployments:
     def history(
         self, flow: str, tag: str | None = None, at: str | datetime | None = None
     ) -> dict[str, Any]:
-        """The recorded route changes of `flow` (of `tag` only, if given), oldest first;
-        with `at`: what each tag (or `tag`) routed to at that time."""
+        """The recorded route changes of `flow` (of `tag` only, if given), oldest first,
+        each with `byVerified` (`by` checked by the API server, or only inferred from a
+        field manager the writer named); with `at`: what each tag (or `tag`) routed to
+        at that time."""
         with core_errors():
             validate_flow(flow)
             if tag is not None:
@@ -476,7 +479,7 @@ class Deployments:
             obj = None
         history = parse_history(obj, flow)
         if when is None:
-            changes = [c.wire() for c in history.changes if tag is None or c.tag == tag]
+            changes = [change_record(c) for c in history.changes if tag is None or c.tag == tag]
             return {"flow": flow, "tag": tag, "changes": changes}
         with core_errors():
             routes = targets_at(history, when)
@@ -620,6 +623,7 @@ class Deployments:
                 name=name,
                 routing_key=routing_key,
                 idempotency_key=idempotency_key,
+                created_by=self._kube.username(),
             )
             return deployment, body
 

@@ -396,6 +396,21 @@ class Kube:
         token: str = response.status.token
         return token
 
+    def rules_review(self) -> builtins.list[dict[str, Any]]:
+        """What this connection may do in the project, as the API server lists it
+        (SelfSubjectRulesReview: every identity may ask): the resource rules, wire form."""
+        from kubernetes import client
+
+        review = client.V1SelfSubjectRulesReview(
+            spec=client.V1SelfSubjectRulesReviewSpec(namespace=self.namespace)
+        )
+        with self.calling("self subject rules review"):
+            answer = client.AuthorizationV1Api(self.api_client).create_self_subject_rules_review(
+                review
+            )
+        rules = answer.status.resource_rules if answer.status else None
+        return [self.api_client.sanitize_for_serialization(rule) for rule in rules or []]
+
     def username(self) -> str:
         """Who the API server says this connection is (SelfSubjectReview); cached."""
         if self._username is None:

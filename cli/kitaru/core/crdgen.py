@@ -24,17 +24,28 @@ import yaml
 from pydantic import BaseModel
 
 from kitaru.core import models
-from kitaru.core.history import ANNOTATION_CHANGE_GENERATION, ANNOTATION_CHANGED_BY
+from kitaru.core.history import (
+    ANNOTATION_CHANGE_GENERATION,
+    ANNOTATION_CHANGED_BY,
+    ANNOTATION_REASON,
+)
 from kitaru.core.names import (
+    ANNOTATION_CREATED_BY,
     ANNOTATION_DELETING_FLOW,
     ANNOTATION_HIGHEST_VERSION,
+    ANNOTATION_SCHEDULED_AT,
     API_VERSION,
     DEFAULT_TAG,
     GROUP,
+    INVOCATIONS,
+    LABEL_SCHEDULE,
     SCHEDULE_NAME_MAX_LENGTH,
     SCHEDULE_NAME_PATTERN,
     SCHEDULES,
+    VERB_CANCEL_ANY,
 )
+from kitaru.core.shadow import LABEL_SHADOW_OF
+from kitaru.core.tokens import CLIENT_SERVICE_ACCOUNT, CLIENT_TOKEN_MAX_SECONDS
 
 CATEGORY = "kitaru"
 ADMISSION_FILE = f"{GROUP}_admission.yaml"
@@ -603,34 +614,6 @@ def admission_policies() -> list[dict[str, Any]]:
         group="",
         version="v1",
     )
-    # Route history names who changed a route from the client's annotation; it counts
-    # only when it claims the route's current generation, and then it must name the user
-    # making the request (metadata.generation is already the new one during admission).
-    # Writes that leave both annotations as they were (kubectl, GitOps, the operator's
-    # high-water mark) pass: the history then names the field manager instead.
-    old_claimed = _annotation("oldObject", ANNOTATION_CHANGE_GENERATION)
-    changed_by = _policy(
-        "kitaru-route-changed-by",
-        "flowroutes",
-        ["CREATE", "UPDATE"],
-        [
-            {
-                "expression": f"{_NAMESPACE_DELETING} || variables.by == ''"
-                " || variables.claimed != string(object.metadata.generation)"
-                " || variables.by == request.userInfo.username"
-                " || (request.operation == 'UPDATE'"
-                f" && variables.by == {_annotation('oldObject', ANNOTATION_CHANGED_BY)}"
-                f" && variables.claimed == {old_claimed})",
-                "messageExpression": f"'annotation {ANNOTATION_CHANGED_BY} must name the user "
-                "making the request (' + request.userInfo.username + '), not ' + variables.by",
-                "reason": "Forbidden",
-            }
-        ],
-        variables=[
-            {"name": "by", "expression": _annotation("object", ANNOTATION_CHANGED_BY)},
-            {"name": "claimed", "expression": _annotation("object", ANNOTATION_CHANGE_GENERATION)},
-        ],
-    )
     # CEL has no clock; the API server stamps the writer's managedFields entry with the
     # time of this request before admission, so "after every managedFields time" is "in
     # the future". Only a write that sets or changes expiresAt is checked: annotating or
@@ -655,8 +638,258 @@ def admission_policies() -> list[dict[str, Any]]:
             }
         ],
     )
-    rules = [exclusive_holder, default_route, never_reuse, protect_sources, changed_by]
+    rules = [exclusive_holder, default_route, never_reuse, protect_sources, _route_changed_by()]
+    rules += [_invocation_writes(), *_client_token_policies()]
     return [document for rule in [*rules, future_expiry] for document in rule]
+
+
+def _route_changed_by() -> list[dict[str, Any]]:
+    """Route history names who changed a route from the client's stamp: `changed-by`,
+    `change-generation` (the generation the write makes) and `reason`. The history
+    counts a stamp only while it claims the route's current generation, so the API
+    server lets a claim of the current generation exist only as a signature of the write
+    that made it: a stamp that changes and claims anything must name the requesting user
+    and the generation this write makes, on a write that changes the spec (the generation
+    moves; during admission metadata.generation is already the new one); a stamp left as
+    it was may not be carried into the generation it claims by anyone else. Writes that
+    leave the stamp alone otherwise pass (kubectl, GitOps, the operator's high-water mark):
+    the history then infers the writer from managedFields and says so."""
+    claim_valid = (
+        "variables.claimed == string(object.metadata.generation)"
+        " && variables.by == request.userInfo.username && variables.moved"
+    )
+    carried = (
+        "!variables.moved || variables.claimed != string(object.metadata.generation)"
+        " || variables.by == request.userInfo.username"
+    )
+    old = "request.operation == 'UPDATE' ? {} : ''"
+    return _policy(
+        "kitaru-route-changed-by",
+        "flowroutes",
+        ["CREATE", "UPDATE"],
+        [
+            {
+                "expression": f"{_NAMESPACE_DELETING} || !variables.changed"
+                f" || variables.claimed == '' || ({claim_valid})",
+                "messageExpression": "variables.by != request.userInfo.username"
+                f" ? 'annotation {ANNOTATION_CHANGED_BY} must name the user making the request"
+                " (' + request.userInfo.username + '), not ' + variables.by"
+                " : variables.claimed != string(object.metadata.generation)"
+                f" ? 'annotation {ANNOTATION_CHANGE_GENERATION} must be the generation this"
+                " write makes (' + string(object.metadata.generation) + '), not '"
+                " + variables.claimed + ': drop the kitaru.dev route history annotations from"
+                " the manifest, kitaru writes them itself'"
+                " : 'route history annotations sign a change of the route: this write leaves"
+                " its spec as it was, so it cannot claim generation ' + variables.claimed",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": f"{_NAMESPACE_DELETING} || variables.changed || {carried}",
+                "messageExpression": f"'annotation {ANNOTATION_CHANGE_GENERATION} claims"
+                " generation ' + variables.claimed + ' for ' + variables.by + ', the"
+                " generation this write makes, and only ' + variables.by + ' may carry that"
+                " claim: remove the route history annotations first (kubectl annotate"
+                f" flowroute ' + object.metadata.name + ' {ANNOTATION_CHANGED_BY}-"
+                f" {ANNOTATION_CHANGE_GENERATION}- {ANNOTATION_REASON}-)'",
+                "reason": "Forbidden",
+            },
+        ],
+        variables=[
+            {"name": "by", "expression": _annotation("object", ANNOTATION_CHANGED_BY)},
+            {"name": "claimed", "expression": _annotation("object", ANNOTATION_CHANGE_GENERATION)},
+            {"name": "reason", "expression": _annotation("object", ANNOTATION_REASON)},
+            {
+                "name": "changed",
+                "expression": " || ".join(
+                    f"variables.{name} != ({old.format(_annotation('oldObject', key))})"
+                    for name, key in (
+                        ("by", ANNOTATION_CHANGED_BY),
+                        ("claimed", ANNOTATION_CHANGE_GENERATION),
+                        ("reason", ANNOTATION_REASON),
+                    )
+                ),
+            },
+            {
+                "name": "moved",
+                "expression": "request.operation == 'CREATE'"
+                " || object.metadata.generation != oldObject.metadata.generation",
+            },
+        ],
+    )
+
+
+# --- admission: who may write what of an invocation --------------------------------
+
+# Only the operator writes runs' status; so "may update flowinvocations/status" names the
+# operator in a static policy without knowing its ServiceAccount (cluster admins and the
+# garbage collector, which removes finalizers and orphaned owner references, hold it too).
+_OPERATOR = (
+    f"authorizer.group('{GROUP}').resource('{INVOCATIONS}').subresource('status')"
+    ".namespace(request.namespace).check('update').allowed()"
+)
+_CANCEL_ANY = (
+    f"authorizer.group('{GROUP}').resource('{INVOCATIONS}').namespace(request.namespace)"
+    f".name(object.metadata.name).check('{VERB_CANCEL_ANY}').allowed()"
+)
+# What the operator alone sets on the runs it starts: a schedule's tick, a shadow run.
+OPERATOR_LABELS = (LABEL_SCHEDULE, LABEL_SHADOW_OF)
+OPERATOR_ANNOTATIONS = (ANNOTATION_SCHEDULED_AT,)
+# Compared on every update by anyone but the operator: all of them stay as they were.
+_GUARDED_METADATA = ("labels", "annotations", "ownerReferences", "finalizers")
+
+
+def _unchanged_metadata(field: str) -> str:
+    """CEL: metadata.<field> is what it was (absent and empty are the same)."""
+    new, old = f"object.metadata.{field}", f"oldObject.metadata.{field}"
+    return (
+        f"((has({new}) ? size({new}) : 0) == 0 && (has({old}) ? size({old}) : 0) == 0"
+        f" || has({new}) && has({old}) && {new} == {old})"
+    )
+
+
+def _invocation_writes() -> list[dict[str, Any]]:
+    """An invocation is a record of who asked for what. Anyone but the operator may
+    create one without the operator's own marks (a schedule's label, a shadow's
+    `shadowOf`, owner references to Kitaru objects), signed by nobody or by themselves
+    (`created-by`), and may afterwards only ask to cancel it (its spec is immutable
+    otherwise: CRD CEL) — a run they started, or any run with the `cancel-any` verb."""
+    not_operator = f"{_NAMESPACE_DELETING} || variables.operator"
+    creating = "request.operation != 'CREATE'"
+    reserved_labels = " || ".join(
+        f"(has(object.metadata.labels) && '{key}' in object.metadata.labels)"
+        for key in OPERATOR_LABELS
+    )
+    reserved_annotations = " || ".join(
+        f"(has(object.metadata.annotations) && '{key}' in object.metadata.annotations)"
+        for key in OPERATOR_ANNOTATIONS
+    )
+    only_operator = "'; only the operator sets it on the runs it starts'"
+    return _policy(
+        "kitaru-invocation-writes",
+        INVOCATIONS,
+        ["CREATE", "UPDATE"],
+        [
+            {
+                "expression": f"{creating} || variables.createdBy == ''"
+                " || variables.createdBy == request.userInfo.username",
+                "messageExpression": f"'annotation {ANNOTATION_CREATED_BY} must name the user"
+                " making the request (' + request.userInfo.username + '), not '"
+                " + variables.createdBy + ': leave it out, or let kitaru set it'",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": f"{not_operator} || {creating} || !has(object.spec.shadowOf)",
+                "messageExpression": "'spec.shadowOf marks the shadow run of another"
+                f" execution' + {only_operator} + ' (kitaru flow shadow)'",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": f"{not_operator} || {creating}"
+                f" || !({reserved_labels} || {reserved_annotations})",
+                "messageExpression": "'labels "
+                + ", ".join(OPERATOR_LABELS)
+                + " and annotation "
+                + ", ".join(OPERATOR_ANNOTATIONS)
+                + f" mark the runs of schedules and shadows' + {only_operator}",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": f"{not_operator} || {creating}"
+                " || !has(object.metadata.ownerReferences)"
+                f" || object.metadata.ownerReferences.all(r, !r.apiVersion.startsWith('{GROUP}/'))",
+                "messageExpression": f"'an owner reference to a {GROUP} object makes a run part"
+                " of a schedule or another execution (and deleted with it)' + "
+                f"{only_operator}",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": f"{not_operator} || request.operation != 'UPDATE' || "
+                + " && ".join(_unchanged_metadata(field) for field in _GUARDED_METADATA),
+                "messageExpression": "'the labels, annotations, owner references and"
+                " finalizers of execution ' + object.metadata.name + ' are for the operator"
+                " to change; you may only ask to cancel it (spec.cancelRequested: kitaru"
+                " executions cancel ' + object.metadata.name + ')'",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": f"{not_operator} || !variables.cancelling"
+                " || (variables.creator != '' && variables.creator == request.userInfo.username)"
+                f" || {_CANCEL_ANY}",
+                "messageExpression": "(variables.creator == ''"
+                " ? 'execution ' + object.metadata.name + ' records no creator (started by"
+                " kubectl, GitOps, a schedule or a script)'"
+                " : 'execution ' + object.metadata.name + ' was started by '"
+                " + variables.creator + ', not ' + request.userInfo.username)"
+                " + ': you may cancel only the executions you started; cancelling any needs"
+                f" the {VERB_CANCEL_ANY} verb on {INVOCATIONS} (the producer role)'",
+                "reason": "Forbidden",
+            },
+        ],
+        variables=[
+            {"name": "operator", "expression": _OPERATOR},
+            {"name": "createdBy", "expression": _annotation("object", ANNOTATION_CREATED_BY)},
+            {
+                "name": "creator",
+                "expression": "request.operation == 'UPDATE'"
+                f" ? {_annotation('oldObject', ANNOTATION_CREATED_BY)} : ''",
+            },
+            {
+                "name": "cancelling",
+                "expression": "request.operation == 'UPDATE'"
+                " && has(object.spec.cancelRequested) && object.spec.cancelRequested"
+                " && !(has(oldObject.spec.cancelRequested) && oldObject.spec.cancelRequested)",
+            },
+        ],
+    )
+
+
+# --- admission: the client identity's tokens --------------------------------------------
+
+
+def _client_token_policies() -> list[list[dict[str, Any]]]:
+    """Tokens of the project's client identity (`kitaru-client`) live at most a day,
+    whoever mints them (the TokenRequest API takes any expirationSeconds up to the
+    cluster-wide --service-account-max-token-expiration, which a project cannot set), and
+    never in a Secret (a legacy service-account-token Secret never expires)."""
+    lifetime = _policy(
+        "kitaru-client-token-lifetime",
+        "serviceaccounts/token",
+        "CREATE",
+        [
+            {
+                "expression": f"request.name != '{CLIENT_SERVICE_ACCOUNT}'"
+                " || !has(object.spec.expirationSeconds)"
+                f" || object.spec.expirationSeconds <= {CLIENT_TOKEN_MAX_SECONDS}",
+                "messageExpression": f"'tokens of ServiceAccount {CLIENT_SERVICE_ACCOUNT} live"
+                f" at most {CLIENT_TOKEN_MAX_SECONDS} seconds (a day), not '"
+                " + string(object.spec.expirationSeconds) + ': ask for a shorter one"
+                f" (kitaru auth token --duration {CLIENT_TOKEN_MAX_SECONDS})'",
+                "reason": "Invalid",
+            }
+        ],
+        group="",
+        version="v1",
+    )
+    account = _annotation("object", "kubernetes.io/service-account.name")
+    no_secrets = _policy(
+        "kitaru-client-no-secret-tokens",
+        "secrets",
+        ["CREATE", "UPDATE"],
+        [
+            {
+                "expression": "!has(object.type)"
+                " || object.type != 'kubernetes.io/service-account-token'"
+                f" || {account} != '{CLIENT_SERVICE_ACCOUNT}'",
+                "message": f"a Secret holding a token of ServiceAccount {CLIENT_SERVICE_ACCOUNT}"
+                " would never expire: mint a short-lived one when it is needed (kitaru auth"
+                " token)",
+                "reason": "Forbidden",
+            }
+        ],
+        group="",
+        version="v1",
+    )
+    return [lifetime, no_secrets]
 
 
 # --- files ------------------------------------------------------------------------

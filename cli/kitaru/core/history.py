@@ -25,9 +25,10 @@ from kitaru.core.names import DEFAULT_TAG, GROUP_VERSION, LABEL_FLOW, flow_dns
 from kitaru.core.routing import RouteView, format_versions, split_from, weighted_versions
 
 HISTORIES = "flowhistories"
-# Who and why, set by the client on its route writes. `changed-by` is checked by the
-# admission policy kitaru-route-changed-by: it must name the requesting user whenever it
-# claims the route's current generation (`change-generation`), so it cannot be forged.
+# Who and why, set by the client on its route writes. The admission policy
+# kitaru-route-changed-by lets a stamp claim the route's current generation
+# (`change-generation`) only as the signature of the write that made it, by the user who
+# made it (`changed-by`), so a claim the history counts cannot be forged.
 ANNOTATION_CHANGED_BY = "kitaru.dev/changed-by"
 ANNOTATION_CHANGE_GENERATION = "kitaru.dev/change-generation"
 ANNOTATION_REASON = "kitaru.dev/reason"
@@ -37,6 +38,13 @@ ROLLBACK_REASON = "rollback"
 CLIENT_FIELD_MANAGER = "kitaru"
 DEFAULT_HISTORY_LIMIT = 100
 REASON_MAX_LENGTH = 256
+# Where a change's `by` came from (RouteChange.by_source): verified — the stamp admission
+# checked against the requesting user, or the operator's own act (an expired tag); or
+# inferred — the field manager in managedFields, a name the writer chose.
+BY_ANNOTATION = "annotation"
+BY_OPERATOR = "operator"
+BY_FIELD_MANAGER = "managedFields"
+VERIFIED_SOURCES = frozenset({BY_ANNOTATION, BY_OPERATOR})
 
 
 class HistoryError(ValueError):
@@ -127,9 +135,9 @@ def attribution(
     newest = _route_writer(metadata.get("managedFields") or [], exclude_client=not fresh)
     at = format_time(observed_at) if deleted or newest is None else newest.get("time") or ""
     if fresh and annotations.get(ANNOTATION_CHANGED_BY):
-        by, source = annotations[ANNOTATION_CHANGED_BY], "annotation"
+        by, source = annotations[ANNOTATION_CHANGED_BY], BY_ANNOTATION
     elif newest is not None and not deleted:
-        by, source = newest.get("manager") or "", "managedFields"
+        by, source = newest.get("manager") or "", BY_FIELD_MANAGER
     else:
         by, source = "", ""
     return Attribution(
@@ -204,6 +212,24 @@ def record_change(
     history.changes = [*history.changes, change][-max(limit, 1) :]
     history.next_seq += 1
     return change
+
+
+def by_verified(change: RouteChange) -> bool:
+    """Whether the change's `by` was verified (admission-checked, or the operator's own)
+    rather than inferred from a field manager the writer could name as it liked."""
+    return bool(change.by) and change.by_source in VERIFIED_SOURCES
+
+
+def change_record(change: RouteChange) -> dict[str, Any]:
+    """A recorded change as every surface shows it: the wire form plus `byVerified`."""
+    return {**change.wire(), "byVerified": by_verified(change)}
+
+
+def shown_by(record: Mapping[str, Any]) -> str:
+    """`alice (verified)`, `kubectl-patch (inferred)` or `?`: who, and how it is known."""
+    if not record.get("by"):
+        return "?"
+    return f"{record['by']} ({'verified' if record.get('byVerified') else 'inferred'})"
 
 
 def targets_at(history: FlowHistorySpec, at: datetime) -> dict[str, list[int]]:

@@ -21,22 +21,20 @@ from kitaru.core.models import (
     Stack,
 )
 from kitaru.core.names import (
+    ANNOTATION_CREATED_BY,
     ANNOTATION_HIGHEST_VERSION,
-    DEPLOYMENTS,
-    GROUP,
     GROUP_VERSION,
-    INVOCATIONS,
     LABEL_FLOW,
     LABEL_SOURCE,
     LABEL_TAG,
     LABEL_VERSION,
-    ROUTES,
     deployment_name,
     flow_dns,
     route_name,
 )
 from kitaru.core.retention import Retention
 from kitaru.core.routing import RouteView, split_of
+from kitaru.core.tokens import CLIENT_RULES
 
 
 def source_config_map_name(flow: str, sha256: str) -> str:
@@ -171,9 +169,11 @@ def build_invocation(
     resolve_deadline_seconds: int | None = None,
     routing_key: str | None = None,
     idempotency_key: str | None = None,
+    created_by: str | None = None,
 ) -> dict[str, Any]:
     """A FlowInvocation named `name` (default: the one `idempotency_key` derives, else a
-    generated `<flow-dns>-xxxxx`).
+    generated `<flow-dns>-xxxxx`), signed `created_by` (the caller as the API server
+    names it; admission refuses anyone else's name) so that its creator may cancel it.
 
     Each option left unset is its version's stack's, else the operator's: `retention`,
     how long it is kept once finished; `active_deadline_seconds` and `backoff_limit`, the
@@ -204,6 +204,8 @@ def build_invocation(
         {"name": name} if name is not None else {"generateName": f"{flow_dns(flow)}-"}
     )
     metadata["labels"] = {LABEL_FLOW: flow}
+    if created_by:
+        metadata["annotations"] = {ANNOTATION_CREATED_BY: created_by}
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "FlowInvocation",
@@ -215,22 +217,14 @@ def build_invocation(
 def build_client_identity(name: str) -> list[dict[str, Any]]:
     """The project's client identity for scripts (`kitaru auth token`, the printed curl):
     a ServiceAccount allowed to invoke and follow runs and to read versions and routes —
-    nothing else (no deploying, tagging or deleting)."""
-    read = ["get", "list", "watch"]
+    nothing else (no deploying, tagging, cancelling or deleting; no minting of tokens)."""
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": name},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": [INVOCATIONS],
-                    "verbs": ["create", *read],
-                },
-                {"apiGroups": [GROUP], "resources": [DEPLOYMENTS, ROUTES], "verbs": read},
-            ],
+            "rules": [rule.wire() for rule in CLIENT_RULES],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -46,6 +46,11 @@ LABEL_SOURCE = f"{GROUP}/source"
 LABEL_SCHEDULE = f"{GROUP}/schedule"
 # On a scheduled run: the tick it was started for (RFC 3339).
 ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"
+# On an invocation: who started it, as the API server names them (admission refuses any
+# other value); a consumer may cancel the runs it started (kitaru-invocation-writes).
+ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
+# The RBAC verb (on flowinvocations) that lets its holder cancel runs others started.
+VERB_CANCEL_ANY = "cancel-any"
 ANNOTATION_HIGHEST_VERSION = f"{GROUP}/highest-version"
 # On a FlowRoute: the versions (comma-separated) routed there on purpose although their
 # input schema rejects inputs the previous target accepted (`--force`, or by hand).
