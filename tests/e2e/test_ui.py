@@ -8,9 +8,6 @@ server's RBAC decides what it shows. Screenshots of each step: `.artifacts/ui/`.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 from support import KUBECONFIG, get, kubectl, wait_for
-from ui_support import chromium, dashboard, present, screenshot, text_of
+from ui_support import Visitor, chromium, csrf_token, dashboard, present, screenshot, text_of
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -66,15 +63,6 @@ def token_env(kitaru: Kitaru, namespace: str, account: str, cluster_role: str) -
         KUBECONFIG=str(kitaru.project / "no-kubeconfig"),
     )
     return env
-
-
-def post(url: str, fields: dict[str, str]) -> tuple[int, str]:
-    data = urllib.parse.urlencode(fields).encode()
-    try:
-        with urllib.request.urlopen(url, data=data, timeout=30) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
 
 
 def submit_tag_form(b: WebDriver, tag: str, version: int, exclusive: bool = False) -> None:
@@ -223,18 +211,18 @@ def test_the_form_is_checked_before_anything_is_created(
         assert b.current_url.endswith("/invoke?tag=canary")
         assert b.execute_script("return arguments[0].validity.valid", depth) is False
 
-        # The server checks again with the CLI's rules (here without the browser's help).
-        page = b.page_source
-        token = page.split('name="csrf_token" value="')[1].split('"')[0]
-        status, body = post(
-            f"{url}/flows/research_agent/invoke?tag=canary",
-            {"csrf_token": token, "topic": "x", "depth": "deep"},
-        )
-        assert status == 400
-        assert "input &#39;depth&#39;: &#39;deep&#39; is not a whole number" in body
+        # The server checks again with the CLI's rules (here without the browser's help),
+        # sent as the browser would: its cookie, the page's token and Origin.
+        cookie = b.get_cookie("kitaru_csrf")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        browser = Visitor(url, {"Cookie": f"kitaru_csrf={cookie['value']}"})
+        fields = {"csrf_token": csrf_token(b.page_source), "topic": "x", "depth": "deep"}
+        answer = browser.post("/flows/research_agent/invoke?tag=canary", fields)
+        assert answer.status == 400
+        assert "input &#39;depth&#39;: &#39;deep&#39; is not a whole number" in answer.body
         # A form without the dashboard's token is refused.
-        status, body = post(f"{url}/flows/research_agent/invoke?tag=canary", {"topic": "x"})
-        assert status == 400 and "the form has expired" in body
+        answer = browser.post("/flows/research_agent/invoke?tag=canary", {"topic": "x"})
+        assert answer.status == 400 and "the form has expired" in answer.body
     assert runs_of(namespace) == []
 
 
