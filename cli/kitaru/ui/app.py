@@ -10,6 +10,7 @@ Who may send requests at all, and how forms are protected: `kitaru.ui.security`.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,7 +68,8 @@ class Permissions:
 class Connector:
     """The dashboard's clients: one with its own connection, or one per person it acts
     for (impersonation; the `max_people` most recent are kept). All are made again once
-    the connection is older than `max_age` seconds (None: never)."""
+    the connection is older than `max_age` seconds (None: never). Requests run in a
+    thread pool, so the cache is changed under a lock."""
 
     def __init__(
         self,
@@ -81,24 +83,26 @@ class Connector:
         self._own: KitaruClient | None = None
         self._people: OrderedDict[Identity, KitaruClient] = OrderedDict()
         self._made = 0.0
+        self._lock = threading.Lock()
 
     def __call__(self, identity: Identity | None = None) -> KitaruClient:
-        stale = self._max_age is not None and time.monotonic() - self._made > self._max_age
-        if self._own is None or stale:
-            self._own = KitaruClient(self._connection())
-            self._people.clear()
-            self._made = time.monotonic()
-        if identity is None:
-            return self._own
-        client = self._people.get(identity)
-        if client is None:
-            who = Impersonation(user=identity.user, groups=identity.groups)
-            client = KitaruClient(replace(self._own.connection, impersonate=who))
-            self._people[identity] = client
-            while len(self._people) > self._max_people:
-                self._people.popitem(last=False)
-        self._people.move_to_end(identity)
-        return client
+        with self._lock:
+            stale = self._max_age is not None and time.monotonic() - self._made > self._max_age
+            if self._own is None or stale:
+                self._own = KitaruClient(self._connection())
+                self._people.clear()
+                self._made = time.monotonic()
+            if identity is None:
+                return self._own
+            client = self._people.get(identity)
+            if client is None:
+                who = Impersonation(user=identity.user, groups=identity.groups)
+                client = KitaruClient(replace(self._own.connection, impersonate=who))
+                self._people[identity] = client
+                while len(self._people) > self._max_people:
+                    self._people.popitem(last=False)
+            self._people.move_to_end(identity)
+            return client
 
 
 def status_code(error: KitaruError) -> int:
