@@ -407,6 +407,12 @@ def test_the_charts_dashboard_behind_its_oauth2_proxy_sidecar(
             "--timeout=180s",
         )
         account = f"{release}-kitaru-operator-dashboard"
+        # Its account: impersonate the listed users, nothing of its own.
+        sa = f"system:serviceaccount:{namespace}:{account}"
+        assert not can(sa, "get", "flowroutes", namespace)
+        assert can(sa, "impersonate", "users/alice", namespace)
+        assert not can(sa, "impersonate", "users/dave", namespace)
+        assert not can(sa, "impersonate", "groups/system:masters", namespace)
         bind_people(namespace, release, account)
         pod = wait_for(
             lambda: dashboard_pod(namespace, release),
@@ -420,12 +426,6 @@ def test_the_charts_dashboard_behind_its_oauth2_proxy_sidecar(
         # Nothing but the proxy listens on the pod's address: the dashboard is on loopback.
         pod_ip = pod["status"]["podIP"]
         assert refused(pod_ip, 8080)
-        # Its account: impersonate the listed users, nothing else of its own.
-        sa = f"system:serviceaccount:{namespace}:{account}"
-        assert not can(sa, "get", "flowroutes", namespace)
-        assert can(sa, "impersonate", "users/alice", namespace)
-        assert not can(sa, "impersonate", "users/dave", namespace)
-        assert not can(sa, "impersonate", "groups/system:masters", namespace)
 
         with port_forward(namespace, f"svc/{account}", 80) as url:
             anonymous = Visitor(url).get("/flows/hello")
