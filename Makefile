@@ -7,7 +7,7 @@ export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 KIND_KUBECONFIG := $(CLUSTER_DIR)/kind-kubeconfig
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: help install packages build-cluster build-gitops images cluster-up cluster-down crds check-crds lint test test-unit test-gitops demo bench bench-node bench-pods kind-up kind-install
+.PHONY: help install packages build-cluster build-gitops build-authproxy images cluster-up cluster-down crds check-crds lint test test-unit test-gitops demo bench bench-node bench-pods kind-up kind-install
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,9 @@ build-cluster: packages ## build the pinned upstream binaries into ~/.cache/kita
 
 build-gitops: ## build Flux's source- and kustomize-controller and its git test server into ~/.cache/kitaru-k8s (once)
 	bash cluster/build.sh gitops
+
+build-authproxy: ## build oauth2-proxy, the security tier's authenticating proxy, into ~/.cache/kitaru-k8s (once)
+	bash cluster/build.sh authproxy
 
 images: build-cluster ## build the base, pause, runner and operator images (when their inputs changed)
 	$(PYTHON) -m kitaru_localnode.images --bin-dir "$$(bash cluster/build.sh | tail -1)"
@@ -50,7 +53,7 @@ lint: ## ruff, formatting, mypy and the import contracts (core, client, operator
 test-unit: ## the fast tier: pure rules, no cluster, nothing built
 	$(PYTHON) -m pytest -q tests/unit
 
-test: lint build-cluster build-gitops ## everything: lint, unit, API, end-to-end and GitOps tiers on the local cluster
+test: lint build-cluster build-gitops build-authproxy ## everything: lint, unit, API, end-to-end and GitOps tiers on the local cluster
 	@started=0; \
 	if ! $(PYTHON) -m kitaru_localnode.cluster status >/dev/null 2>&1; then started=1; fi; \
 	$(PYTHON) -m kitaru_localnode.cluster up || exit 1; \

@@ -9,12 +9,15 @@
 # source-controller's ClusterRole) and Flux's test git server — and prints their
 # directory (bin/, crds/, rbac/).
 #
+# `build.sh authproxy` builds the security tier's authenticating proxy, oauth2-proxy
+# (it stands in front of the dashboard), and prints its directory.
+#
 # The cache is keyed by version, so a fresh clone (what CI makes) reuses the
 # binaries and a version bump builds a new set beside the old one.
 set -euo pipefail
 mode="${1:-cluster}"
-if [[ $mode != cluster && $mode != gitops ]]; then
-  echo "usage: build.sh [gitops]" >&2
+if [[ $mode != cluster && $mode != gitops && $mode != authproxy ]]; then
+  echo "usage: build.sh [gitops|authproxy]" >&2
   exit 2
 fi
 
@@ -49,6 +52,11 @@ gitops_ready() {
   [[ -x "$gitops/bin/source-controller" && -x "$gitops/bin/kustomize-controller" &&
     -x "$gitops/bin/gittestserver" ]]
 }
+authproxy="$cache/oauth2-proxy-$OAUTH2_PROXY_VERSION"
+if [[ $mode == authproxy && -x "$authproxy/oauth2-proxy" ]]; then
+  echo "$authproxy"
+  exit 0
+fi
 if [[ $mode == gitops ]] && gitops_ready; then
   echo "$gitops"
   exit 0
@@ -198,7 +206,25 @@ build_gittestserver() {
     "$gitserver/gittestserver"
 }
 
+# oauth2-proxy's main package is its module's root; its go.mod has no replace.
+build_oauth2_proxy() {
+  local mod="$cache/src/oauth2-proxy-$OAUTH2_PROXY_VERSION"
+  mkdir -p "$mod"
+  cd "$mod"
+  GOBIN="$mod/out" go install -trimpath \
+    -ldflags "-s -w -X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$OAUTH2_PROXY_VERSION" \
+    "github.com/oauth2-proxy/oauth2-proxy/v7@$OAUTH2_PROXY_VERSION"
+  mv "$mod/out/oauth2-proxy" "$authproxy/oauth2-proxy"
+}
+
 start=$(date +%s)
+if [[ $mode == authproxy ]]; then
+  mkdir -p "$authproxy"
+  step oauth2-proxy build_oauth2_proxy
+  echo "build: done in $(($(date +%s) - start)) s" >&2
+  echo "$authproxy"
+  exit 0
+fi
 if [[ $mode == gitops ]]; then
   mkdir -p "$source_controller" "$kustomize_controller" "$gitserver"
   [[ -x "$gitserver/gittestserver" ]] || step gittestserver build_gittestserver

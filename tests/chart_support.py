@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import yaml
 from kitaru.core.jobs import source_key, source_sha256
 from kitaru.core.manifests import build_deployment, build_invocation
 from kitaru.core.models import SourceSnapshot
 from kubernetes import client, config
-from support import KUBECONFIG, REPO, bin_dir, get, kubectl, runner_image, wait_for
+from support import (
+    KUBECONFIG,
+    REPO,
+    TEST_NAMESPACE_LABELS,
+    bin_dir,
+    get,
+    kubectl,
+    node_images,
+    runner_image,
+    wait_for,
+)
 
 CHART = REPO / "charts" / "kitaru-operator"
+INSTANCE = "app.kubernetes.io/instance"
 
 
 def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -46,6 +61,19 @@ def kubectl_json(*args: str) -> Any:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@contextmanager
+def new_namespace(prefix: str) -> Iterator[str]:
+    """A namespace like the `namespace` fixture's (Pod Security `restricted`) for a
+    whole module's tests; deleted afterwards without waiting."""
+    name = unique(prefix)
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in TEST_NAMESPACE_LABELS.items()))
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false")
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -210,3 +238,120 @@ def kitaru_as(namespace: str, token: str) -> Any:
             service_account=Setting("kitaru-client", "test"),
         )
     )
+
+
+# --- releases of the chart on the local cluster ---------------------------------------
+
+
+def image_values() -> list[str]:
+    """The operator image the node has, pinned by digest."""
+    operator = node_images()["operator"]
+    repository = operator["ref"].rsplit(":", 1)[0]
+    return [
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.digest={operator['digest']}",
+    ]
+
+
+def ready(pod: dict[str, Any] | None) -> bool:
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def drop_finalizers(namespace: str) -> None:
+    """Once no operator watches the namespace, let its Kitaru objects go with it."""
+    names = kubectl(
+        "get", "flowinvocations,flowroutes,flowdeployments", "-n", namespace, "-o", "name"
+    ).stdout.split()
+    for name in names:
+        kubectl(
+            "patch",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"metadata": {"finalizers": None}}),
+            check=False,
+        )
+
+
+@contextmanager
+def release_in(namespace: str) -> Iterator[str]:
+    """A fresh release name for `namespace`. On a failed assertion the pods' states and
+    the operator's log are printed (pytest shows them with the failure); the release is
+    uninstalled in any case, and the namespace's Kitaru objects let go."""
+    release = unique("kt")
+    try:
+        yield release
+    except AssertionError:
+        selector = f"{INSTANCE}={release}"
+        print(
+            kubectl("get", "pods,flowroutes,flowinvocations", "-n", namespace, check=False).stdout
+        )
+        print(kubectl("logs", "-n", namespace, "-l", selector, "--tail=200", check=False).stdout)
+        raise
+    finally:
+        helm("uninstall", release, "--namespace", namespace, check=False)
+        drop_finalizers(namespace)
+
+
+def bootstrap_hello(namespace: str) -> None:
+    """The `hello` flow applied; the installed operator bootstraps its `default` route."""
+    apply(*hello_objects(namespace))
+    wait_for(
+        lambda: (
+            (condition(get("flowroute", "hello.default", namespace), "Ready") or {}).get("status")
+            == "True"
+        ),
+        timeout=120,
+        interval=0.5,
+        message="the operator to bootstrap the default route",
+    )
+
+
+def dashboard_identity(release: str, namespace: str, *values: str) -> list[dict[str, Any]]:
+    """The chart's dashboard ServiceAccount with its impersonation ClusterRole and
+    binding, as `helm template` renders them for `values` (the rest left out)."""
+    rendered = helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--show-only",
+        "templates/dashboard.yaml",
+        *values,
+    ).stdout
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]
+
+
+FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
+
+
+@contextmanager
+def port_forward(namespace: str, target: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward TARGET :PORT` (the way people reach a ClusterIP Service);
+    yields the local URL."""
+    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
+    proc = subprocess.Popen(
+        [str(bin_dir() / "kubectl"), "port-forward", "-n", namespace, target, f":{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = FORWARDING.search(first)
+        assert match, (
+            f"kubectl port-forward {target}: {first}{proc.stdout.read() if proc.poll() else ''}"
+        )
+        yield f"http://127.0.0.1:{match.group(1)}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -9,17 +9,19 @@ because MCP structured content is an object. Failures are tool errors
 "type"}}` as structured content.
 
 `kitaru mcp` (in `kitaru.cli.main`) runs `build_server().run("stdio")`, or
-`run("streamable-http", host=..., port=...)` with `--transport streamable-http`. The MCP SDK
-and the client layer (hence the Kubernetes client) are imported only when the
-server is built or first called, so the server starts fast and lists its tools
-without touching the cluster.
+`serve_http(...)` with `--transport streamable-http`: the SDK's transport answers only
+to the server's own host names and to no browser origin but theirs (DNS rebinding), and
+`BearerToken` asks every caller for the token when one is set. The MCP SDK and the
+client layer (hence the Kubernetes client) are imported only when the server is built
+or first called, so the server starts fast and lists its tools without touching the
+cluster.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -668,3 +670,39 @@ def build_server() -> MCPServer:
         tools=tools,
     )
     return server
+
+
+def _netloc(name: str) -> str:
+    return f"[{name}]" if ":" in name else name
+
+
+def http_app(server: MCPServer, host: str, extra_hosts: Iterable[str], token: str | None) -> Any:
+    """The streamable-HTTP app of `server` bound to `host`: the SDK's Host and Origin
+    checks with the names `allowed_hosts` gives, behind `BearerToken` when `token` is set."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from kitaru.web_security import BearerToken, allowed_hosts
+
+    names = sorted(_netloc(name) for name in allowed_hosts(host, extra_hosts))
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[*names, *(f"{name}:*" for name in names)],
+        allowed_origins=[
+            f"{scheme}://{name}{port}"
+            for scheme in ("http", "https")
+            for name in names
+            for port in ("", ":*")
+        ],
+    )
+    app = server.streamable_http_app(transport_security=security, host=host)
+    return BearerToken(app, token) if token else app
+
+
+def serve_http(
+    server: MCPServer, host: str, port: int, extra_hosts: Iterable[str], token: str | None
+) -> None:
+    """Serve `server` over streamable HTTP at http://HOST:PORT/mcp until interrupted."""
+    import uvicorn
+
+    app = http_app(server, host, extra_hosts, token)
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)

@@ -3,6 +3,8 @@
 - base: a Debian bookworm root file system made by mmdebstrap from the Debian archive
   apt already uses (python3, its venv module, CA certificates), imported into buildah;
 - pause: the pod sandbox's program (cluster/go/pause, built by build.sh) alone in an image;
+- oauth2-proxy (the security tier's, on demand: `kitaru_localnode.authproxy`): the static
+  binary `build.sh authproxy` makes, alone in an image;
 - runner and operator: the project's own Dockerfiles built by buildah with the base as
   the BASE build argument (the same files build with `docker build` on the public base).
 
@@ -43,6 +45,7 @@ APT_SOURCES = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/so
 # an image, so a build behind a TLS-intercepting proxy works as `pip install` does here.
 BUILD_MOUNTS = [Path("/etc/pip.conf"), Path("/etc/ssl/certs/ca-certificates.crt")]
 PAUSE_REF = "kitaru.local/pause"
+AUTH_PROXY_REF = "kitaru.local/oauth2-proxy"
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,19 @@ class Builder:
             )
         return self._export("pause", ref, key)
 
+    def auth_proxy(self, binary: Path, version: str) -> BuiltImage:
+        """oauth2-proxy (a static binary) alone in an image, run as a non-root user."""
+        key = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+        ref = f"{AUTH_PROXY_REF}:{version}"
+        if not (self.dir / f"oauth2-proxy-{key}.json").exists():
+            self._from_scratch(
+                "oauth2-proxy",
+                ref,
+                ["copy", str(binary), "/oauth2-proxy"],
+                ['--entrypoint=["/oauth2-proxy"]', "--user=65532:65532"],
+            )
+        return self._export("oauth2-proxy", ref, key)
+
     def project(self, image: DockerfileImage, base: str, tag: str) -> BuiltImage:
         dockerfile = self.checkout / image.dockerfile
         text = dockerfile.read_text()
@@ -311,6 +327,14 @@ def build_all(
         for image in PROJECT_IMAGES:
             images[image.name] = builder.project(image, base, tag)
     return images
+
+
+def build_auth_proxy(binary: Path, version: str, cache: Path | None = None) -> BuiltImage:
+    """The oauth2-proxy image, built or taken from the cache (under the build lock)."""
+    builder = Builder(cache or cache_dir(), CHECKOUT, binary.parent)
+    with (builder.dir / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return builder.auth_proxy(binary, version)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -777,6 +777,18 @@ CLI_CASES = [
     ),
     _cli("cli-ui-port-zero", "ui --port 0", "UsageError", "0 is not in the range 1<=x<=65535"),
     _cli(
+        "cli-ui-on-a-network-address",
+        "ui --host 0.0.0.0",
+        "UnsafeAddress",
+        "--host 0.0.0.0 would let everyone who reaches it act with your Kitaru connection",
+    ),
+    _cli(
+        "cli-ui-proxy-on-a-network-address-without-secret",
+        "ui --auth-proxy --host 0.0.0.0",
+        "UnsafeAddress",
+        "--auth-proxy on 0.0.0.0 needs --proxy-secret-file",
+    ),
+    _cli(
         "cli-promote-same-tag",
         "flow promote research_agent --from canary --to canary",
         "InvalidPromotion",

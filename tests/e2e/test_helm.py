@@ -5,30 +5,30 @@ enforces `restricted`; the kubelet runs the operator image (built here from
 operator/Dockerfile, pinned by digest) under the chart's securityContext, probes and
 resources, so a FlowInvocation completes through the operator that Helm installed, in a
 container of the runner image. Then it upgrades and uninstalls the release and checks that
-nothing of it is left.
+nothing of it is left. The chart's dashboard behind its authenticating proxy is tested
+in tests/security/test_dashboard_auth.py.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.error
-import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from chart_support import (
     CHART,
+    INSTANCE,
     apply,
-    condition,
-    get,
-    hello_objects,
+    bootstrap_hello,
     helm,
+    image_values,
     invocation,
     kubectl,
     kubectl_json,
+    ready,
+    release_in,
     unique,
     wait_finished,
 )
@@ -36,7 +36,6 @@ from support import node_images, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
-INSTANCE = "app.kubernetes.io/instance"
 # Every kind the chart creates (ReplicaSets and pods come from its Deployment).
 RELEASE_KINDS = (
     "deployments,replicasets,pods,serviceaccounts,services,roles,rolebindings,"
@@ -85,43 +84,8 @@ def running_pod(namespace: str, release: str) -> dict[str, Any] | None:
     return None
 
 
-def image_values() -> list[str]:
-    """The operator image the node has, pinned by digest."""
-    operator = node_images()["operator"]
-    repository = operator["ref"].rsplit(":", 1)[0]
-    return [
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.digest={operator['digest']}",
-    ]
-
-
 def ports_values(metrics_port: int, health_port: int) -> list[str]:
     return ["--set", f"metrics.port={metrics_port}", "--set", f"liveness.port={health_port}"]
-
-
-def ready(pod: dict[str, Any] | None) -> bool:
-    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def drop_finalizers(namespace: str) -> None:
-    """Once no operator watches the namespace, let its Kitaru objects go with it."""
-    names = kubectl(
-        "get", "flowinvocations,flowroutes,flowdeployments", "-n", namespace, "-o", "name"
-    ).stdout.split()
-    for name in names:
-        kubectl(
-            "patch",
-            name,
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            json.dumps({"metadata": {"finalizers": None}}),
-            check=False,
-        )
 
 
 def assert_flow_runs(namespace: str, name: str, who: str) -> None:
@@ -130,26 +94,6 @@ def assert_flow_runs(namespace: str, name: str, who: str) -> None:
     done = wait_finished(namespace, name)
     assert done["status"]["phase"] == "Completed", done["status"]
     assert done["status"]["result"] == f"hello {who}"
-
-
-@contextmanager
-def release_in(namespace: str) -> Iterator[str]:
-    """A fresh release name for `namespace`. On a failed assertion the pods' states and
-    the operator's log are printed (pytest shows them with the failure); the release is
-    uninstalled in any case, and the namespace's Kitaru objects let go."""
-    release = unique("kt")
-    try:
-        yield release
-    except AssertionError:
-        selector = f"{INSTANCE}={release}"
-        print(
-            kubectl("get", "pods,flowroutes,flowinvocations", "-n", namespace, check=False).stdout
-        )
-        print(kubectl("logs", "-n", namespace, "-l", selector, "--tail=200", check=False).stdout)
-        raise
-    finally:
-        helm("uninstall", release, "--namespace", namespace, check=False)
-        drop_finalizers(namespace)
 
 
 def install(namespace: str, release: str) -> dict[str, Any]:
@@ -192,20 +136,6 @@ def assert_runs_as_the_chart_says(namespace: str, release: str, pod: dict[str, A
     (operator,) = deployment["items"]
     assert operator["spec"]["replicas"] == 1
     assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
-
-
-def bootstrap_hello(namespace: str) -> None:
-    """The `hello` flow applied; the installed operator bootstraps its `default` route."""
-    apply(*hello_objects(namespace))
-    wait_for(
-        lambda: (
-            (condition(get("flowroute", "hello.default", namespace), "Ready") or {}).get("status")
-            == "True"
-        ),
-        timeout=120,
-        interval=0.5,
-        message="the operator to bootstrap the default route",
-    )
 
 
 def upgrade_ports(namespace: str, release: str, old_pod: dict[str, Any]) -> None:
@@ -268,6 +198,9 @@ def test_values_schema_rejects_bad_values() -> None:
     assert "replica" in unknown.stderr
 
 
+DASHBOARD = ["--set", "ui.enabled=true", "--set", "ui.auth.users={alice,bob}"]
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize(
     "values",
@@ -275,9 +208,24 @@ def test_values_schema_rejects_bad_values() -> None:
         [],
         ["--set", "watch.allNamespaces=true"],
         ["--set", "rbac.userRoles.aggregate=false", "--set", "admission.enabled=false"],
-        ["--set", "ui.enabled=true", "--set", "ui.invoke=true"],
+        [*DASHBOARD, "--set", "ui.auth.sidecar.secretName=proxy-settings"],
+        [
+            *DASHBOARD,
+            "--set",
+            "ui.auth.mode=external",
+            "--set",
+            "ui.auth.external.secretName=proxy-secret",
+            "--set-json",
+            'ui.networkPolicy.from=[{"podSelector": {"matchLabels": {"app": "auth-proxy"}}}]',
+        ],
     ],
-    ids=["defaults", "all-namespaces", "no-aggregation-no-admission", "dashboard"],
+    ids=[
+        "defaults",
+        "all-namespaces",
+        "no-aggregation-no-admission",
+        "dashboard-sidecar",
+        "dashboard-external",
+    ],
 )
 def test_template_is_accepted_by_the_api_server(
     cluster: Any, namespace: str, values: list[str]
@@ -309,62 +257,3 @@ def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
         upgrade_ports(namespace, release, pod)
         assert_flow_runs(namespace, "hello-after-upgrade", "upgrade")
         uninstall(namespace, release)
-
-
-def dashboard_pod(namespace: str, release: str) -> dict[str, Any] | None:
-    pods = kubectl_json(
-        "get",
-        "pods",
-        "-n",
-        namespace,
-        "-l",
-        f"app.kubernetes.io/name=kitaru-dashboard,{INSTANCE}={release}",
-    )["items"]
-    return pods[0] if len(pods) == 1 and ready(pods[0]) else None
-
-
-@pytest.mark.cluster
-def test_dashboard_from_the_chart_invokes_with_the_consumer_role(
-    cluster: Any, namespace: str
-) -> None:
-    """ui.enabled with ui.invoke: the dashboard runs in a restricted pod as a ServiceAccount
-    bound to the consumer role, shows the routes, and a run started from its form completes."""
-    with release_in(namespace) as release:
-        helm(
-            "install",
-            release,
-            str(CHART),
-            "--namespace",
-            namespace,
-            *image_values(),
-            "--set",
-            "ui.enabled=true",
-            "--set",
-            "ui.invoke=true",
-            "--wait",
-            "--timeout=180s",
-        )
-        pod = wait_for(
-            lambda: dashboard_pod(namespace, release),
-            timeout=120,
-            interval=0.5,
-            message="the dashboard pod to be Ready",
-        )
-        url = f"http://{pod['status']['podIP']}:8080"
-        bootstrap_hello(namespace)
-        flow = http_body(f"{url}/flows/hello")
-        assert 'data-tag="default"' in flow
-        assert "/flows/hello/invoke?tag=default" in flow, "the consumer role may invoke"
-        assert 'id="tag-form"' not in flow, "but not move tags"
-        form = http_body(f"{url}/flows/hello/invoke?tag=default")
-        token = form.split('name="csrf_token" value="')[1].split('"')[0]
-        request = urllib.request.Request(
-            f"{url}/flows/hello/invoke?tag=default",
-            data=urllib.parse.urlencode({"csrf_token": token, "name": "dashboard"}).encode(),
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            exec_id = response.url.rsplit("/", 1)[1]
-        done = wait_finished(namespace, exec_id)
-        assert done["status"]["phase"] == "Completed", done["status"]
-        assert done["status"]["result"] == "hello dashboard"
-        assert "hello dashboard" in http_body(f"{url}/runs/{exec_id}")

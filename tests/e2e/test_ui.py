@@ -12,9 +12,6 @@ with the CLI in this process) and its `kitaru ui`.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 from support import KUBECONFIG, get, kubectl, wait_for
-from ui_support import chromium, dashboard, present, screenshot, text_of
+from ui_support import Visitor, chromium, csrf_token, dashboard, present, screenshot, text_of
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -85,15 +82,6 @@ def token_env(kitaru: Kitaru, namespace: str, account: str, cluster_role: str) -
         KUBECONFIG=str(kitaru.project / "no-kubeconfig"),
     )
     return env
-
-
-def post(url: str, fields: dict[str, str]) -> tuple[int, str]:
-    data = urllib.parse.urlencode(fields).encode()
-    try:
-        with urllib.request.urlopen(url, data=data, timeout=30) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
 
 
 def submit_tag_form(browser: WebDriver, tag: str, version: int, exclusive: bool = False) -> None:
@@ -252,18 +240,18 @@ def test_the_form_is_checked_before_anything_is_created(
         assert browser.current_url.endswith("/invoke?tag=canary")
         assert browser.execute_script("return arguments[0].validity.valid", depth) is False
 
-        # The server checks again with the CLI's rules (here without the browser's help).
-        page = browser.page_source
-        token = page.split('name="csrf_token" value="')[1].split('"')[0]
-        status, body = post(
-            f"{url}/flows/research_agent/invoke?tag=canary",
-            {"csrf_token": token, "topic": "x", "depth": "deep"},
-        )
-        assert status == 400
-        assert "input &#39;depth&#39;: &#39;deep&#39; is not a whole number" in body
+        # The server checks again with the CLI's rules (here without the browser's help),
+        # sent as the browser would: its cookie, the page's token and Origin.
+        cookie = browser.get_cookie("kitaru_csrf")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        visitor = Visitor(url, {"Cookie": f"kitaru_csrf={cookie['value']}"})
+        fields = {"csrf_token": csrf_token(browser.page_source), "topic": "x", "depth": "deep"}
+        answer = visitor.post("/flows/research_agent/invoke?tag=canary", fields)
+        assert answer.status == 400
+        assert "input &#39;depth&#39;: &#39;deep&#39; is not a whole number" in answer.body
         # A form without the dashboard's token is refused.
-        status, body = post(f"{url}/flows/research_agent/invoke?tag=canary", {"topic": "x"})
-        assert status == 400 and "the form has expired" in body
+        answer = visitor.post("/flows/research_agent/invoke?tag=canary", {"topic": "x"})
+        assert answer.status == 400 and "the form has expired" in answer.body
     assert runs_of(namespace) == []
 
 

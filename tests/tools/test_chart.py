@@ -311,7 +311,17 @@ def test_metrics_service_and_service_monitor() -> None:
 
 def test_schema_rejects_unknown_and_bad_values() -> None:
     bad_values = ("replicas=0", "image.pullPolicy=Sometimes", "metrics.port=0", "replica=2")
-    for bad in (*bad_values, "ui.port=0", "ui.invokes=true", "ui.service.type=Ingress"):
+    dashboard = (
+        "ui.port=0",
+        "ui.invoke=true",  # the dashboard has no role of its own any more
+        "ui.service.type=Ingress",
+        "ui.service.type=NodePort",
+        "ui.service.type=LoadBalancer",
+        "ui.auth.mode=none",
+        "ui.auth.users={system:admin}",
+        "ui.auth.groups={system:masters}",
+    )
+    for bad in (*bad_values, *dashboard):
         proc = subprocess.run(
             [helm_binary(), "template", "x", str(CHART), "--set", bad],
             capture_output=True,
@@ -325,6 +335,7 @@ def test_schema_rejects_unknown_and_bad_values() -> None:
 
 OPERATOR = "kitaru-kitaru-operator"
 DASHBOARD = f"{OPERATOR}-dashboard"
+DASHBOARD_ACCOUNT = {"kind": "ServiceAccount", "name": DASHBOARD, "namespace": "kitaru-system"}
 
 
 def test_dashboard_is_off_by_default() -> None:
@@ -332,53 +343,191 @@ def test_dashboard_is_off_by_default() -> None:
     assert not [d for d in docs if "dashboard" in d["metadata"]["name"]]
 
 
+SIDECAR = [
+    *("--set", "ui.enabled=true", "--set", "ui.auth.users={alice,bob}"),
+    *("--set", "ui.auth.sidecar.secretName=proxy-settings"),
+]
+EXTERNAL = [
+    *("--set", "ui.enabled=true", "--set", "ui.auth.users={alice,bob}"),
+    *("--set", "ui.auth.mode=external", "--set", "ui.auth.external.secretName=proxy-secret"),
+    *("--set-json", 'ui.networkPolicy.from=[{"podSelector":{"matchLabels":{"app":"proxy"}}}]'),
+]
+
+
+def render_error(*values: str) -> str:
+    proc = subprocess.run(
+        [helm_binary(), "template", "kitaru", str(CHART), *values], capture_output=True, text=True
+    )
+    assert proc.returncode != 0, values
+    return proc.stderr
+
+
+def test_dashboard_needs_its_people_and_its_proxy() -> None:
+    """No default lets the dashboard act as anyone, or serve without a proxy."""
+    assert "ui.auth.users: list the users" in render_error("--set", "ui.enabled=true")
+    no_settings = ["--set", "ui.enabled=true", "--set", "ui.auth.users={alice}"]
+    assert "ui.auth.sidecar.secretName" in render_error(*no_settings)
+    external = [*no_settings, "--set", "ui.auth.mode=external"]
+    assert "ui.auth.external.secretName" in render_error(*external)
+    with_secret = [*external, "--set", "ui.auth.external.secretName=s"]
+    assert "ui.networkPolicy.from: list your proxy's pods" in render_error(*with_secret)
+
+
+def impersonation_rules(docs: list[Any]) -> list[dict[str, Any]]:
+    role = by_kind(docs, "ClusterRole")[f"{DASHBOARD}-impersonate"]
+    binding = by_kind(docs, "ClusterRoleBinding")[f"{DASHBOARD}-impersonate"]
+    assert binding["roleRef"]["name"] == f"{DASHBOARD}-impersonate"
+    assert binding["subjects"] == [DASHBOARD_ACCOUNT]
+    rules: list[dict[str, Any]] = role["rules"]
+    return rules
+
+
 @pytest.mark.parametrize(
-    ("values", "role", "project"),
+    ("values", "rules"),
     [
-        ([], "kitaru-viewer", "kitaru-system"),
-        (["--set", "ui.invoke=true"], "kitaru-consumer", "kitaru-system"),
-        (["--set", "ui.project=team-a"], "kitaru-viewer", "team-a"),
+        (
+            [],
+            [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]}],
+        ),
+        (
+            ["--set", "ui.auth.groups={team-a}"],
+            [
+                {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["groups"],
+                    "verbs": ["impersonate"],
+                    "resourceNames": ["team-a"],
+                },
+            ],
+        ),
     ],
 )
-def test_dashboard_runs_with_the_viewer_or_consumer_role(
-    values: list[str], role: str, project: str
+def test_dashboard_may_only_impersonate_its_people(
+    values: list[str], rules: list[dict[str, Any]]
 ) -> None:
-    docs = render("--set", "ui.enabled=true", *values)
-    name = DASHBOARD
-    (binding,) = [d for d in by_kind(docs, "RoleBinding").values() if d["metadata"]["name"] == name]
-    assert binding["metadata"]["namespace"] == project
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": role,
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": name, "namespace": "kitaru-system"}
+    """Its ServiceAccount may impersonate the listed users (and groups), and nothing
+    else: no RoleBinding gives it a role of its own."""
+    listed = impersonation_rules(render(*SIDECAR, *values))
+    users = {**rules[0], "resourceNames": ["alice", "bob"]}
+    assert listed == [users, *rules[1:]]
+    any_user = render(*SIDECAR, "--set", "ui.auth.anyUser=true", *values)
+    assert impersonation_rules(any_user) == rules
+    bindings = [
+        *by_kind(any_user, "RoleBinding").values(),
+        *by_kind(any_user, "ClusterRoleBinding").values(),
     ]
-    assert role in by_kind(docs, "ClusterRole")
-    deployment = by_kind(docs, "Deployment")[name]
-    pod = deployment["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == name
-    (container,) = pod["containers"]
-    assert container["command"] == ["kitaru", "ui", "--in-cluster", "--host=0.0.0.0", "--port=8080"]
-    assert {"name": "KITARU_PROJECT", "value": project} in container["env"]
-    assert (
-        container["image"]
-        == by_kind(docs, "Deployment")[OPERATOR]["spec"]["template"]["spec"]["containers"][0][
-            "image"
-        ]
+    of_dashboard = [b["roleRef"]["name"] for b in bindings if DASHBOARD_ACCOUNT in b["subjects"]]
+    assert of_dashboard == [f"{DASHBOARD}-impersonate"]
+
+
+def restricted(pod: dict[str, Any]) -> bool:
+    """Pod Security `restricted` for the pod and every container."""
+    return (
+        pod["securityContext"]["runAsNonRoot"] is True
+        and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        and all(
+            c["securityContext"]["allowPrivilegeEscalation"] is False
+            and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            for c in pod["containers"]
+        )
     )
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    # Pod Security `restricted`.
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize("project", ["kitaru-system", "team-a"])
+def test_dashboard_behind_its_oauth2_proxy_sidecar(project: str) -> None:
+    """The dashboard listens on loopback in the pod; oauth2-proxy beside it is the one
+    open port (Service, probes, NetworkPolicy), and passes the user it signed in."""
+    values = [] if project == "kitaru-system" else ["--set", f"ui.project={project}"]
+    docs = render(*SIDECAR, *values)
+    deployment = by_kind(docs, "Deployment")[DASHBOARD]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == DASHBOARD
+    dashboard, proxy = pod["containers"]
+    assert dashboard["command"][:8] == [
+        "kitaru",
+        "ui",
+        "--in-cluster",
+        "--host=127.0.0.1",
+        "--port=8080",
+        "--auth-proxy",
+        "--user-header=X-Forwarded-User",
+        "--groups-header=X-Forwarded-Groups",
+    ]
+    assert "--proxy-secret-file" not in " ".join(dashboard["command"])
+    assert f"--allowed-host={DASHBOARD}.kitaru-system.svc" in dashboard["command"]
+    assert "ports" not in dashboard
+    assert {"name": "KITARU_PROJECT", "value": project} in dashboard["env"]
+    operator = by_kind(docs, "Deployment")[OPERATOR]["spec"]["template"]["spec"]
+    assert dashboard["image"] == operator["containers"][0]["image"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert dashboard[probe]["httpGet"] == {"path": "/healthz", "port": 4180}
+
+    assert proxy["image"] == "quay.io/oauth2-proxy/oauth2-proxy:v7.15.3"
+    assert proxy["args"][:5] == [
+        "--http-address=0.0.0.0:4180",
+        "--upstream=http://127.0.0.1:8080/",
+        "--skip-auth-route=GET=^/healthz$",
+        "--pass-user-headers=true",
+        "--skip-auth-strip-headers=true",
+    ]
+    assert proxy["envFrom"] == [{"secretRef": {"name": "proxy-settings"}}]
+    assert proxy["ports"] == [{"name": "auth", "containerPort": 4180, "protocol": "TCP"}]
+    assert restricted(pod)
+
+    (service,) = [
+        s for s in by_kind(docs, "Service").values() if s["metadata"]["name"] == DASHBOARD
+    ]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "auth", "protocol": "TCP"}
+    ]
+    policy = by_kind(docs, "NetworkPolicy")[DASHBOARD]["spec"]
+    assert (
+        policy["podSelector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [{"ports": [{"port": 4180, "protocol": "TCP"}]}]
+
+
+def test_dashboard_behind_an_external_proxy() -> None:
+    """The dashboard listens on the pod's address but believes only requests with the
+    shared secret (a mounted Secret); the NetworkPolicy admits the proxy's pods only."""
+    docs = render(*EXTERNAL, "--set", "ui.allowedHosts={kitaru.example.com}")
+    pod = by_kind(docs, "Deployment")[DASHBOARD]["spec"]["template"]["spec"]
+    (dashboard,) = pod["containers"]
+    command = dashboard["command"]
+    assert "--host=0.0.0.0" in command and "--auth-proxy" in command
+    assert "--proxy-secret-file=/etc/kitaru-proxy/proxy-secret" in command
+    assert "--allowed-host=kitaru.example.com" in command
+    assert {
+        "name": "proxy-secret",
+        "mountPath": "/etc/kitaru-proxy",
+        "readOnly": True,
+    } in dashboard["volumeMounts"]
+    assert {
+        "name": "proxy-secret",
+        "secret": {
+            "secretName": "proxy-secret",
+            "items": [{"key": "proxy-secret", "path": "proxy-secret"}],
+        },
+    } in pod["volumes"]
+    assert dashboard["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert restricted(pod)
+    service = by_kind(docs, "Service")[DASHBOARD]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+    policy = by_kind(docs, "NetworkPolicy")[DASHBOARD]["spec"]
+    assert policy["ingress"] == [
+        {
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+            "from": [{"podSelector": {"matchLabels": {"app": "proxy"}}}],
+        }
+    ]
 
 
 def test_dashboard_service_selects_only_the_dashboard() -> None:
-    docs = render("--set", "ui.enabled=true")
+    docs = render(*SIDECAR)
     services = by_kind(docs, "Service")
     deployments = by_kind(docs, "Deployment")
     dashboard_pods = deployments[DASHBOARD]["spec"]["template"]["metadata"]["labels"]
@@ -388,6 +537,3 @@ def test_dashboard_service_selects_only_the_dashboard() -> None:
     assert not selector.items() <= operator_pods.items()
     metrics = services[f"{OPERATOR}-metrics"]["spec"]["selector"]
     assert not metrics.items() <= dashboard_pods.items()
-    assert services[DASHBOARD]["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
-    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +27,14 @@ from kitaru.client.errors import InvalidArguments, KitaruError
 from kitaru.core.names import shown
 from kitaru.core.retention import Retention
 from kitaru.core.tokens import CLIENT_TOKEN_MAX_SECONDS, CLIENT_TOKEN_MIN_SECONDS
+
+# The environment variable with the MCP HTTP server's bearer token.
+MCP_TOKEN_ENV = "KITARU_MCP_TOKEN"
+# Shared secrets and tokens shorter than this are refused (32 hex digits: 128 bits).
+MIN_TOKEN_LENGTH = 32
+
+if TYPE_CHECKING:
+    from kitaru.ui.security import ProxyAuth
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -381,6 +390,17 @@ def token(duration: int, server: str | None) -> Output:
     )
 
 
+allowed_host_option = click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another host name the server answers to (repeatable), e.g. the name of a proxy "
+    "in front. Loopback names and the --host address are always allowed; requests for any "
+    "other name are refused (DNS rebinding).",
+)
+
+
 @main.command()
 @click.option(
     "--transport",
@@ -394,9 +414,8 @@ def token(duration: int, server: str | None) -> Output:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (streamable-http only). The HTTP endpoint has no "
-    "authentication of its own: every caller acts with the active Kitaru connection, "
-    "so keep it on loopback.",
+    help="Address to listen on (streamable-http only). Every caller acts with the active "
+    "Kitaru connection: on any address but loopback, callers need the bearer token.",
 )
 @click.option(
     "--port",
@@ -405,21 +424,65 @@ def token(duration: int, server: str | None) -> Output:
     show_default=True,
     help="Port to listen on (streamable-http only).",
 )
-def mcp(transport: str, host: str, port: int) -> None:
+@allowed_host_option
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help=f"File holding the bearer token callers must send (or set {MCP_TOKEN_ENV}). "
+    "Without one, a server on a non-loopback address makes a token and prints it once.",
+)
+def mcp(
+    transport: str,
+    host: str,
+    port: int,
+    allowed_hosts: tuple[str, ...],
+    token_file: Path | None,
+) -> None:
     """Serve the Kitaru tools to an MCP client (an assistant) over stdio or HTTP.
 
     Tools use the active connection (KITARU_SERVER_URL / KITARU_AUTH_TOKEN /
-    KITARU_PROJECT, the saved login, or the kubeconfig). With
-    --transport streamable-http the server has no auth of its own: anyone who can
-    reach HOST:PORT acts with that connection.
+    KITARU_PROJECT, the saved login, or the kubeconfig). Over streamable-http the server
+    answers only to its own host names, refuses browser requests from other origins,
+    and on any address but loopback only to callers with its bearer token
+    (`Authorization: Bearer TOKEN`).
     """
-    from kitaru.mcp_server import build_server
+    from kitaru.mcp_server import build_server, serve_http
+    from kitaru.web_security import is_loopback, new_token
 
     server = build_server()
-    if transport == "streamable-http":
-        server.run("streamable-http", host=host, port=port)
-    else:
+    if transport != "streamable-http":
         server.run("stdio")
+        return
+    token = _mcp_token(token_file)
+    if token is None and not is_loopback(host):
+        token = new_token()
+        click.echo(
+            f"kitaru mcp listens on {host}:{port}: callers must send "
+            f"'Authorization: Bearer {token}' (this token is shown once; set "
+            f"{MCP_TOKEN_ENV} or --token-file to choose one)",
+            err=True,
+        )
+    serve_http(server, host=host, port=port, extra_hosts=allowed_hosts, token=token)
+
+
+def _mcp_token(token_file: Path | None) -> str | None:
+    """The configured bearer token: --token-file, else KITARU_MCP_TOKEN, else None."""
+    import os
+
+    if token_file is not None:
+        token, source = token_file.read_text().strip(), str(token_file)
+    elif os.environ.get(MCP_TOKEN_ENV) is not None:
+        token, source = os.environ[MCP_TOKEN_ENV].strip(), MCP_TOKEN_ENV
+    else:
+        return None
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise click.BadParameter(
+            f"the bearer token from {source} has {len(token)} characters: use at least "
+            f"{MIN_TOKEN_LENGTH} random ones (e.g. `openssl rand -hex 32`)",
+            param_hint="--token-file",
+        )
+    return token
 
 
 @main.command()
@@ -427,8 +490,8 @@ def mcp(transport: str, host: str, port: int) -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on. Every visitor acts with the dashboard's connection: "
-    "keep it on loopback unless it runs with a role of its own (the Helm chart).",
+    help="Address to listen on. Every visitor acts with the dashboard's connection, so any "
+    "address but loopback needs --auth-proxy with --proxy-secret-file.",
 )
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port."
@@ -438,27 +501,116 @@ def mcp(transport: str, host: str, port: int) -> None:
     is_flag=True,
     help="Connect as the pod's ServiceAccount (the chart's dashboard), not the active connection.",
 )
+@allowed_host_option
+@click.option(
+    "--auth-proxy",
+    is_flag=True,
+    help="Serve only people an authenticating proxy in front has signed in (it names them "
+    "in --user-header and --groups-header) and act as each of them with Kubernetes "
+    "impersonation: the connection needs `impersonate` on those users and groups. The "
+    "proxy is trusted on loopback (a sidecar) or with --proxy-secret-file.",
+)
+@click.option(
+    "--proxy-secret-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="With --auth-proxy: trust the user headers only on requests whose "
+    "X-Kitaru-Proxy-Secret header holds this file's secret (a proxy outside the pod).",
+)
+@click.option(
+    "--user-header", default="X-Forwarded-User", show_default=True, help="With --auth-proxy."
+)
+@click.option(
+    "--groups-header",
+    default="X-Forwarded-Groups",
+    show_default=True,
+    help="With --auth-proxy: comma-separated groups (repeated headers too).",
+)
+@click.option(
+    "--allow-group",
+    "allowed_groups",
+    multiple=True,
+    metavar="NAME",
+    help="With --auth-proxy: a group passed on to the API server (repeatable); other groups "
+    "the proxy names are dropped. Groups starting with 'system:' never are.",
+)
 @kitaru_command
-def ui(host: str, port: int, in_cluster: bool) -> Output:
+def ui(
+    host: str,
+    port: int,
+    in_cluster: bool,
+    allowed_hosts: tuple[str, ...],
+    auth_proxy: bool,
+    proxy_secret_file: Path | None,
+    user_header: str,
+    groups_header: str,
+    allowed_groups: tuple[str, ...],
+) -> Output:
     """Serve the dashboard: flows, routes, runs, logs and an invoke form.
 
     It uses the active connection like every other command, so the API server decides
-    what it shows and allows; buttons the connection may not use are not shown.
+    what it shows and allows; buttons the connection may not use are not shown. It
+    answers only to its own host names, and forms work only from its own pages.
     """
     import uvicorn
 
-    from kitaru.client import KitaruClient
-    from kitaru.client.connection import in_cluster_connection
+    from kitaru.client.connection import in_cluster_connection, resolve_connection
     from kitaru.ui.app import RECONNECT_SECONDS, Connector, create_app
+    from kitaru.ui.security import exposure_problem
+    from kitaru.web_security import allowed_hosts as host_names
 
+    proxy = _proxy_auth(auth_proxy, proxy_secret_file, user_header, groups_header, allowed_groups)
+    problem = exposure_problem(host, proxy)
+    if problem:
+        raise InvalidArguments(problem, kind="UnsafeAddress")
     if in_cluster:
-        connect = Connector(lambda: KitaruClient(in_cluster_connection()), RECONNECT_SECONDS)
+        connect = Connector(in_cluster_connection, RECONNECT_SECONDS)
     else:
-        connect = Connector(KitaruClient)
+        connect = Connector(resolve_connection)
     project = connect().project  # an incomplete connection fails here, before serving
+    hosts = host_names(host, allowed_hosts)
+    app = create_app(connect, hosts, proxy)
     click.echo(f"Kitaru dashboard for project {project}: http://{host}:{port}/", err=True)
-    uvicorn.run(create_app(connect), host=host, port=port, log_level="warning")
+    # proxy_headers=False: the peer address is the TCP peer's, never X-Forwarded-For
+    # (the sidecar proxy is trusted because it is on loopback).
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
     return Output(item={"host": host, "port": port, "project": project}, text="")
+
+
+def _proxy_auth(
+    enabled: bool,
+    secret_file: Path | None,
+    user_header: str,
+    groups_header: str,
+    allowed_groups: tuple[str, ...],
+) -> ProxyAuth | None:
+    from kitaru.ui.security import RESERVED_PREFIX, ProxyAuth
+
+    if not enabled:
+        if secret_file is not None or allowed_groups:
+            raise InvalidArguments(
+                "--proxy-secret-file and --allow-group apply to --auth-proxy: add it"
+            )
+        return None
+    secret = None
+    if secret_file is not None:
+        secret = secret_file.read_bytes().strip()
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise InvalidArguments(
+                f"the proxy secret in {secret_file} has {len(secret)} bytes: use at least "
+                f"{MIN_TOKEN_LENGTH} random characters (e.g. `openssl rand -hex 32`)"
+            )
+    reserved = [g for g in allowed_groups if g.lower().startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise InvalidArguments(
+            f"--allow-group {reserved[0]!r}: the dashboard never acts as a Kubernetes system group"
+        )
+    return ProxyAuth(
+        user_header=user_header,
+        groups_header=groups_header,
+        secret=secret,
+        allowed_groups=frozenset(allowed_groups),
+    )
 
 
 __all__ = ["KitaruError", "main"]

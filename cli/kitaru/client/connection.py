@@ -77,6 +77,15 @@ class SavedConnection:
 
 
 @dataclass(frozen=True)
+class Impersonation:
+    """Act as another user (Kubernetes impersonation: `Impersonate-User`/`-Group`); the
+    connection's own identity needs `impersonate` on those users and groups."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Connection:
     """A resolved connection; `require()` before talking to the server."""
 
@@ -87,6 +96,7 @@ class Connection:
     service_account: Setting = UNSET
     kube: KubeContext | None = None
     ca_data: str | None = field(default=None, repr=False)
+    impersonate: Impersonation | None = None
 
     @property
     def uses_kubeconfig_credentials(self) -> bool:

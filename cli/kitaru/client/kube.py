@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 from functools import cached_property
 from typing import Any, TypeVar
 
-from kitaru.client.connection import ENV_CA_FILE, Connection
+from kitaru.client.connection import ENV_CA_FILE, Connection, Impersonation
 from kitaru.client.errors import (
     AuthenticationError,
     Conflict,
@@ -54,15 +54,40 @@ def build_api_client(conn: Connection) -> Any:
 
     conn = conn.require()
     if conn.uses_kubeconfig_credentials and conn.kube is not None:
-        return _named(client.ApiClient(load_configuration(conn.kube.path, conn.kube.context)))
-    configuration = client.Configuration()
-    configuration.host = conn.server.value or ""
-    configuration.api_key = {"authorization": conn.token.value or ""}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    ca = conn.ca_path()
-    if ca:
-        configuration.ssl_ca_cert = ca
-    return _named(client.ApiClient(configuration))
+        api_client = client.ApiClient(load_configuration(conn.kube.path, conn.kube.context))
+    else:
+        configuration = client.Configuration()
+        configuration.host = conn.server.value or ""
+        configuration.api_key = {"authorization": conn.token.value or ""}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        ca = conn.ca_path()
+        if ca:
+            configuration.ssl_ca_cert = ca
+        api_client = client.ApiClient(configuration)
+    if conn.impersonate is not None:
+        _impersonating(api_client, conn.impersonate)
+    return _named(api_client)
+
+
+def _impersonating(api_client: Any, who: Impersonation) -> None:
+    """Every request of `api_client` carries `Impersonate-User` and one `Impersonate-Group`
+    header per group. The generated client keeps headers in a dict (one value per name),
+    so they are added below it, where urllib3 sends repeated headers."""
+    from urllib3 import HTTPHeaderDict
+
+    rest = api_client.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, headers: Any = None, **kwargs: Any) -> Any:
+        merged = HTTPHeaderDict(headers or {})
+        for name in ("Impersonate-User", "Impersonate-Group"):
+            merged.discard(name)
+        merged["Impersonate-User"] = who.user
+        for group in who.groups:
+            merged.add("Impersonate-Group", group)
+        return send(method, url, headers=merged, **kwargs)
+
+    rest.request = request
 
 
 def _named(api_client: Any) -> Any:

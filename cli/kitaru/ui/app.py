@@ -1,17 +1,20 @@
 """The dashboard: a Starlette app of server-rendered pages over `kitaru.client`.
 
-Every read and write goes through the client with the dashboard's connection, so the
-API server decides what may be seen and done, and refusals carry the CLI's messages.
+Every read and write goes through the client with the dashboard's connection — or,
+behind an authenticating proxy, as the signed-in user (impersonation) — so the API
+server decides what may be seen and done, and refusals carry the CLI's messages.
 Buttons for writes are shown only when a SelfSubjectAccessReview allows them.
-Mutating forms carry a per-process CSRF token.
+Who may send requests at all, and how forms are protected: `kitaru.ui.security`.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kitaru.client import KitaruClient
+from kitaru.client.connection import Connection, Impersonation
 from kitaru.client.curl import render_curl
 from kitaru.client.errors import (
     InvalidArguments,
@@ -37,6 +42,8 @@ from kitaru.client.records import STATUSES, ExecutionInfo
 from kitaru.core.inputs import InvalidInputs
 from kitaru.core.names import INVOCATIONS, ROUTES
 from kitaru.ui import views
+from kitaru.ui.security import CSRF_COOKIE, CsrfTokens, DashboardGuard, Identity, ProxyAuth
+from kitaru.web_security import TrustedHosts
 
 HERE = Path(__file__).parent
 # Runs read per flow for the last-run-per-tag column and the canary charts.
@@ -59,20 +66,43 @@ class Permissions:
 
 
 class Connector:
-    """The client of the dashboard, made again after `max_age` seconds (None: never)."""
+    """The dashboard's clients: one with its own connection, or one per person it acts
+    for (impersonation; the `max_people` most recent are kept). All are made again once
+    the connection is older than `max_age` seconds (None: never). Requests run in a
+    thread pool, so the cache is changed under a lock."""
 
-    def __init__(self, make: Callable[[], KitaruClient], max_age: float | None = None) -> None:
-        self._make = make
+    def __init__(
+        self,
+        connection: Callable[[], Connection],
+        max_age: float | None = None,
+        max_people: int = 256,
+    ) -> None:
+        self._connection = connection
         self._max_age = max_age
-        self._client: KitaruClient | None = None
+        self._max_people = max_people
+        self._own: KitaruClient | None = None
+        self._people: OrderedDict[Identity, KitaruClient] = OrderedDict()
         self._made = 0.0
+        self._lock = threading.Lock()
 
-    def __call__(self) -> KitaruClient:
-        stale = self._max_age is not None and time.monotonic() - self._made > self._max_age
-        if self._client is None or stale:
-            self._client = self._make()
-            self._made = time.monotonic()
-        return self._client
+    def __call__(self, identity: Identity | None = None) -> KitaruClient:
+        with self._lock:
+            stale = self._max_age is not None and time.monotonic() - self._made > self._max_age
+            if self._own is None or stale:
+                self._own = KitaruClient(self._connection())
+                self._people.clear()
+                self._made = time.monotonic()
+            if identity is None:
+                return self._own
+            client = self._people.get(identity)
+            if client is None:
+                who = Impersonation(user=identity.user, groups=identity.groups)
+                client = KitaruClient(replace(self._own.connection, impersonate=who))
+                self._people[identity] = client
+                while len(self._people) > self._max_people:
+                    self._people.popitem(last=False)
+            self._people.move_to_end(identity)
+            return client
 
 
 def status_code(error: KitaruError) -> int:
@@ -100,9 +130,15 @@ def _versions(versions: tuple[int, ...]) -> str:
     return ", ".join(f"v{v}" for v in versions) or "(none)"
 
 
-def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
-    """The dashboard for the connection `connect()` returns (called per request)."""
-    csrf_token = secrets.token_urlsafe(32)
+def create_app(
+    connect: Callable[[Identity | None], KitaruClient],
+    hosts: frozenset[str],
+    proxy: ProxyAuth | None = None,
+) -> Starlette:
+    """The dashboard answering to the host names `hosts`. Requests are made with the
+    client `connect(identity)` returns: behind an authenticating proxy (`proxy`) the
+    identity is the signed-in user's, and a request without one never gets this far."""
+    csrf = CsrfTokens()
     # What a write did, shown once on the page it redirects to (`?done=<key>`): kept here
     # rather than in the URL, so no link can make the dashboard show a text of its own.
     notices: dict[str, str] = {}
@@ -120,27 +156,52 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
             tag=kube.allowed("patch", ROUTES) and kube.allowed("create", ROUTES),
         )
 
+    def identity_of(request: Request) -> Identity | None:
+        identity: Identity | None = request.scope.get("state", {}).get("identity")
+        if proxy is not None and identity is None:
+            # DashboardGuard admits no request without one; never act as ourselves.
+            raise RuntimeError("a request without an identity reached the dashboard")
+        return identity
+
+    def client_of(request: Request) -> KitaruClient:
+        return connect(identity_of(request))
+
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        client = connect()
+        client = client_of(request)
+        identity = identity_of(request)
+        cookie = request.cookies.get(CSRF_COOKIE) or csrf.new_cookie()
         html = templates.get_template(name).render(
             project=client.project,
-            csrf_token=csrf_token,
+            user=identity.user if identity else None,
+            csrf_token=csrf.token(cookie, identity.user if identity else ""),
             notice=notices.pop(request.query_params.get("done", ""), ""),
             **context,
         )
-        return HTMLResponse(html, status_code=status)
+        response = HTMLResponse(html, status_code=status)
+        if cookie != request.cookies.get(CSRF_COOKIE):
+            response.set_cookie(
+                CSRF_COOKIE,
+                cookie,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
 
     def error_page(request: Request, error: KitaruError) -> HTMLResponse:
         return page(request, "error.html", status_code(error), error=error)
 
-    def check_csrf(form: FormData) -> None:
-        if not secrets.compare_digest(str(form.get("csrf_token", "")), csrf_token):
+    def check_csrf(request: Request, form: FormData) -> None:
+        identity = identity_of(request)
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        token = str(form.get("csrf_token", ""))
+        if not csrf.valid(cookie, identity.user if identity else "", token):
             raise Rejected("the form has expired: reload the page and submit it again")
 
     # --- pages ----------------------------------------------------------------------
 
     def flows_page(request: Request) -> Response:
-        client = connect()
+        client = client_of(request)
         try:
             flows = client.deployments.flows()
             routes = client.deployments.routes()
@@ -199,7 +260,9 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
     def flow_page(request: Request) -> Response:
         flow = request.path_params["flow"]
         try:
-            context = flow_context(connect(), flow, request.query_params.get("versions") == "all")
+            context = flow_context(
+                client_of(request), flow, request.query_params.get("versions") == "all"
+            )
         except KitaruError as error:
             return error_page(request, error)
         return page(request, "flow.html", **context)
@@ -208,13 +271,13 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
         """Tag, untag or roll back through the client; a refusal is shown on the flow
         page with the client's message."""
         flow = request.path_params["flow"]
-        client = connect()
+        client = client_of(request)
         action = str(form.get("action") or "tag")
         tag = str(form.get("tag", "")).strip()
         version = None
         reason = str(form.get("reason") or "").strip() or None
         try:
-            check_csrf(form)
+            check_csrf(request, form)
             version = _version_arg(str(form.get("version", "")).strip())
             if action == "untag":
                 route = client.deployments.untag(flow, tag, version, reason=reason)
@@ -278,7 +341,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
 
     def invoke_page(request: Request) -> Response:
         try:
-            context = invoke_context(connect(), request, request.path_params["flow"])
+            context = invoke_context(client_of(request), request, request.path_params["flow"])
         except KitaruError as error:
             return error_page(request, error)
         return page(request, "invoke.html", **context)
@@ -289,14 +352,14 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
 
     def start_run(request: Request, submitted: FormData) -> Response:
         flow = request.path_params["flow"]
-        client = connect()
+        client = client_of(request)
         try:
             context = invoke_context(client, request, flow)
         except KitaruError as error:
             return error_page(request, error)
         form = {k: str(v) for k, v in submitted.items()}
         try:
-            check_csrf(submitted)
+            check_csrf(request, submitted)
             inputs = views.inputs_from_form(context["fields"], form)
             handle = client.deployments.invoke(
                 flow, tag=context["tag"], version=context["version"], inputs=inputs
@@ -342,7 +405,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
     def runs_page(request: Request) -> Response:
         try:
             filters = runs_filters(request)
-            runs = runs_list(connect(), filters)
+            runs = runs_list(client_of(request), filters)
         except KitaruError as error:
             return error_page(request, error)
         name = "_runs_table.html" if request.query_params.get("fragment") else "runs.html"
@@ -350,7 +413,7 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
 
     def run_page(request: Request) -> Response:
         exec_id = request.path_params["exec_id"]
-        client = connect()
+        client = client_of(request)
         try:
             run = client.executions.get(exec_id)
             chain = client.executions.resolution(exec_id)
@@ -377,5 +440,11 @@ def create_app(connect: Callable[[], KitaruClient]) -> Starlette:
             Route("/runs/{exec_id}", run_page, name="run"),
             Route("/healthz", healthz, name="healthz"),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        ]
+        ],
+        # Outermost first: a request for another host name is refused before anything
+        # reads it; then who sends it, and from which origin.
+        middleware=[
+            Middleware(TrustedHosts, hosts=hosts, exempt=frozenset({"/healthz"})),
+            Middleware(DashboardGuard, proxy=proxy),
+        ],
     )
