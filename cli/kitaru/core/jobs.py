@@ -58,21 +58,26 @@ class NotRunnable(ValueError):
 # --- source snapshot encoding (shared by the client that builds the ConfigMap) --
 
 
+# The ConfigMap key of the manifest: `.kitaru/` is never shipped, so no source file's
+# key can be it (`kitaru.core.sources` refuses one that would be, all the same).
+SOURCE_MANIFEST_KEY = ".kitaru__manifest"
+
+
 def source_key(path: str) -> str:
     """ConfigMap key of a source file: keys cannot hold '/', so it becomes '__'."""
     return path.replace("/", "__")
 
 
-def source_sha256(files: Mapping[str, bytes]) -> str:
-    """sha256 of the `sha256sum`-style manifest of the files, sorted by path.
+def source_manifest(files: Mapping[str, bytes]) -> str:
+    """The `sha256sum`-style manifest of the files, sorted by path: digest, two spaces,
+    path, newline per file (`sha256sum -c` checks a materialised tree against it)."""
+    return "".join(f"{hashlib.sha256(files[path]).hexdigest()}  {path}\n" for path in sorted(files))
 
-    Hashing the manifest (digest, two spaces, path, newline per file) binds both
-    the contents and the paths, and is reproducible with coreutils.
-    """
-    manifest = "".join(
-        f"{hashlib.sha256(files[path]).hexdigest()}  {path}\n" for path in sorted(files)
-    )
-    return hashlib.sha256(manifest.encode()).hexdigest()
+
+def source_sha256(files: Mapping[str, bytes]) -> str:
+    """sha256 of the files' manifest: it binds both the contents and the paths, and is
+    reproducible with coreutils (`sha256sum` of the manifest)."""
+    return hashlib.sha256(source_manifest(files).encode()).hexdigest()
 
 
 # --- the resolution chain ------------------------------------------------------
