@@ -254,7 +254,8 @@ def _git_listing(root: Path) -> list[str] | None:
     listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     if listed is None:
         return None
-    return sorted({path for path in listed.split("\0") if path})
+    # --cached lists tracked files deleted in the work tree too: git would commit that.
+    return sorted({p for p in listed.split("\0") if p and os.path.lexists(root / p)})
 
 
 def _walk_listing(root: Path) -> list[str]:
