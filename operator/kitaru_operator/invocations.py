@@ -133,7 +133,12 @@ async def _resolve(
         merged = merge_inputs(deployment.inputs, spec.inputs)
         validate_inputs(merged, deployment.input_schema)
         chain = build_chain(
-            resolution.selector, resolution.tag, deployment, inputs_hash(merged), resolution.split
+            resolution.selector,
+            resolution.tag,
+            deployment,
+            inputs_hash(merged),
+            resolution.split,
+            default_image=rt.default_runner_image,
         )
         chain.shadow = _shadow_of_run(rt, namespace, body["metadata"]["name"], spec, resolution)
     except ResolutionError as exc:

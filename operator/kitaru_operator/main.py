@@ -93,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "flow's default route (default 60; the invocation's resolveDeadlineSeconds wins)",
     )
     parser.add_argument(
+        "--default-runner-image",
+        default=env("KITARU_DEFAULT_RUNNER_IMAGE") or None,
+        help="image of a version that names none and whose stack has no runner image "
+        "(the chart's runner.image; default: none, such a version is not runnable)",
+    )
+    parser.add_argument(
         "--leader-elect",
         action="store_true",
         default=env("KITARU_LEADER_ELECT", "").lower() == "true",
@@ -120,6 +126,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         resync_seconds=args.resync_seconds,
         resolve_deadline_seconds=args.resolve_deadline_seconds,
         route_history_limit=max(args.route_history_limit, 1),
+        default_runner_image=args.default_runner_image,
     )
 
 

@@ -29,6 +29,8 @@ class OperatorConfig:
     resync_seconds: float = 30.0  # drift correction of running invocations
     resolve_deadline_seconds: float = 60.0  # how long resolution may wait
     route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT  # changes kept per flow
+    # The image of a version that names none and whose stack has no runner image.
+    default_runner_image: str | None = None
 
     @property
     def scopes(self) -> tuple[str | None, ...]:

@@ -127,6 +127,7 @@ async def start(config: OperatorConfig) -> Runtime:
         shadows=ShadowTally(lambda ns, flow, tag: flows.mark((ns, flow)).routes.add(tag)),
         gate=gate,
         resolve_deadline_seconds=config.resolve_deadline_seconds,
+        default_runner_image=config.default_runner_image,
     )
     promotions = Promotions(api, flows, rt.events)
     needed: list[Informer[Any, Any]] = []
@@ -213,6 +214,7 @@ async def _when_synced(
         rt.events,
         route_history_limit=route_history_limit,
         shadow_summary=rt.shadows.summary,
+        default_runner_image=rt.default_runner_image,
     )
     rt.spawn(reconciler.run())
     for informer in finished:

@@ -83,8 +83,8 @@ def source_sha256(files: Mapping[str, bytes]) -> str:
 # --- the resolution chain ------------------------------------------------------
 
 
-def _image(deployment: FlowDeploymentSpec) -> str:
-    image = runner_image(deployment)
+def _image(deployment: FlowDeploymentSpec, default: str | None) -> str:
+    image = runner_image(deployment, default)
     if not image:
         raise NotRunnable(deployment.flow, deployment.version)
     return image
@@ -96,6 +96,7 @@ def build_chain(
     deployment: FlowDeploymentSpec,
     inputs_hash: str,
     split: SplitChoice | None = None,
+    default_image: str | None = None,
 ) -> ResolvedChain:
     source = deployment.snapshot.source
     return ResolvedChain(
@@ -105,7 +106,7 @@ def build_chain(
         split=split,
         deployment=deployment_name(deployment.flow, deployment.version),
         snapshot_name=snapshot_name(deployment.flow, deployment.version),
-        image=_image(deployment),
+        image=_image(deployment, default_image),
         source_sha256=source.sha256 if source else None,
         inputs_hash=inputs_hash,
     )
