@@ -181,10 +181,20 @@ def install_wheel(wheel: Path, venv: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     requirement = f"{wheel}[cli]"
-    offline = [*pip, "install", "--no-index", "--find-links", str(WHEELHOUSE), requirement]
+    offline = [
+        *pip,
+        "install",
+        "--no-compile",
+        "--no-index",
+        "--find-links",
+        str(WHEELHOUSE),
+        requirement,
+    ]
     if subprocess.run(offline, capture_output=True).returncode != 0:
         WHEELHOUSE.mkdir(parents=True, exist_ok=True)
         subprocess.run([*pip, "wheel", "--wheel-dir", str(WHEELHOUSE), requirement], check=True)
+        for own in WHEELHOUSE.glob("kitaru_k8s-*"):  # the dependencies only, never ours
+            own.unlink()
         subprocess.run(offline, check=True)
     return venv / "bin" / "kitaru"
 
