@@ -307,7 +307,7 @@ CLI_CASES = [
     ),
     _cli(
         "cli-deploy-source-too-large",
-        f"deploy flows/research.py:{FLOW}",
+        DEPLOY,
         "SourceTooLarge",
         "a ConfigMap holds at most 1 MiB (1,048,576 bytes). Biggest files: 'huge.json' (2.0 MiB)",
     ),
@@ -319,13 +319,13 @@ CLI_CASES = [
     ),
     _cli(
         "cli-deploy-symlink-out-of-project",
-        f"deploy linked/flows/research.py:{FLOW}",
+        DEPLOY.replace("flows/", "linked/flows/"),
         "InvalidSource",
         "'leak' is a symlink to '/etc/hostname', outside the project",
     ),
     _cli(
         "cli-deploy-file-name-not-a-key",
-        f"deploy oddnames/flows/research.py:{FLOW}",
+        DEPLOY.replace("flows/", "oddnames/flows/"),
         "InvalidSource",
         "cannot ship 'notes copy.txt': a ConfigMap key holds only",
     ),
@@ -863,7 +863,7 @@ SDK_CASES = [
     ),
     _sdk(
         "sdk-deploy-source-too-large",
-        lambda c, p: c.deployments.deploy(_target(p)),
+        lambda c, p: c.deployments.deploy(_target(p), inputs={"topic": "t"}),
         "SourceTooLarge",
         "Biggest files: 'huge.json' (2.0 MiB)",
     ),
@@ -1228,7 +1228,7 @@ MCP_CASES = [
     McpCase(
         "mcp-deploy-source-too-large",
         "kitaru_deployments_deploy",
-        {"target": f"flows/research.py:{FLOW}"},
+        {"target": f"flows/research.py:{FLOW}", "inputs": {"topic": "t"}},
         "List what the flow does not need in .kitaruignore at the project root",
     ),
     McpCase(
