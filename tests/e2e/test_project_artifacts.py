@@ -54,6 +54,7 @@ SHIPPED = [
     "myproject/tools/__init__.py",
     "myproject/tools/search.py",
 ]
+TOPIC = '{"topic": "routing"}'  # every deploy's inputs: the schema guard sees no change
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -101,7 +102,7 @@ def project(
 
 
 def test_a_package_with_a_subpackage_runs_with_both_imports(project: Project) -> None:
-    deploy = f'deploy myproject/flow.py:{FLOW} --input \'{{"topic": "routing"}}\' -o json'
+    deploy = f"deploy myproject/flow.py:{FLOW} --input '{TOPIC}' -o json"
     first = project.kitaru(deploy).json()["item"]
     assert first["entrypoint"] == f"myproject.flow:{FLOW}"
     [config_map] = project.source_config_maps()
@@ -227,7 +228,8 @@ def test_the_wheel_in_a_fresh_venv_deploys_and_invokes(
     ).stdout
     assert where.startswith(str(tmp_path / "venv")), where
     assert "Deploy a flow from source" in kitaru("--help").stdout
-    info = json.loads(kitaru("deploy", f"myproject/flow.py:{FLOW}", "-o", "json").stdout)["item"]
+    deploy = kitaru("deploy", f"myproject/flow.py:{FLOW}", "--input", TOPIC, "-o", "json")
+    info = json.loads(deploy.stdout)["item"]
     assert info["runner_image"] == f"ghcr.io/kitaru-k8s/runner:{VERSION}"
     run = kitaru(
         "invoke",
