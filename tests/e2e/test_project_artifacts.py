@@ -110,7 +110,9 @@ def test_a_package_with_a_subpackage_runs_with_both_imports(project: Project) ->
     manifest = config_map.data.pop(SOURCE_MANIFEST_KEY)
     assert [line.partition("  ")[2] for line in manifest.splitlines()] == SHIPPED
     assert sorted(config_map.data) == sorted(p.replace("/", "__") for p in SHIPPED)
-    assert SECRET not in json.dumps(config_map.to_dict()), "a git-ignored file was shipped"
+    assert SECRET not in json.dumps(config_map.to_dict(), default=str), (
+        "a git-ignored file was shipped"
+    )
 
     run = project.kitaru(f"invoke {FLOW} --wait --timeout 180 -o json", timeout=240)
     assert run.json()["item"]["result"] == "found routing, be brief"
