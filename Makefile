@@ -6,8 +6,9 @@ CLUSTER_DIR := $(CURDIR)/.cluster
 export KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
 KIND_KUBECONFIG := $(CLUSTER_DIR)/kind-kubeconfig
 IMAGE_TAG ?= 0.1.0
+DIST ?= dist
 
-.PHONY: help install packages build-cluster build-gitops build-authproxy images cluster-up cluster-down crds check-crds lint test test-unit test-gitops demo bench bench-node bench-pods kind-up kind-install
+.PHONY: help install packages dist build-cluster build-gitops build-authproxy images cluster-up cluster-down crds check-crds lint test test-unit test-gitops demo bench bench-node bench-pods kind-up kind-install
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,6 +18,11 @@ install: ## pip install the project with its dev extras
 
 packages: ## apt-get install the Debian packages of the node and the image builds (when missing)
 	bash cluster/install-packages.sh
+
+dist: ## the wheel, the sdist (python -m build) and the packaged chart (the pinned helm), into $(DIST)/
+	mkdir -p "$(DIST)" && rm -f "$(DIST)"/kitaru_k8s-* "$(DIST)"/kitaru-operator-*.tgz
+	$(PYTHON) -m build --outdir "$(DIST)" .
+	"$$(bash cluster/build.sh | tail -1)/helm" package charts/kitaru-operator --destination "$(DIST)"
 
 build-cluster: packages ## build the pinned upstream binaries into ~/.cache/kitaru-k8s (once)
 	bash cluster/build.sh

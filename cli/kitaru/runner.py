@@ -1,7 +1,8 @@
 """The entrypoint inside a run's container: `python -m kitaru.runner`.
 
 Reads the runner environment contract (docs/ARCHITECTURE.md), loads the flow from
-the image or from the mounted source ConfigMap (after checking its sha256),
+the image or from the mounted source ConfigMap (after checking its sha256; the
+project's files laid out again under a fresh root on `sys.path`),
 validates the inputs, calls the plain function and writes the outcome as JSON to
 the termination message. Results that do not fit the message are reported as
 `ResultTooLarge`, never cut.
@@ -15,11 +16,17 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kitaru.core.inputs import InvalidInputs, validate_inputs
-from kitaru.core.jobs import TERMINATION_MESSAGE_LIMIT, source_key, source_sha256
+from kitaru.core.jobs import (
+    SOURCE_MANIFEST_KEY,
+    TERMINATION_MESSAGE_LIMIT,
+    source_key,
+    source_manifest,
+    source_sha256,
+)
 from kitaru.core.payloads import json_problem
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -43,19 +50,43 @@ class EntrypointNotFound(RunnerError):
     type_name = "EntrypointNotFound"
 
 
-def materialize_source(source_dir: Path, files: list[str], expected_sha256: str) -> Path:
-    """Copy the verified source files into a fresh directory laid out by path."""
+def read_source(source_dir: Path, listed: list[str], expected_sha256: str) -> dict[str, bytes]:
+    """The mounted source files by path, checked against the version's sha256.
+
+    The paths come from the ConfigMap's manifest (what `kitaru deploy` writes), else from
+    `KITARU_SOURCE_FILES` (a ConfigMap made without one, e.g. by kustomize). Recomputing
+    the manifest from what was read and hashing it binds every path and every byte.
+    """
+    manifest_file = source_dir / SOURCE_MANIFEST_KEY
+    manifest = manifest_file.read_text() if manifest_file.is_file() else None
+    paths = [line.partition("  ")[2] for line in manifest.splitlines()] if manifest else listed
     contents: dict[str, bytes] = {}
-    for path in files:
+    for path in paths:
+        parts = PurePosixPath(path).parts
+        if not path or PurePosixPath(path).is_absolute() or ".." in parts:
+            raise SourceMismatch(f"source path {path!r} is not relative to the project root")
         key_file = source_dir / source_key(path)
         if not key_file.is_file():
             raise SourceMismatch(f"source file {path!r} is missing from {source_dir}")
         contents[path] = key_file.read_bytes()
     actual = source_sha256(contents)
     if actual != expected_sha256:
-        raise SourceMismatch(
-            f"source sha256 is {actual}, the deployment recorded {expected_sha256}"
+        changed = sorted(
+            set(source_manifest(contents).splitlines()) - set((manifest or "").splitlines())
         )
+        detail = (
+            f" ({changed[0].partition('  ')[2]!r} differs from the manifest)"
+            if manifest and changed
+            else ""
+        )
+        raise SourceMismatch(
+            f"source sha256 is {actual}, the deployment recorded {expected_sha256}{detail}"
+        )
+    return contents
+
+
+def materialize_source(contents: dict[str, bytes]) -> Path:
+    """Write the verified files into a fresh directory laid out by path: the project root."""
     root = Path(tempfile.mkdtemp(prefix="kitaru-source-"))
     for path, data in contents.items():
         target = root / path
@@ -64,12 +95,20 @@ def materialize_source(source_dir: Path, files: list[str], expected_sha256: str)
     return root
 
 
-def load_entrypoint(entrypoint: str) -> Any:
+def load_entrypoint(entrypoint: str, source_root: Path | None = None) -> Any:
+    """The flow's plain function; with a source root, its module must come from there."""
     module_name, _, attr = entrypoint.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise EntrypointNotFound(f"cannot import {module_name!r}: {exc}") from exc
+    origin = getattr(module, "__file__", None)
+    if source_root is not None and origin and not Path(origin).is_relative_to(source_root):
+        raise EntrypointNotFound(
+            f"{module_name!r} was imported from {origin}, not from the deployed source: a "
+            "module of the image shadows it; rename the module or make its folder a package "
+            "(__init__.py)"
+        )
     try:
         obj = getattr(module, attr)
     except AttributeError as exc:
@@ -95,11 +134,15 @@ def run(env: dict[str, str]) -> tuple[int, str]:
         inputs = json.loads(env.get("KITARU_INPUTS") or "{}")
         schema = json.loads(env.get("KITARU_INPUT_SCHEMA") or "{}")
         source_dir = env.get("KITARU_SOURCE_DIR")
+        root = None
         if source_dir:
-            files = json.loads(env.get("KITARU_SOURCE_FILES") or "[]")
-            root = materialize_source(Path(source_dir), files, env.get("KITARU_SOURCE_SHA256", ""))
+            listed = json.loads(env.get("KITARU_SOURCE_FILES") or "[]")
+            contents = read_source(Path(source_dir), listed, env.get("KITARU_SOURCE_SHA256", ""))
+            root = materialize_source(contents)
+            # The project root first, as `python -m` from it: sibling modules and
+            # packages import, relative imports inside packages too.
             sys.path.insert(0, str(root))
-        function = load_entrypoint(env["KITARU_ENTRYPOINT"])
+        function = load_entrypoint(env["KITARU_ENTRYPOINT"], root)
         validate_inputs(inputs, schema)
         result = function(**inputs)
     except InvalidInputs as exc:

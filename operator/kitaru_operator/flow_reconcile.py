@@ -100,8 +100,10 @@ class FlowReconciler:
         concurrency: int = 16,
         route_history_limit: int = DEFAULT_HISTORY_LIMIT,
         shadow_summary: ShadowSummaryOf | None = None,
+        default_runner_image: str | None = None,
     ) -> None:
         self.api, self.flows, self.events = api, flows, events
+        self.default_runner_image = default_runner_image
         self.shadow_summary = shadow_summary
         self.concurrency = concurrency
         self.route_history_limit = route_history_limit
@@ -382,7 +384,12 @@ class FlowReconciler:
             else None
         )
         status = derive_deployment_status(
-            record.spec(), (r.view for r in state.routes.values()), previous, record.generation, now
+            record.spec(),
+            (r.view for r in state.routes.values()),
+            previous,
+            record.generation,
+            now,
+            self.default_runner_image,
         )
         written = await self._put_status(
             DEPLOYMENT, namespace, record.name, record.resource_version, status.wire()

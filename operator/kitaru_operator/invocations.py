@@ -134,7 +134,12 @@ async def _resolve(
         merged = merge_inputs(deployment.inputs, spec.inputs)
         await rt.input_checker.check(merged, deployment.input_schema)
         chain = build_chain(
-            resolution.selector, resolution.tag, deployment, inputs_hash(merged), resolution.split
+            resolution.selector,
+            resolution.tag,
+            deployment,
+            inputs_hash(merged),
+            resolution.split,
+            default_image=rt.default_runner_image,
         )
         chain.shadow = _shadow_of_run(rt, namespace, body["metadata"]["name"], spec, resolution)
     except ResolutionError as exc:

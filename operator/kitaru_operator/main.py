@@ -102,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"before the run fails (default {DEFAULT_TIMEOUT_SECONDS:g})",
     )
     parser.add_argument(
+        "--default-runner-image",
+        default=env("KITARU_DEFAULT_RUNNER_IMAGE") or None,
+        help="image of a version that names none and whose stack has no runner image "
+        "(the chart's runner.image; default: none, such a version is not runnable)",
+    )
+    parser.add_argument(
         "--leader-elect",
         action="store_true",
         default=env("KITARU_LEADER_ELECT", "").lower() == "true",
@@ -131,6 +137,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         route_history_limit=max(args.route_history_limit, 1),
         input_check_timeout_seconds=args.input_check_timeout_seconds,
         schedule_clock=ScheduleClock.parse(os.environ.get(CLOCK_ENV, "")),
+        default_runner_image=args.default_runner_image,
     )
 
 

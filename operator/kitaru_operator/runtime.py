@@ -93,6 +93,8 @@ class Runtime:
     gate: ConcurrencyGate
     # How long an invocation may wait for what it names (unless it says otherwise).
     resolve_deadline_seconds: float = 60.0
+    # The image of a version that names none and whose stack has no runner image.
+    default_runner_image: str | None = None
     # Set once versions, routes, Jobs and pods are listed: resolution waits for it.
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     # The running invocations, as the watch last delivered them.

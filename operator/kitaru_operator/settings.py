@@ -33,6 +33,8 @@ class OperatorConfig:
     route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT  # changes kept per flow
     input_check_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS  # then the run fails
     schedule_clock: ScheduleClock = field(default_factory=ScheduleClock)  # real time
+    # The image of a version that names none and whose stack has no runner image.
+    default_runner_image: str | None = None
 
     @property
     def scopes(self) -> tuple[str | None, ...]:

@@ -129,6 +129,7 @@ async def start(config: OperatorConfig) -> Runtime:
         gate=gate,
         resolve_deadline_seconds=config.resolve_deadline_seconds,
         input_checker=InputChecker(timeout=config.input_check_timeout_seconds),
+        default_runner_image=config.default_runner_image,
     )
     promotions = Promotions(api, flows, rt.events)
     needed: list[Informer[Any, Any]] = []
@@ -215,6 +216,7 @@ async def _when_synced(
         rt.events,
         route_history_limit=route_history_limit,
         shadow_summary=rt.shadows.summary,
+        default_runner_image=rt.default_runner_image,
     )
     rt.spawn(reconciler.run())
     for informer in finished:

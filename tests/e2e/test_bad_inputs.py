@@ -89,6 +89,14 @@ COMPAT_V2 = COMPAT_V1.replace("topic: str", "topic: int")
 TOPIC_RETYPED = "input 'topic': type string → integer"
 
 
+# Projects inside the catalog's (each with its own .kitaru/, so shipped on its own), each
+# holding one file that cannot be shipped.
+NESTED_PROJECTS: dict[str, Callable[[Path], object]] = {
+    "linked": lambda p: (p / "leak").symlink_to("/etc/hostname"),
+    "oddnames": lambda p: (p / "notes copy.txt").write_text("x"),
+}
+
+
 def nested(depth: int) -> str:
     return "[" * depth + "1" + "]" * depth
 
@@ -203,6 +211,15 @@ def catalog(
         )
         for name, value in (("huge", HUGE), ("large", LARGE), ("deep", DEEP)):
             (kitaru.project / f"{name}.json").write_text(json.dumps(value))
+        # From here on, the project's own source is over the ConfigMap limit (huge.json);
+        # the source refusals get projects of their own inside it, and a flow outside it.
+        for nested, odd_file in NESTED_PROJECTS.items():
+            (kitaru.project / nested / ".kitaru").mkdir(parents=True)
+            (kitaru.project / nested / "flows").mkdir()
+            (kitaru.project / nested / "flows" / "research.py").write_text(FLOWS_AND_MORE)
+            odd_file(kitaru.project / nested)
+        (root / "outside").mkdir()
+        (root / "outside" / "flow.py").write_text(FLOWS_AND_MORE)
         yield Catalog(
             namespace,
             kitaru,
@@ -335,6 +352,30 @@ CLI_CASES = [
     ),
     _cli(
         "cli-deploy-missing-file", f"deploy flows/nope.py:{FLOW}", "InvalidTarget", "no such file"
+    ),
+    _cli(
+        "cli-deploy-source-too-large",
+        DEPLOY,
+        "SourceTooLarge",
+        "a ConfigMap holds at most 1 MiB (1,048,576 bytes). Biggest files: 'huge.json' (2.0 MiB)",
+    ),
+    _cli(
+        "cli-deploy-target-outside-project",
+        f"deploy ../outside/flow.py:{FLOW}",
+        "TargetOutsideProject",
+        "is outside the Kitaru project",
+    ),
+    _cli(
+        "cli-deploy-symlink-out-of-project",
+        DEPLOY.replace("flows/", "linked/flows/"),
+        "InvalidSource",
+        "'leak' is a symlink to '/etc/hostname', outside the project",
+    ),
+    _cli(
+        "cli-deploy-file-name-not-a-key",
+        DEPLOY.replace("flows/", "oddnames/flows/"),
+        "InvalidSource",
+        "cannot ship 'notes copy.txt': a ConfigMap key holds only",
     ),
     _cli(
         "cli-invoke-version-zero",
@@ -919,6 +960,18 @@ def _target(project: Path, flow: str = FLOW) -> str:
 
 SDK_CASES = [
     _sdk(
+        "sdk-deploy-not-a-project",
+        lambda c, p: c.deployments.deploy(f"{p.parent}/outside/flow.py:{FLOW}"),
+        "NotAProject",
+        "is in no Kitaru project",
+    ),
+    _sdk(
+        "sdk-deploy-source-too-large",
+        lambda c, p: c.deployments.deploy(_target(p), inputs={"topic": "t"}),
+        "SourceTooLarge",
+        "Biggest files: 'huge.json' (2.0 MiB)",
+    ),
+    _sdk(
         "sdk-tag-incompatible-schema",
         lambda c, p: c.deployments.tag(COMPAT, "default", 2),
         "IncompatibleSchema",
@@ -1281,6 +1334,12 @@ class McpCase:
 
 
 MCP_CASES = [
+    McpCase(
+        "mcp-deploy-source-too-large",
+        "kitaru_deployments_deploy",
+        {"target": f"flows/research.py:{FLOW}", "inputs": {"topic": "t"}},
+        "List what the flow does not need in .kitaruignore at the project root",
+    ),
     McpCase(
         "mcp-tag-incompatible-schema",
         "kitaru_deployments_tag",

@@ -94,6 +94,7 @@ def test_operator_deployment_defaults() -> None:
         "--ttl-seconds-after-finished=604800",
         "--history-limit=1000",
         "--resolve-deadline-seconds=60",
+        "--default-runner-image=ghcr.io/kitaru-k8s/runner:0.1.0",
     ]
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
     assert env["POD_NAME"] == {"fieldPath": "metadata.name"}
@@ -160,6 +161,28 @@ def test_image_digest_and_extra_args() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"ghcr.io/kitaru-k8s/operator@{digest}"
     assert container["args"][-1] == "--verbose"
+
+
+@pytest.mark.parametrize(
+    ("values", "image"),
+    [
+        (["--set", "runner.image.tag=0.2.0-rc1"], "ghcr.io/kitaru-k8s/runner:0.2.0-rc1"),
+        (
+            [
+                "--set",
+                "runner.image.repository=registry.local:5000/kitaru/runner",
+                "--set",
+                "runner.image.digest=sha256:" + "c" * 64,
+            ],
+            "registry.local:5000/kitaru/runner@sha256:" + "c" * 64,
+        ),
+    ],
+)
+def test_the_runner_image_is_the_operators_default(values: list[str], image: str) -> None:
+    """`runner.image` reaches the operator as the image of versions that name none."""
+    (deployment,) = by_kind(render(*values), "Deployment").values()
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--default-runner-image={image}" in args
 
 
 # --- RBAC -------------------------------------------------------------------------

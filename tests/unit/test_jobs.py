@@ -176,6 +176,16 @@ def test_image_choice(snapshot_image: str | None, runner_image: str | None, expe
     assert build_chain(SelectorKind.DEFAULT, "default", dep, "h").image == expected
 
 
+def test_the_operators_default_image_comes_last() -> None:
+    bare = deployment(snapshot={"image": None})
+    assert build_chain(SelectorKind.DEFAULT, "default", bare, "h", default_image="d:1").image == (
+        "d:1"
+    )
+    stack = deployment(snapshot={"image": None}, stack={"runnerImage": "stack:1"})
+    chain = build_chain(SelectorKind.DEFAULT, "default", stack, "h", default_image="d:1")
+    assert chain.image == "stack:1"
+
+
 def test_no_image_is_not_runnable() -> None:
     with pytest.raises(NotRunnable, match=r"spec\.snapshot\.image or spec\.stack\.runnerImage"):
         build_chain(SelectorKind.DEFAULT, "default", deployment(snapshot={"image": None}), "h")

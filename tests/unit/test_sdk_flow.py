@@ -12,7 +12,7 @@ from kitaru.client.errors import ExecutionFailed, InvalidArguments, KitaruError
 from kitaru.client.handle import outcome
 from kitaru.client.records import ExecutionInfo, deployment_info, execution_info, route_info
 from kitaru.client.source import load_target, package_flow, parse_target
-from kitaru.core.jobs import source_sha256
+from kitaru.core.jobs import source_manifest, source_sha256
 from kitaru.core.manifests import (
     build_deployment,
     build_invocation,
@@ -129,6 +129,8 @@ not_a_flow = 42
 
 @pytest.fixture
 def flow_file(tmp_path: Path) -> Path:
+    """flows/research.py in a `kitaru init` project."""
+    (tmp_path / ".kitaru").mkdir()
     path = tmp_path / "flows" / "research.py"
     path.parent.mkdir()
     path.write_text(FLOW_SOURCE)
@@ -139,9 +141,9 @@ def test_load_and_package_a_target(flow_file: Path) -> None:
     flow_obj, path, attr = load_target(f"{flow_file}:research_agent")
     assert flow_obj.name == "research_agent"
     package = package_flow(flow_obj, path, attr)
-    assert package.entrypoint == "research:research_agent"
-    assert package.files == {"research.py": FLOW_SOURCE.encode()}
-    assert package.sha256 == source_sha256({"research.py": FLOW_SOURCE.encode()})
+    assert package.entrypoint == "flows.research:research_agent"
+    assert package.files == {"flows/research.py": FLOW_SOURCE.encode()}
+    assert package.sha256 == source_sha256({"flows/research.py": FLOW_SOURCE.encode()})
     assert package.git is None or package.git.commit
 
 
@@ -171,6 +173,7 @@ def test_target_attribute_errors(flow_file: Path, attr: str, message: str) -> No
 def test_target_file_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidArguments, match="no such file"):
         load_target(f"{tmp_path}/nope.py:x")
+    (tmp_path / ".kitaru").mkdir()
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(InvalidArguments, match=r"importing .* failed: RuntimeError: boom"):
@@ -183,7 +186,8 @@ def test_source_config_map_is_immutable_and_content_addressed() -> None:
     cm = build_source_config_map("research_agent", files, sha)
     assert cm["metadata"]["name"] == f"research-agent-src-{sha[:12]}"
     assert cm["immutable"] is True
-    assert cm["data"] == {"research.py": "print(1)\n"}
+    assert cm["data"] == {".kitaru__manifest": source_manifest(files), "research.py": "print(1)\n"}
+    assert "binaryData" not in cm
 
 
 def test_deployment_manifest() -> None:

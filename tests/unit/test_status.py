@@ -75,6 +75,16 @@ def test_deployment_default_first_and_other_flows_ignored() -> None:
 )
 def test_runner_image(image: str | None, runner: str | None, expected: str) -> None:
     assert runner_image(deployment(image=image, runner=runner)) == expected
+    # The operator's default (chart `runner.image`) never wins over either.
+    assert runner_image(deployment(image=image, runner=runner), "chart:0") == expected
+
+
+def test_the_operators_default_runs_a_version_that_names_no_image() -> None:
+    assert runner_image(deployment(image=None), "chart:0") == "chart:0"
+    status = derive_deployment_status(deployment(image=None), [], None, 1, T0, "chart:0")
+    (ready,) = status.conditions
+    assert (ready.status, ready.reason) == (ConditionStatus.TRUE, "Runnable")
+    assert ready.message.endswith("runs image chart:0")
 
 
 def test_not_runnable_without_image() -> None:

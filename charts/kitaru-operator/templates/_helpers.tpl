@@ -56,6 +56,17 @@ app.kubernetes.io/part-of: kitaru
 {{- end }}
 {{- end }}
 
+{{/* The default runner image, pinned like the operator's: repository@digest, else :tag. */}}
+{{- define "kitaru-operator.runnerImage" -}}
+{{- with .Values.runner.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (default $.Chart.AppVersion .tag) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The namespaces the operator watches when not cluster-wide, as a JSON list. */}}
 {{- define "kitaru-operator.watchNamespaces" -}}
 {{- if .Values.watch.namespaces }}

@@ -76,15 +76,22 @@ def init(directory: Path) -> Output:
     )
 
 
-def _require_project() -> None:
-    from kitaru.client.source import PROJECT_MARKER, find_project_root
+def _require_project(target: str) -> None:
+    from kitaru.client.source import (
+        PROJECT_MARKER,
+        check_target_in,
+        find_project_root,
+        parse_target,
+    )
 
-    if find_project_root(Path.cwd()) is None:
+    project = find_project_root(Path.cwd())
+    if project is None:
         raise InvalidArguments(
             f"not in a Kitaru project: run `kitaru init` in your repository first "
             f"(no {PROJECT_MARKER}/ in {Path.cwd()} or its parents)",
             kind="NotAProject",
         )
+    check_target_in(parse_target(target)[0], project)
 
 
 def _deployed_text(info: object) -> str:
@@ -183,7 +190,7 @@ def _new_version(
 ) -> Output:
     """`deploy` and `build`: the next version of the flow in `target`, routed as asked."""
     inputs = parse_inputs(input_)
-    _require_project()
+    _require_project(target)
     info = client().deployments.deploy(
         target,
         inputs=inputs,

@@ -248,7 +248,8 @@ class Deployments:
 
         `target` is `path/to/file.py:flow_name` or an imported `@flow` object. The
         inputs are checked against the flow's signature before anything is created;
-        the module file is stored in an immutable ConfigMap with its sha256.
+        the flow's project (`kitaru.client.source`) is stored in an immutable ConfigMap
+        with its sha256.
         `untagged=True` (`kitaru build`) creates the version without a tag. `retention`
         says how long this version's finished runs are kept (default: the operator's).
         The tag it takes (`default` without one) must keep accepting what its callers
@@ -285,10 +286,11 @@ class Deployments:
         config_map = build_source_config_map(package.flow, package.files, package.sha256)
         with suppress(AlreadyExists):  # content-addressed: the same source is already stored
             self._kube.create_config_map(config_map)
+        # The paths are in the ConfigMap's manifest, not in the version: a project's file
+        # list would otherwise sit in every cache of every version (the operator's too).
         source = SourceSnapshot(
             config_map=source_config_map_name(package.flow, package.sha256),
             sha256=package.sha256,
-            files=sorted(package.files),
         )
         info = self.create_version(
             package.flow,

@@ -58,28 +58,33 @@ class NotRunnable(ValueError):
 # --- source snapshot encoding (shared by the client that builds the ConfigMap) --
 
 
+# The ConfigMap key of the manifest: `.kitaru/` is never shipped, so no source file's
+# key can be it (`kitaru.core.sources` refuses one that would be, all the same).
+SOURCE_MANIFEST_KEY = ".kitaru__manifest"
+
+
 def source_key(path: str) -> str:
     """ConfigMap key of a source file: keys cannot hold '/', so it becomes '__'."""
     return path.replace("/", "__")
 
 
-def source_sha256(files: Mapping[str, bytes]) -> str:
-    """sha256 of the `sha256sum`-style manifest of the files, sorted by path.
+def source_manifest(files: Mapping[str, bytes]) -> str:
+    """The `sha256sum`-style manifest of the files, sorted by path: digest, two spaces,
+    path, newline per file (`sha256sum -c` checks a materialised tree against it)."""
+    return "".join(f"{hashlib.sha256(files[path]).hexdigest()}  {path}\n" for path in sorted(files))
 
-    Hashing the manifest (digest, two spaces, path, newline per file) binds both
-    the contents and the paths, and is reproducible with coreutils.
-    """
-    manifest = "".join(
-        f"{hashlib.sha256(files[path]).hexdigest()}  {path}\n" for path in sorted(files)
-    )
-    return hashlib.sha256(manifest.encode()).hexdigest()
+
+def source_sha256(files: Mapping[str, bytes]) -> str:
+    """sha256 of the files' manifest: it binds both the contents and the paths, and is
+    reproducible with coreutils (`sha256sum` of the manifest)."""
+    return hashlib.sha256(source_manifest(files).encode()).hexdigest()
 
 
 # --- the resolution chain ------------------------------------------------------
 
 
-def _image(deployment: FlowDeploymentSpec) -> str:
-    image = runner_image(deployment)
+def _image(deployment: FlowDeploymentSpec, default: str | None) -> str:
+    image = runner_image(deployment, default)
     if not image:
         raise NotRunnable(deployment.flow, deployment.version)
     return image
@@ -91,6 +96,7 @@ def build_chain(
     deployment: FlowDeploymentSpec,
     inputs_hash: str,
     split: SplitChoice | None = None,
+    default_image: str | None = None,
 ) -> ResolvedChain:
     source = deployment.snapshot.source
     return ResolvedChain(
@@ -100,7 +106,7 @@ def build_chain(
         split=split,
         deployment=deployment_name(deployment.flow, deployment.version),
         snapshot_name=snapshot_name(deployment.flow, deployment.version),
-        image=_image(deployment),
+        image=_image(deployment, default_image),
         source_sha256=source.sha256 if source else None,
         inputs_hash=inputs_hash,
     )

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from kitaru.core.idempotency import idempotent_name, validate_idempotency_key
-from kitaru.core.jobs import source_key
 from kitaru.core.models import (
     FlowDeploymentSpec,
     FlowInvocationSpec,
@@ -34,6 +33,7 @@ from kitaru.core.names import (
 )
 from kitaru.core.retention import Retention
 from kitaru.core.routing import RouteView, split_of
+from kitaru.core.sources import config_map_payload
 from kitaru.core.tokens import CLIENT_RULES
 
 
@@ -43,8 +43,10 @@ def source_config_map_name(flow: str, sha256: str) -> str:
 
 
 def build_source_config_map(flow: str, files: Mapping[str, bytes], sha256: str) -> dict[str, Any]:
-    """An immutable ConfigMap holding the flow's source files (keys per `source_key`)."""
-    return {
+    """An immutable ConfigMap holding the flow's source files and their manifest
+    (`kitaru.core.sources`: text in `data`, other files in `binaryData`)."""
+    data, binary = config_map_payload(files)
+    config_map: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -53,8 +55,11 @@ def build_source_config_map(flow: str, files: Mapping[str, bytes], sha256: str) 
             "annotations": {"kitaru.dev/source-sha256": sha256},
         },
         "immutable": True,
-        "data": {source_key(path): files[path].decode() for path in sorted(files)},
+        "data": data,
     }
+    if binary:
+        config_map["binaryData"] = binary
+    return config_map
 
 
 def build_deployment(

@@ -28,9 +28,10 @@ READY = "Ready"
 SCHEMA_COMPATIBLE = "SchemaCompatible"
 
 
-def runner_image(spec: FlowDeploymentSpec) -> str | None:
-    """The image a run of this version uses: the snapshot's, else the stack's runner image."""
-    return spec.snapshot.image or spec.stack.runner_image or None
+def runner_image(spec: FlowDeploymentSpec, default: str | None = None) -> str | None:
+    """The image a run of this version uses: the snapshot's, else the stack's runner image
+    (a stack's always wins), else `default`, the operator's (chart value `runner.image`)."""
+    return spec.snapshot.image or spec.stack.runner_image or default or None
 
 
 def derive_deployment_status(
@@ -39,11 +40,12 @@ def derive_deployment_status(
     previous: FlowDeploymentStatus | None,
     generation: int | None,
     now: datetime | str,
+    default_runner_image: str | None = None,
 ) -> FlowDeploymentStatus:
     """Status of a FlowDeployment: Ready when runnable, and the tags routed to it."""
     tags = tags_for_version((r for r in routes if r.flow == spec.flow), spec.version)
     name = snapshot_name(spec.flow, spec.version)
-    image = runner_image(spec)
+    image = runner_image(spec, default_runner_image)
     if image:
         ready, reason, message = True, "Runnable", f"{name} runs image {image}"
     else:
