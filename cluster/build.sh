@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned upstream Kubernetes control plane and node programs
-# (kubelet, kube-proxy), etcd, CoreDNS, kubectl and helm from the Go module
+# (kubelet, kube-proxy), etcd, CoreDNS, kubectl and helm, the object store
+# (versitygw) and the image registry (CNCF Distribution) from the Go module
 # proxy, and the pod sandbox's pause program from cluster/go/pause, into a
 # per-user cache outside the checkout. Prints the directory of the binaries.
 #
@@ -25,16 +26,18 @@ source "$here/versions.env"
 cache="${KITARU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kitaru-k8s}"
 bin="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 logs="$cache/build-logs"
-# CoreDNS, crictl and pause live beside the pinned set, each keyed by its own
-# version (pause by the hash of its source), and are linked into it.
+# CoreDNS, crictl, versitygw, the registry and pause live beside the pinned set, each
+# keyed by its own version (pause by the hash of its source), and are linked into it.
 pause_src="$here/go/pause/main.go"
 coredns_bin="$cache/coredns-$COREDNS_VERSION"
 crictl_bin="$cache/crictl-$CRICTL_VERSION"
+versitygw_bin="$cache/versitygw-$VERSITYGW_VERSION"
+registry_bin="$cache/registry-$DISTRIBUTION_VERSION"
 pause_bin="$cache/pause-$(sha256sum "$pause_src" | cut -c1-12)"
-mkdir -p "$bin" "$coredns_bin" "$crictl_bin" "$pause_bin" "$logs"
+mkdir -p "$bin" "$coredns_bin" "$crictl_bin" "$versitygw_bin" "$registry_bin" "$pause_bin" "$logs"
 
 k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-wanted=("${k8s_cmds[@]}" etcd helm coredns crictl pause)
+wanted=("${k8s_cmds[@]}" etcd helm coredns crictl versitygw registry pause)
 missing=()
 for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
 
@@ -67,12 +70,14 @@ fi
 step() {
   local name="$1"; shift
   local log="$logs/$name.log"
+  local began=$SECONDS
   echo "build: $name (log: $log)" >&2
   if ! "$@" >"$log" 2>&1; then
     echo "build: step '$name' failed; last lines of $log:" >&2
     tail -n 20 "$log" >&2
     exit 1
   fi
+  echo "build: $name done in $((SECONDS - began)) s" >&2
 }
 
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
@@ -150,6 +155,28 @@ build_crictl() {
   GOBIN="$crictl_bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 
+# The S3 store of the local cluster: versitygw's posix backend keeps objects as files.
+build_versitygw() {
+  local mod="$cache/src/versitygw-$VERSITYGW_VERSION"
+  mkdir -p "$mod"
+  cd "$mod"
+  GOBIN="$mod/out" go install -trimpath -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION" \
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  mv "$mod/out/versitygw" "$versitygw_bin/versitygw"
+}
+
+# The image registry beside the node (what a kind user runs as the `kind-registry`
+# container): CNCF Distribution's `registry serve CONFIG`.
+build_registry() {
+  local mod="$cache/src/registry-$DISTRIBUTION_VERSION"
+  mkdir -p "$mod"
+  cd "$mod"
+  GOBIN="$mod/out" go install -trimpath \
+    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION" \
+    "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
+  mv "$mod/out/registry" "$registry_bin/registry"
+}
+
 build_pause() {
   local mod="$cache/src/${pause_bin##*/}"
   mkdir -p "$mod"
@@ -217,8 +244,11 @@ fi
 [[ -x "$bin/helm" ]] || step helm build_helm
 [[ -x "$coredns_bin/coredns" ]] || step coredns build_coredns
 [[ -x "$crictl_bin/crictl" ]] || step crictl build_crictl
+[[ -x "$versitygw_bin/versitygw" ]] || step versitygw build_versitygw
+[[ -x "$registry_bin/registry" ]] || step registry build_registry
 [[ -x "$pause_bin/pause" ]] || step pause build_pause
-ln -sf "$coredns_bin/coredns" "$crictl_bin/crictl" "$pause_bin/pause" "$bin/"
+ln -sf "$coredns_bin/coredns" "$crictl_bin/crictl" "$versitygw_bin/versitygw" \
+  "$registry_bin/registry" "$pause_bin/pause" "$bin/"
 for b in "${k8s_cmds[@]}"; do
   if [[ ! -x "$bin/$b" ]]; then step kubernetes build_kubernetes; break; fi
 done
