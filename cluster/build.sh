@@ -32,14 +32,19 @@ pause_src="$here/go/pause/main.go"
 coredns_bin="$cache/coredns-$COREDNS_VERSION"
 crictl_bin="$cache/crictl-$CRICTL_VERSION"
 versitygw_bin="$cache/versitygw-$VERSITYGW_VERSION"
-registry_bin="$cache/registry-$DISTRIBUTION_VERSION"
+registry_src="$here/go/registry/main.go"
+registry_bin="$cache/registry-$DISTRIBUTION_VERSION-$(sha256sum "$registry_src" | cut -c1-12)"
 pause_bin="$cache/pause-$(sha256sum "$pause_src" | cut -c1-12)"
 mkdir -p "$bin" "$coredns_bin" "$crictl_bin" "$versitygw_bin" "$registry_bin" "$pause_bin" "$logs"
 
 k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-wanted=("${k8s_cmds[@]}" etcd helm coredns crictl versitygw registry pause)
+# The programs kept beside the set, by their keyed paths (a new version or main.go is
+# missing even while the link to the old one is there).
+beside=("$coredns_bin/coredns" "$crictl_bin/crictl" "$versitygw_bin/versitygw"
+  "$registry_bin/registry" "$pause_bin/pause")
 missing=()
-for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+for b in "${k8s_cmds[@]}" etcd helm; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+for path in "${beside[@]}"; do [[ -x "$path" ]] || missing+=("${path##*/}"); done
 
 # The GitOps set: each program in a folder keyed by its version (the git server's
 # also by the hash of its main.go), linked into one folder keyed by all of them.
@@ -57,12 +62,13 @@ if [[ $mode == gitops ]] && gitops_ready; then
   exit 0
 fi
 if [[ $mode == cluster && ${#missing[@]} -eq 0 ]]; then
+  ln -sf "${beside[@]}" "$bin/"
   echo "$bin"
   exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "build: step 'find Go' failed: no 'go' on PATH. Install Go >= 1.24 (https://go.dev/doc/install)." >&2
+  echo "build: step 'find Go' failed: no 'go' on PATH. Install Go >= 1.26 (https://go.dev/doc/install)." >&2
   exit 1
 fi
 
@@ -117,9 +123,10 @@ build_kubernetes() {
   done
 }
 
-# A module of our own whose main.go (cluster/go/NAME) calls the upstream entrypoint.
+# A module of our own whose main.go (cluster/go/NAME) calls the upstream entrypoint;
+# a fourth argument adds linker flags.
 build_go_main() {
-  local name="$1" require="$2" out="$3"
+  local name="$1" require="$2" out="$3" ldflags="-s -w ${4:-}"
   local mod="$cache/src/$name-${require##*@}"
   mkdir -p "$mod"
   cd "$mod"
@@ -127,7 +134,7 @@ build_go_main() {
   cp "$here/go/$name/main.go" main.go
   go get "$require"
   go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
+  go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .
   mv "$out.tmp" "$out"
 }
 
@@ -166,15 +173,12 @@ build_versitygw() {
 }
 
 # The image registry beside the node (what a kind user runs as the `kind-registry`
-# container): CNCF Distribution's `registry serve CONFIG`.
+# container): CNCF Distribution's `registry serve CONFIG`, with the filesystem storage
+# driver only (cluster/go/registry), like CoreDNS with only the plugins we use.
 build_registry() {
-  local mod="$cache/src/registry-$DISTRIBUTION_VERSION"
-  mkdir -p "$mod"
-  cd "$mod"
-  GOBIN="$mod/out" go install -trimpath \
-    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION" \
-    "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
-  mv "$mod/out/registry" "$registry_bin/registry"
+  build_go_main registry "github.com/distribution/distribution/v3@$DISTRIBUTION_VERSION" \
+    "$registry_bin/registry" \
+    "-X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION"
 }
 
 build_pause() {
@@ -247,8 +251,7 @@ fi
 [[ -x "$versitygw_bin/versitygw" ]] || step versitygw build_versitygw
 [[ -x "$registry_bin/registry" ]] || step registry build_registry
 [[ -x "$pause_bin/pause" ]] || step pause build_pause
-ln -sf "$coredns_bin/coredns" "$crictl_bin/crictl" "$versitygw_bin/versitygw" \
-  "$registry_bin/registry" "$pause_bin/pause" "$bin/"
+ln -sf "${beside[@]}" "$bin/"
 for b in "${k8s_cmds[@]}"; do
   if [[ ! -x "$bin/$b" ]]; then step kubernetes build_kubernetes; break; fi
 done
