@@ -1,11 +1,13 @@
 """The Helm chart with the real, pinned `helm` against the local cluster.
 
-The lifecycle test installs the chart into a fresh namespace where Pod Security Admission
-enforces `restricted`; the kubelet runs the operator image (built here from
-operator/Dockerfile, pinned by digest) under the chart's securityContext, probes and
-resources, so a FlowInvocation completes through the operator that Helm installed, in a
-container of the runner image. Then it upgrades and uninstalls the release and checks that
-nothing of it is left.
+The chart is installed as users install a published chart: packaged, pushed to the
+local registry as an OCI artifact (`helm push`) and installed from there, pinned by
+digest. The lifecycle test installs it into a fresh namespace where Pod Security
+Admission enforces `restricted`; the kubelet pulls the operator image (built here from
+operator/Dockerfile, pinned by digest) from the registry and runs it under the chart's
+securityContext, probes and resources, so a FlowInvocation completes through the
+operator that Helm installed, in a container of the runner image. Then it upgrades and
+uninstalls the release and checks that nothing of it is left.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +35,8 @@ from chart_support import (
     unique,
     wait_finished,
 )
-from support import node_images, wait_for
+from kitaru_localnode.registry import helm_env, push_chart
+from support import bin_dir, cluster_env, node_images, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -44,6 +48,16 @@ RELEASE_KINDS = (
     "validatingadmissionpolicybindings"
 )
 CRDS = ("flowdeployments.kitaru.dev", "flowroutes.kitaru.dev", "flowinvocations.kitaru.dev")
+
+
+@pytest.fixture(scope="module")
+def chart(cluster: Any) -> list[str]:
+    """The checkout's chart, pushed to the local registry; the arguments that install
+    it from there, pinned by digest."""
+    registry = cluster_env()["KITARU_LOCAL_REGISTRY"]
+    env = helm_env(Path("/tmp/kitaru-helm"))
+    reference = push_chart(bin_dir() / "helm", CHART, registry, env)
+    return [reference, "--plain-http"]
 
 
 def release_objects(release: str) -> list[str]:
@@ -152,12 +166,12 @@ def release_in(namespace: str) -> Iterator[str]:
         drop_finalizers(namespace)
 
 
-def install(namespace: str, release: str) -> dict[str, Any]:
+def install(namespace: str, release: str, chart: list[str]) -> dict[str, Any]:
     """helm install; returns the operator pod once the kubelet runs it and it is Ready."""
     installed = helm(
         "install",
         release,
-        str(CHART),
+        *chart,
         "--namespace",
         namespace,
         *image_values(),
@@ -208,14 +222,14 @@ def bootstrap_hello(namespace: str) -> None:
     )
 
 
-def upgrade_ports(namespace: str, release: str, old_pod: dict[str, Any]) -> None:
+def upgrade_ports(namespace: str, release: str, old_pod: dict[str, Any], chart: list[str]) -> None:
     """helm upgrade with new ports, which change the pod template: the new pod starts as
     a standby, takes the Lease over when the old one stops, and serves on the new ports."""
     new_metrics, new_health = 9090, 9091
     helm(
         "upgrade",
         release,
-        str(CHART),
+        *chart,
         "--namespace",
         namespace,
         *image_values(),
@@ -257,6 +271,7 @@ def test_chart_lints() -> None:
     helm("lint", "--strict", str(CHART))
     helm("lint", "--strict", str(CHART), "--set", "watch.allNamespaces=true")
     helm("lint", "--strict", str(CHART), "--set", "watch.namespaces={team-a,team-b}")
+    helm("lint", "--strict", str(CHART), "--set", "store.deploy=true")
 
 
 def test_values_schema_rejects_bad_values() -> None:
@@ -276,8 +291,9 @@ def test_values_schema_rejects_bad_values() -> None:
         ["--set", "watch.allNamespaces=true"],
         ["--set", "rbac.userRoles.aggregate=false", "--set", "admission.enabled=false"],
         ["--set", "ui.enabled=true", "--set", "ui.invoke=true"],
+        ["--set", "store.deploy=true"],
     ],
-    ids=["defaults", "all-namespaces", "no-aggregation-no-admission", "dashboard"],
+    ids=["defaults", "all-namespaces", "no-aggregation-no-admission", "dashboard", "store"],
 )
 def test_template_is_accepted_by_the_api_server(
     cluster: Any, namespace: str, values: list[str]
@@ -297,16 +313,16 @@ def test_template_is_accepted_by_the_api_server(
 
 
 @pytest.mark.cluster
-def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
+def test_install_run_upgrade_uninstall(cluster: Any, namespace: str, chart: list[str]) -> None:
     # The namespace enforces Pod Security `restricted` (conftest).
     with release_in(namespace) as release:
-        pod = install(namespace, release)
+        pod = install(namespace, release, chart)
         assert_runs_as_the_chart_says(namespace, release, pod)
         # A flow through the installed operator: it bootstraps `default`, runs the Job in
         # a non-root container of the runner image with the source ConfigMap read-only.
         bootstrap_hello(namespace)
         assert_flow_runs(namespace, "hello-through-helm", "helm")
-        upgrade_ports(namespace, release, pod)
+        upgrade_ports(namespace, release, pod, chart)
         assert_flow_runs(namespace, "hello-after-upgrade", "upgrade")
         uninstall(namespace, release)
 
@@ -325,7 +341,7 @@ def dashboard_pod(namespace: str, release: str) -> dict[str, Any] | None:
 
 @pytest.mark.cluster
 def test_dashboard_from_the_chart_invokes_with_the_consumer_role(
-    cluster: Any, namespace: str
+    cluster: Any, namespace: str, chart: list[str]
 ) -> None:
     """ui.enabled with ui.invoke: the dashboard runs in a restricted pod as a ServiceAccount
     bound to the consumer role, shows the routes, and a run started from its form completes."""
@@ -333,7 +349,7 @@ def test_dashboard_from_the_chart_invokes_with_the_consumer_role(
         helm(
             "install",
             release,
-            str(CHART),
+            *chart,
             "--namespace",
             namespace,
             *image_values(),
