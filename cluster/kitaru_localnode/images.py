@@ -48,10 +48,6 @@ APT_SOURCES = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/so
 # an image, so a build behind a TLS-intercepting proxy works as `pip install` does here.
 BUILD_MOUNTS = [Path("/etc/pip.conf"), Path("/etc/ssl/certs/ca-certificates.crt")]
 PAUSE_REF = "kitaru.local/pause"
-# Where the project's images are published (the chart's and the client's defaults name
-# them there); the local registry holds them under the same paths, and the node takes
-# it as a mirror of this registry.
-PUBLIC_REGISTRY = "ghcr.io"
 VERSIONS_FILE = Path(__file__).resolve().parents[1] / "versions.env"
 STORE_USER = "10001:10001"
 STORE_PORT = 7070
@@ -59,6 +55,9 @@ STORE_PORT = 7070
 
 @dataclass(frozen=True)
 class DockerfileImage:
+    """A project image: `path` is its repository without a registry host (the local
+    registry holds it there, as ghcr.io does; node.MIRRORED_REGISTRY)."""
+
     name: str
     dockerfile: str
     path: str
