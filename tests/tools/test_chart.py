@@ -499,8 +499,9 @@ def test_the_local_cluster_runs_the_charts_store_template() -> None:
     """`cluster up` renders this very template with its values: the claim binds the
     local volume it makes, the Service is a NodePort on the node's address."""
     from kitaru_localnode import store
+    from kitaru_localnode.images import BuiltImage
 
-    image = store.BuiltImage(ref="10.244.0.1:5001/kitaru-k8s/versitygw:v1.8.0", digest=DIGEST)
+    image = BuiltImage(ref="10.244.0.1:5001/kitaru-k8s/versitygw:v1.8.0", digest=DIGEST)
     values = store.chart_values(image)
     env = {"PATH": "/usr/bin:/bin", "HELM_CACHE_HOME": "/tmp/kitaru-helm/cache"}
     docs = store.render_chart(Path(helm_binary()), CHART, values, env)
