@@ -24,7 +24,7 @@ dist: ## the wheel, the sdist (python -m build) and the packaged chart (the pinn
 	$(PYTHON) -m build --outdir "$(DIST)" .
 	"$$(bash cluster/build.sh | tail -1)/helm" package charts/kitaru-operator --destination "$(DIST)"
 
-build-cluster: packages ## build the pinned upstream binaries into ~/.cache/kitaru-k8s (once)
+build-cluster: packages ## build the pinned upstream binaries (Kubernetes, store, registry) into ~/.cache/kitaru-k8s (once)
 	bash cluster/build.sh
 
 build-gitops: ## build Flux's source- and kustomize-controller and its git test server into ~/.cache/kitaru-k8s (once)
@@ -33,10 +33,10 @@ build-gitops: ## build Flux's source- and kustomize-controller and its git test 
 build-authproxy: ## build oauth2-proxy, the security tier's authenticating proxy, into ~/.cache/kitaru-k8s (once)
 	bash cluster/build.sh authproxy
 
-images: build-cluster ## build the base, pause, runner and operator images (when their inputs changed)
-	$(PYTHON) -m kitaru_localnode.images --bin-dir "$$(bash cluster/build.sh | tail -1)"
+images: build-cluster ## build the images whose inputs changed; with the cluster up, push them (and the chart) to its registry
+	$(PYTHON) -m kitaru_localnode.cluster images
 
-cluster-up: build-cluster ## start the control plane and the node (kubelet, containerd, kube-proxy, CoreDNS)
+cluster-up: build-cluster ## start the control plane and the node (kubelet, containerd, kube-proxy, CoreDNS), its registry and store
 	$(PYTHON) -m kitaru_localnode.cluster up
 
 cluster-down: ## stop everything cluster-up started

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned upstream Kubernetes control plane and node programs
-# (kubelet, kube-proxy), etcd, CoreDNS, kubectl and helm from the Go module
+# (kubelet, kube-proxy), etcd, CoreDNS, kubectl and helm, the object store
+# (versitygw) and the image registry (CNCF Distribution) from the Go module
 # proxy, and the pod sandbox's pause program from cluster/go/pause, into a
 # per-user cache outside the checkout. Prints the directory of the binaries.
 #
@@ -28,18 +29,25 @@ source "$here/versions.env"
 cache="${KITARU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kitaru-k8s}"
 bin="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 logs="$cache/build-logs"
-# CoreDNS, crictl and pause live beside the pinned set, each keyed by its own
-# version (pause by the hash of its source), and are linked into it.
+# CoreDNS, crictl, versitygw, the registry and pause live beside the pinned set, each
+# keyed by its own version (pause by the hash of its source), and are linked into it.
 pause_src="$here/go/pause/main.go"
 coredns_bin="$cache/coredns-$COREDNS_VERSION"
 crictl_bin="$cache/crictl-$CRICTL_VERSION"
+versitygw_bin="$cache/versitygw-$VERSITYGW_VERSION"
+registry_src="$here/go/registry/main.go"
+registry_bin="$cache/registry-$DISTRIBUTION_VERSION-$(sha256sum "$registry_src" | cut -c1-12)"
 pause_bin="$cache/pause-$(sha256sum "$pause_src" | cut -c1-12)"
-mkdir -p "$bin" "$coredns_bin" "$crictl_bin" "$pause_bin" "$logs"
+mkdir -p "$bin" "$coredns_bin" "$crictl_bin" "$versitygw_bin" "$registry_bin" "$pause_bin" "$logs"
 
 k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-wanted=("${k8s_cmds[@]}" etcd helm coredns crictl pause)
+# The programs kept beside the set, by their keyed paths (a new version or main.go is
+# missing even while the link to the old one is there).
+beside=("$coredns_bin/coredns" "$crictl_bin/crictl" "$versitygw_bin/versitygw"
+  "$registry_bin/registry" "$pause_bin/pause")
 missing=()
-for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+for b in "${k8s_cmds[@]}" etcd helm; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+for path in "${beside[@]}"; do [[ -x "$path" ]] || missing+=("${path##*/}"); done
 
 # The GitOps set: each program in a folder keyed by its version (the git server's
 # also by the hash of its main.go), linked into one folder keyed by all of them.
@@ -62,12 +70,13 @@ if [[ $mode == gitops ]] && gitops_ready; then
   exit 0
 fi
 if [[ $mode == cluster && ${#missing[@]} -eq 0 ]]; then
+  ln -sf "${beside[@]}" "$bin/"
   echo "$bin"
   exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "build: step 'find Go' failed: no 'go' on PATH. Install Go >= 1.24 (https://go.dev/doc/install)." >&2
+  echo "build: step 'find Go' failed: no 'go' on PATH. Install Go >= 1.26 (https://go.dev/doc/install)." >&2
   exit 1
 fi
 
@@ -75,12 +84,14 @@ fi
 step() {
   local name="$1"; shift
   local log="$logs/$name.log"
+  local began=$SECONDS
   echo "build: $name (log: $log)" >&2
   if ! "$@" >"$log" 2>&1; then
     echo "build: step '$name' failed; last lines of $log:" >&2
     tail -n 20 "$log" >&2
     exit 1
   fi
+  echo "build: $name done in $((SECONDS - began)) s" >&2
 }
 
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
@@ -120,9 +131,10 @@ build_kubernetes() {
   done
 }
 
-# A module of our own whose main.go (cluster/go/NAME) calls the upstream entrypoint.
+# A module of our own whose main.go (cluster/go/NAME) calls the upstream entrypoint;
+# a fourth argument adds linker flags.
 build_go_main() {
-  local name="$1" require="$2" out="$3"
+  local name="$1" require="$2" out="$3" ldflags="-s -w ${4:-}"
   local mod="$cache/src/$name-${require##*@}"
   mkdir -p "$mod"
   cd "$mod"
@@ -130,7 +142,7 @@ build_go_main() {
   cp "$here/go/$name/main.go" main.go
   go get "$require"
   go mod tidy
-  go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
+  go build -trimpath -ldflags "$ldflags" -o "$out.tmp" .
   mv "$out.tmp" "$out"
 }
 
@@ -156,6 +168,25 @@ build_crictl() {
   mkdir -p "$mod"
   cd "$mod"
   GOBIN="$crictl_bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+}
+
+# The S3 store of the local cluster: versitygw's posix backend keeps objects as files.
+build_versitygw() {
+  local mod="$cache/src/versitygw-$VERSITYGW_VERSION"
+  mkdir -p "$mod"
+  cd "$mod"
+  GOBIN="$mod/out" go install -trimpath -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION" \
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  mv "$mod/out/versitygw" "$versitygw_bin/versitygw"
+}
+
+# The image registry beside the node (what a kind user runs as the `kind-registry`
+# container): CNCF Distribution's `registry serve CONFIG`, with the filesystem storage
+# driver only (cluster/go/registry), like CoreDNS with only the plugins we use.
+build_registry() {
+  build_go_main registry "github.com/distribution/distribution/v3@$DISTRIBUTION_VERSION" \
+    "$registry_bin/registry" \
+    "-X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION"
 }
 
 build_pause() {
@@ -243,8 +274,10 @@ fi
 [[ -x "$bin/helm" ]] || step helm build_helm
 [[ -x "$coredns_bin/coredns" ]] || step coredns build_coredns
 [[ -x "$crictl_bin/crictl" ]] || step crictl build_crictl
+[[ -x "$versitygw_bin/versitygw" ]] || step versitygw build_versitygw
+[[ -x "$registry_bin/registry" ]] || step registry build_registry
 [[ -x "$pause_bin/pause" ]] || step pause build_pause
-ln -sf "$coredns_bin/coredns" "$crictl_bin/crictl" "$pause_bin/pause" "$bin/"
+ln -sf "${beside[@]}" "$bin/"
 for b in "${k8s_cmds[@]}"; do
   if [[ ! -x "$bin/$b" ]]; then step kubernetes build_kubernetes; break; fi
 done

@@ -84,6 +84,16 @@ def runner_image() -> str:
     return runner["pinned"] if runner else NO_NODE_IMAGE
 
 
+def cluster_env(cluster_dir: Path = CLUSTER_DIR) -> dict[str, str]:
+    """What `source <cluster>/env` exports: the pinned binaries, the kubeconfig, and with
+    a node its registry (KITARU_LOCAL_REGISTRY) and store (KITARU_STORE_*)."""
+    exported = {}
+    for line in (cluster_dir / "env").read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        exported[name] = value
+    return exported
+
+
 def bin_dir(cluster_dir: Path = CLUSTER_DIR) -> Path:
     """The pinned binaries: from the cluster's env file, else from the (cached) build."""
     env_file = cluster_dir / "env"

@@ -46,7 +46,7 @@ def prepare(state: State) -> dict[str, str]:
     binary = binary_path()
     try:
         built = images.build_auth_proxy(binary, version_of(binary))
-        node.import_images(state.node, {BINARY: built})
+        node.import_image(state.node, built)
     except (images.ImageBuildError, RuntimeError) as err:
         raise ClusterError(str(err)) from err
     return {"binary": str(binary), "image": built.pinned}

@@ -1,7 +1,8 @@
 """Start, stop and check the local cluster: `python -m kitaru_localnode.cluster up|down|status`.
 
 Everything lives in one state directory (default `<checkout>/.cluster`): certificates,
-etcd data, logs, pid files, kubeconfigs and the node's containerd and kubelet folders.
+etcd data, logs, pid files, kubeconfigs, the node's containerd and kubelet folders, and
+the data of its image registry and object store.
 `--dir` runs an independent cluster elsewhere (its own ports); `--no-node` starts the
 control plane alone, on loopback (benchmark clusters, a second cluster beside the one
 that owns the machine's node).
@@ -23,20 +24,21 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from kitaru_localnode import images, node, procs
-from kitaru_localnode.paths import BUILD_SCRIPT, CHECKOUT
+from kitaru_localnode import images, node, procs, registry, store
+from kitaru_localnode.paths import BUILD_SCRIPT, CHECKOUT, cache_dir
 from kitaru_localnode.pki import NODE_IP, NODE_NAME, ensure_pki
 
 DEFAULT_DIR = CHECKOUT / ".cluster"
+CHART = CHECKOUT / "charts" / "kitaru-operator"
 SERVICE_CIDR = node.SERVICE_CIDR
 
 # Start order; `down` stops in reverse (the kubelet first, the control plane last).
 CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-NODE = ["containerd", "coredns", "kube-proxy", "kubelet"]
+NODE = ["registry", "containerd", "coredns", "kube-proxy", "kubelet"]
 PORT_NAMES = [
     "etcd",
     "etcd-peer",
@@ -48,7 +50,10 @@ PORT_NAMES = [
     "kube-proxy-healthz",
     "kube-proxy-metrics",
     "coredns-ready",
+    "registry",
 ]
+# Ports a user types: the first choice when free (the registry's is kind's local one).
+PREFERRED_PORTS = {"registry": registry.DEFAULT_PORT}
 
 
 class ClusterError(Exception):
@@ -68,7 +73,14 @@ class State:
         self.ports_file = self.root / "ports.json"
         self.components_file = self.root / "components.json"
         self.images_file = self.root / "images.json"
+        self.env_file = self.root / "env"
         self.node = node.NodePaths(self.root)
+        self.registry = self.root / "registry"
+        self.registry_config = self.registry / "config.yaml"
+        # What was pushed to the registry: buildah image (or chart content) -> digest.
+        self.published_file = self.registry / "published.json"
+        self.store = store.StoreDirs(self.root)
+        self.helm_home = self.root / "helm"
 
     def components(self) -> list[str]:
         """What the last `up` started (the control plane alone with --no-node)."""
@@ -114,7 +126,7 @@ def choose_ports(previous: dict[str, int]) -> dict[str, int]:
     """
     chosen: dict[str, int] = {}
     for name in PORT_NAMES:
-        port = previous.get(name, 0)
+        port = previous.get(name) or PREFERRED_PORTS.get(name, 0)
         if not port or port in chosen.values() or not _port_free(port):
             while True:
                 with socket.socket() as s:
@@ -327,7 +339,7 @@ def down(state: State) -> list[str]:
 
 def _cached_bin_dir(state: State) -> Path | None:
     """The binaries of the last `up` (recorded in its env file), without building."""
-    env_file = state.root / "env"
+    env_file = state.env_file
     if env_file.exists():
         for line in env_file.read_text().splitlines():
             if line.startswith("export KITARU_BIN_DIR="):
@@ -345,7 +357,7 @@ def up(state: State, with_node: bool = True) -> None:
         _check_node_is_ours(state)
     binaries = bin_dir()
     try:
-        built = images.build_all(binaries) if with_node else {}
+        built = images.build_all(binaries) if with_node else None
     except images.ImageBuildError as err:
         raise ClusterError(str(err)) from err
     # A half-running cluster (something crashed) is restarted from scratch.
@@ -360,32 +372,88 @@ def up(state: State, with_node: bool = True) -> None:
         if with_node:
             node.ensure_bridge()
         _start_control_plane(launcher, state, binaries, ports)
-        if with_node:
-            _start_node(launcher, state, binaries, ports, built)
+        if built is not None:
+            published = _start_node(launcher, state, binaries, ports, built)
         launcher.wait(
             "kube-controller-manager", lambda: _default_sa_exists(state, ports["apiserver"]), 30
         )
+        if built is not None:
+            _start_store(state, binaries, published["versitygw"])
     except (ClusterError, KeyboardInterrupt):
         down(state)
         raise
-    _write_images(state, built)
+    if built is not None:
+        _write_images(state, {"pause": built.pause, **published})
+        _write_env(state, binaries, _node_env(state, published))
     print(
         f"cluster up in {time.monotonic() - started_at:.1f} s: {server}\n"
-        f"  export KUBECONFIG={state.kubeconfig}   (or: source {state.root / 'env'})\n"
+        f"  export KUBECONFIG={state.kubeconfig}   (or: source {state.env_file})\n"
         f"  logs: {state.logs}"
     )
 
 
 def _refresh_images(state: State) -> None:
-    """Rebuild the images whose inputs changed since the node started and import them, so
-    a running cluster runs the checkout as it is now (tests would otherwise exercise the
-    code of the last `up`)."""
+    """Rebuild the images whose inputs changed since the node started, push them and make
+    the node forget their old tags, so a running cluster runs the checkout as it is now
+    (tests would otherwise exercise the code of the last `up`); a new store image rolls
+    the store's pod."""
+    binaries = bin_dir()
     try:
-        built = images.build_all(bin_dir())
-        node.import_images(state.node, built)
+        built = images.build_all(binaries)
+        node.import_image(state.node, built.pause)
+        published = _publish(state, binaries, built)
+        _start_store(state, binaries, published["versitygw"])
     except (images.ImageBuildError, RuntimeError) as err:
         raise ClusterError(str(err)) from err
-    _write_images(state, built)
+    _write_images(state, {"pause": built.pause, **published})
+    _write_env(state, binaries, _node_env(state, published))
+
+
+def refresh_images_command(state: State) -> int:
+    """`images`: build; when this cluster runs the node, push and roll as `up` does."""
+    if is_up(state) and node.node_owner() == state.root:
+        _refresh_images(state)
+        print(f"images pushed to {_registry_address(state)} ({state.images_file})")
+        return 0
+    try:
+        built = images.build_all(bin_dir())
+    except images.ImageBuildError as err:
+        raise ClusterError(str(err)) from err
+    print(f"images built: {', '.join(['pause', *built.pushed])}; `up` pushes them")
+    return 0
+
+
+def _registry_address(state: State) -> str:
+    return registry.address(state.ports()["registry"])
+
+
+def _publish(state: State, binaries: Path, built: images.Built) -> dict[str, images.BuiltImage]:
+    """Push the images (and the chart) the registry lacks; then the node forgets tags
+    that named an older build, so a pod naming the tag pulls the new one."""
+    address = _registry_address(state)
+    builder = images.Builder(cache_dir(), CHECKOUT, binaries)
+    published = registry.publish_images(builder, built.pushed, address, state.published_file)
+    _publish_chart(state, binaries, address)
+    node.forget_stale_tags(state.node, {p.ref: p.digest for p in published.values()})
+    return published
+
+
+def _publish_chart(state: State, binaries: Path, address: str) -> None:
+    """The chart as an OCI artifact (oci://<registry>/charts/kitaru-operator), pushed
+    again only when its files changed."""
+    key = f"chart:{images.tree_hash(CHART.parent, [CHART.name], [])}"
+    try:
+        pushed: dict[str, str] = json.loads(state.published_file.read_text())
+    except (OSError, ValueError):
+        pushed = {}
+    reference = pushed.get(key, "")
+    path, _, digest = reference.removeprefix(f"oci://{address}/").partition("@")
+    if digest and registry.manifest_digest(address, path, digest) == digest:
+        return
+    pushed[key] = registry.push_chart(
+        binaries / "helm", CHART, address, registry.helm_env(state.helm_home)
+    )
+    state.published_file.write_text(json.dumps(pushed, indent=2) + "\n")
 
 
 def _write_images(state: State, built: dict[str, images.BuiltImage]) -> None:
@@ -393,6 +461,32 @@ def _write_images(state: State, built: dict[str, images.BuiltImage]) -> None:
         json.dumps({n: {**asdict(i), "pinned": i.pinned} for n, i in built.items()}, indent=2)
         + "\n"
     )
+
+
+def _node_env(state: State, published: dict[str, images.BuiltImage]) -> list[str]:
+    """What `source .cluster/env` adds with a node: the registry, the runner image
+    pinned by digest (the default of `kitaru deploy`), and the store."""
+    return [
+        f"export KITARU_LOCAL_REGISTRY={_registry_address(state)}",
+        f"export KITARU_RUNNER_IMAGE={published['runner'].pinned}",
+        *store.env_lines(store.credentials(state.store)),
+    ]
+
+
+def _write_env(state: State, binaries: Path, extra: Sequence[str] = ()) -> None:
+    """The shell environment of the cluster (readable by its owner only: it may carry
+    the store's credentials)."""
+    lines = [
+        f"export KITARU_BIN_DIR={binaries}",
+        f"export KUBECONFIG={state.kubeconfig}",
+        'export PATH="$KITARU_BIN_DIR:$PATH"',
+        *extra,
+    ]
+    tmp = state.env_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    tmp.replace(state.env_file)
 
 
 def _check_node_is_ours(state: State) -> None:
@@ -428,11 +522,7 @@ def _write_state(state: State, binaries: Path, with_node: bool) -> tuple[dict[st
         d.mkdir(parents=True, exist_ok=True)
     components = CONTROL_PLANE + NODE if with_node else CONTROL_PLANE
     state.components_file.write_text(json.dumps(components) + "\n")
-    (state.root / "env").write_text(
-        f"export KITARU_BIN_DIR={binaries}\n"
-        f"export KUBECONFIG={state.kubeconfig}\n"
-        f'export PATH="$KITARU_BIN_DIR:$PATH"\n'
-    )
+    _write_env(state, binaries)
     ensure_pki(state.pki)
     ports = choose_ports(state.ports())
     state.ports_file.write_text(json.dumps(ports, indent=2) + "\n")
@@ -568,23 +658,38 @@ def _start_node(
     state: State,
     binaries: Path,
     ports: dict[str, int],
-    built: dict[str, images.BuiltImage],
-) -> None:
-    """containerd (with the images imported), CoreDNS, kube-proxy and the kubelet, which
-    registers the Node; ready when the Node is Ready with a fresh heartbeat and
-    kube-proxy has synced."""
+    built: images.Built,
+) -> dict[str, images.BuiltImage]:
+    """The registry (with the images pushed), containerd (with the pause image imported),
+    CoreDNS, kube-proxy and the kubelet, which registers the Node; ready when the Node is
+    Ready with a fresh heartbeat and kube-proxy has synced. Returns the published images."""
     paths = state.node
-    node.write_configs(paths, state.pki, state.kubeconfigs, ports, built["pause"].ref)
+    address = registry.address(ports["registry"])
+    state.registry.mkdir(parents=True, exist_ok=True)
+    # JSON is YAML.
+    config = registry.build_config(state.registry / "data", address)
+    state.registry_config.write_text(json.dumps(config, indent=2) + "\n")
+    launcher.start(
+        "registry",
+        [str(binaries / "registry"), "serve", str(state.registry_config)],
+        env={**os.environ, **registry.ENV},
+    )
+    launcher.wait("registry", functools.partial(registry.answers, address), 30)
+
+    node.write_configs(
+        paths, state.pki, state.kubeconfigs, ports, built.pause.ref, registry=address
+    )
     launcher.start(
         "containerd",
         ["containerd", f"--config={paths.containerd_config}"],
-        env={**os.environ, **node.NO_REGISTRY_ENV},
+        env={**os.environ, **node.CLOSED_PROXY_ENV},
     )
     ctr_version = ["ctr", f"--address={paths.containerd_socket}", "version"]
     launcher.wait("containerd", functools.partial(_binary_answers, ctr_version), 30)
     try:
-        node.import_images(paths, built)
-    except RuntimeError as err:
+        node.import_image(paths, built.pause)
+        published = _publish(state, binaries, built)
+    except (images.ImageBuildError, RuntimeError) as err:
         raise ClusterError(str(err)) from err
 
     for obj in node.COREDNS_RBAC:
@@ -612,6 +717,63 @@ def _start_node(
     # kube-proxy reports healthy once it has synced its rules for the registered Node.
     healthz = f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz"
     launcher.wait("kube-proxy", lambda: _get(healthz)[0] == 200, 30)
+    return published
+
+
+def _kubectl(
+    state: State, binaries: Path, *args: str, input: str | None = None, timeout: float = 60
+) -> str:
+    proc = subprocess.run(
+        [str(binaries / "kubectl"), f"--kubeconfig={state.kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def _start_store(state: State, binaries: Path, image: images.BuiltImage) -> None:
+    """The object store as a pod: the chart's store template with the local values, on a
+    local volume; ready when its rollout is done and it answers on the node's address."""
+    store.prepare_volume(state.store)
+    creds = store.credentials(state.store)
+    env = registry.helm_env(state.helm_home)
+    try:
+        rendered = store.render_chart(binaries / "helm", CHART, store.chart_values(image), env)
+    except RuntimeError as err:
+        raise ClusterError(str(err)) from err
+    objects = [*store.node_objects(state.store, creds), *rendered]
+    _kubectl(
+        state,
+        binaries,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=kitaru-localnode",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+    )
+    _kubectl(
+        state,
+        binaries,
+        f"--namespace={store.NAMESPACE}",
+        "rollout",
+        "status",
+        f"deployment/{store.NAME}",
+        "--timeout=180s",
+        timeout=200,
+    )
+    deadline = time.monotonic() + 30
+    while not store.answers():
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"the store's pod is ready, but {store.endpoint()}/health does not answer"
+            )
+        time.sleep(0.2)
 
 
 def restart(state: State, name: str) -> None:
@@ -632,7 +794,7 @@ def restart(state: State, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kitaru_localnode.cluster")
-    parser.add_argument("command", choices=["up", "down", "status", "restart"])
+    parser.add_argument("command", choices=["up", "down", "status", "restart", "images"])
     parser.add_argument("component", nargs="?", help="restart: which one (e.g. etcd, kubelet)")
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default: %(default)s)"
@@ -667,6 +829,12 @@ def main(argv: list[str] | None = None) -> int:
 def _locked(command: str, state: State, with_node: bool) -> int:
     if command == "down":
         return report_down(down(state))
+    if command == "images":
+        try:
+            return refresh_images_command(state)
+        except ClusterError as err:
+            print(f"images failed: {err}", file=sys.stderr)
+            return 1
     return report_up("cluster", lambda: up(state, with_node=with_node))
 
 

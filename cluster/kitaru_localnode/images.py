@@ -1,16 +1,21 @@
-"""The images the local node runs, built here without a registry or a Docker engine.
+"""The images the local node runs, built here without a Docker engine.
 
 - base: a Debian bookworm root file system made by mmdebstrap from the Debian archive
   apt already uses (python3, its venv module, CA certificates), imported into buildah;
-- pause: the pod sandbox's program (cluster/go/pause, built by build.sh) alone in an image;
+- pause: the pod sandbox's program (cluster/go/pause, built by build.sh) alone in an
+  image, exported as an OCI archive that containerd imports (the sandbox of every pod,
+  the registry's included, needs it before anything can be pulled);
 - oauth2-proxy (the security tier's, on demand: `kitaru_localnode.authproxy`): the static
   binary `build.sh authproxy` makes, alone in an image;
 - runner and operator: the project's own Dockerfiles built by buildah with the base as
-  the BASE build argument (the same files build with `docker build` on the public base).
+  the BASE build argument (the same files build with `docker build` on the public base);
+- versitygw: the local cluster's S3 store (built by build.sh) on the base.
 
-Each image is keyed by a content hash of its inputs and exported once as an OCI archive
-into the cache; `python -m kitaru_localnode.images` builds what is missing and prints the
-manifest (name -> reference, digest, archive) that the cluster imports into containerd.
+Each image is keyed by a content hash of its inputs and built once per key into buildah's
+storage, named `localhost/kitaru-<name>:<key>` so that checkouts sharing the storage
+never overwrite each other's. The cluster pushes the last three to its registry
+(`push`), from where the node pulls them; `python -m kitaru_localnode.images` builds
+what is missing and prints what it has.
 """
 
 from __future__ import annotations
@@ -46,33 +51,60 @@ APT_SOURCES = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/so
 BUILD_MOUNTS = [Path("/etc/pip.conf"), Path("/etc/ssl/certs/ca-certificates.crt")]
 PAUSE_REF = "kitaru.local/pause"
 AUTH_PROXY_REF = "kitaru.local/oauth2-proxy"
+VERSIONS_FILE = Path(__file__).resolve().parents[1] / "versions.env"
+STORE_USER = "10001:10001"
+STORE_PORT = 7070
 
 
 @dataclass(frozen=True)
 class DockerfileImage:
+    """A project image: `path` is its repository without a registry host (the local
+    registry holds it there, as ghcr.io does; node.MIRRORED_REGISTRY)."""
+
     name: str
     dockerfile: str
-    repository: str
+    path: str
 
 
 PROJECT_IMAGES = [
-    DockerfileImage("runner", "cli/Dockerfile.runner", "ghcr.io/kitaru-k8s/runner"),
-    DockerfileImage("operator", "operator/Dockerfile", "ghcr.io/kitaru-k8s/operator"),
+    DockerfileImage("runner", "cli/Dockerfile.runner", "kitaru-k8s/runner"),
+    DockerfileImage("operator", "operator/Dockerfile", "kitaru-k8s/operator"),
 ]
+STORE_PATH = "kitaru-k8s/versitygw"
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image in buildah's storage under `local` (unique per content key), to be
+    published as `<registry>/<path>:<tag>`."""
+
+    name: str
+    local: str
+    path: str
+    tag: str
 
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """One image in the cache: `ref` is what containerd names it, `archive` its OCI file."""
+    """An image the node has: `ref` is what containerd names it; `archive` the OCI file it
+    is imported from, or empty when the node pulls it from the registry."""
 
     ref: str
     digest: str
-    archive: str
+    archive: str = ""
 
     @property
     def pinned(self) -> str:
         """The reference pinned by digest: repository@sha256:..."""
         return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What `build_all` made: the pause image to import, and the images to push."""
+
+    pause: BuiltImage
+    pushed: dict[str, LocalImage]
 
 
 class ImageBuildError(Exception):
@@ -133,6 +165,15 @@ def tree_hash(root: Path, sources: Iterable[str], ignore: list[str], *extra: str
     return digest.hexdigest()[:16]
 
 
+def pinned_version(name: str, versions: Path = VERSIONS_FILE) -> str:
+    """A version pinned in cluster/versions.env (NAME=value)."""
+    for line in versions.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    raise ImageBuildError(f"{versions} pins no {name}")
+
+
 def oci_archive_digest(archive: Path) -> str:
     """The manifest digest recorded in an OCI archive's index.json."""
     with tarfile.open(archive) as tar:
@@ -176,6 +217,26 @@ class Builder:
         )
         return proc.returncode == 0
 
+    def push(self, image: LocalImage, registry: str) -> BuiltImage:
+        """Push the image to `registry` (plain HTTP) as `<registry>/<path>:<tag>`."""
+        ref = f"{registry}/{image.path}:{image.tag}"
+        with tempfile.TemporaryDirectory() as tmp:
+            digest_file = Path(tmp) / "digest"
+            self._run(
+                f"push {image.name} to {registry}",
+                [
+                    *self.buildah,
+                    "push",
+                    "--quiet",
+                    "--tls-verify=false",
+                    f"--digestfile={digest_file}",
+                    image.local,
+                    f"docker://{ref}",
+                ],
+            )
+            digest = digest_file.read_text().strip()
+        return BuiltImage(ref=ref, digest=digest)
+
     def _export(self, name: str, ref: str, key: str) -> BuiltImage:
         """The image's OCI archive in the cache, written once per key."""
         record = self.dir / f"{name}-{key}.json"
@@ -198,9 +259,12 @@ class Builder:
         record.write_text(json.dumps(asdict(built), indent=2) + "\n")
         return built
 
-    def _from_scratch(self, what: str, ref: str, files: list[str], config: list[str]) -> None:
-        """Commit `ref`: an empty image, `buildah add|copy` of the files, its configuration."""
-        container = self._run(f"{what} container", [*self.buildah, "from", "scratch"]).split()[-1]
+    def _assemble(
+        self, what: str, start: str, ref: str, files: list[str], config: list[str]
+    ) -> None:
+        """Commit `ref`: the image `start` (or scratch), `buildah add|copy` of the files,
+        its configuration."""
+        container = self._run(f"{what} container", [*self.buildah, "from", start]).split()[-1]
         try:
             self._run(f"{what} files", [*self.buildah, files[0], container, *files[1:]])
             self._run(f"{what} configuration", [*self.buildah, "config", *config, container])
@@ -235,8 +299,9 @@ class Builder:
                     str(sources),
                 ],
             )
-            self._from_scratch(
+            self._assemble(
                 "base",
+                "scratch",
                 ref,
                 ["add", str(rootfs), "/"],
                 [
@@ -251,8 +316,9 @@ class Builder:
         key = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
         ref = f"{PAUSE_REF}:{key}"
         if not (self.dir / f"pause-{key}.json").exists() and not self._has_image(ref):
-            self._from_scratch(
+            self._assemble(
                 "pause",
+                "scratch",
                 ref,
                 ["copy", str(binary), "/pause"],
                 ['--entrypoint=["/pause"]', "--user=65535:65535"],
@@ -264,22 +330,23 @@ class Builder:
         key = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
         ref = f"{AUTH_PROXY_REF}:{version}"
         if not (self.dir / f"oauth2-proxy-{key}.json").exists():
-            self._from_scratch(
+            self._assemble(
                 "oauth2-proxy",
+                "scratch",
                 ref,
                 ["copy", str(binary), "/oauth2-proxy"],
                 ['--entrypoint=["/oauth2-proxy"]', "--user=65532:65532"],
             )
         return self._export("oauth2-proxy", ref, key)
 
-    def project(self, image: DockerfileImage, base: str, tag: str) -> BuiltImage:
+    def project(self, image: DockerfileImage, base: str, tag: str) -> LocalImage:
         dockerfile = self.checkout / image.dockerfile
         text = dockerfile.read_text()
         ignore_file = self.checkout / ".dockerignore"
         ignore = dockerignore_patterns(ignore_file.read_text()) if ignore_file.exists() else []
         key = tree_hash(self.checkout, copy_sources(text), ignore, text, base, tag)
-        ref = f"{image.repository}:{tag}"
-        if not (self.dir / f"{image.name}-{key}.json").exists():
+        built = LocalImage(image.name, f"localhost/kitaru-{image.name}:{key}", image.path, tag)
+        if not self._has_image(built.local):
             mounts = [f"--volume={p}:{p}:ro" for p in BUILD_MOUNTS if p.exists()]
             self._run(
                 f"{image.name} image (buildah, {image.dockerfile})",
@@ -294,13 +361,38 @@ class Builder:
                     f"--build-arg=BASE={base}",
                     f"--build-arg=KITARU_VERSION={tag}",
                     f"--file={dockerfile}",
-                    f"--tag={ref}",
+                    f"--tag={built.local}",
                     str(self.checkout),
                 ],
             )
-            # The archive is per key, not per tag: drop a stale record of the same tag.
-            (self.dir / f"{image.name}-{key}.oci.tar").unlink(missing_ok=True)
-        return self._export(image.name, ref, key)
+        return built
+
+    def store(self, base: str) -> LocalImage:
+        """versitygw on the base, as a numeric non-root user: the base gives the pod's
+        init container `mkdir`, which makes the bucket (a directory of the posix backend)."""
+        binary = self.bin_dir / "versitygw"
+        if not binary.exists():
+            raise ImageBuildError(f"no versitygw in {self.bin_dir}: run cluster/build.sh")
+        version = pinned_version("VERSITYGW_VERSION")
+        config = [
+            '--entrypoint=["/usr/local/bin/versitygw"]',
+            "--cmd=",
+            f"--user={STORE_USER}",
+            f"--port={STORE_PORT}",
+        ]
+        key = hashlib.sha256(
+            binary.read_bytes() + json.dumps([base, version, config]).encode()
+        ).hexdigest()[:16]
+        built = LocalImage("versitygw", f"localhost/kitaru-versitygw:{key}", STORE_PATH, version)
+        if not self._has_image(built.local):
+            self._assemble(
+                "versitygw",
+                base,
+                built.local,
+                ["copy", str(binary), "/usr/local/bin/versitygw"],
+                config,
+            )
+        return built
 
 
 def project_version(checkout: Path) -> str:
@@ -310,23 +402,20 @@ def project_version(checkout: Path) -> str:
     raise ImageBuildError("no version in pyproject.toml")
 
 
-def build_all(
-    bin_dir: Path, cache: Path | None = None, checkout: Path = CHECKOUT
-) -> dict[str, BuiltImage]:
+def build_all(bin_dir: Path, cache: Path | None = None, checkout: Path = CHECKOUT) -> Built:
     """Every image the node needs, built or taken from the cache.
 
-    One build at a time per cache: checkouts share it, and two builds of the same tag
-    from different trees would otherwise export each other's image under their key.
+    One build at a time per cache: checkouts share it (and the machine's two cores).
     """
     builder = Builder(cache or cache_dir(), checkout, bin_dir)
     with (builder.dir / "build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        images = {"pause": builder.pause()}
+        pause = builder.pause()
         base = builder.base()
         tag = project_version(checkout)
-        for image in PROJECT_IMAGES:
-            images[image.name] = builder.project(image, base, tag)
-    return images
+        pushed = {image.name: builder.project(image, base, tag) for image in PROJECT_IMAGES}
+        pushed["versitygw"] = builder.store(base)
+    return Built(pause=pause, pushed=pushed)
 
 
 def build_auth_proxy(binary: Path, version: str, cache: Path | None = None) -> BuiltImage:
@@ -342,11 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bin-dir", type=Path, required=True, help="where build.sh put pause")
     args = parser.parse_args(argv)
     try:
-        images = build_all(args.bin_dir)
+        built = build_all(args.bin_dir)
     except ImageBuildError as err:
         print(f"image build failed: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({n: {**asdict(i), "pinned": i.pinned} for n, i in images.items()}, indent=2))
+    listing = {"pause": asdict(built.pause), **{n: asdict(i) for n, i in built.pushed.items()}}
+    print(json.dumps(listing, indent=2))
     return 0
 
 

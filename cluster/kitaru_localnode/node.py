@@ -3,8 +3,9 @@ kube-proxy and CoreDNS.
 
 `build_*` return the components' configuration (pure, from paths and ports); the rest
 prepares and tears down what the node makes on the host: the bridge whose gateway is the
-node's address, the images imported into containerd, and on `down` the pod sandboxes,
-mounts, iptables rules and the bridge itself.
+node's address, the pause image imported into containerd (every other image is pulled
+from the local registry), and on `down` the pod sandboxes, mounts, iptables rules and
+the bridge itself.
 
 Pods live on the bridge `kitaru0` (10.244.0.0/24); its gateway 10.244.0.1 is the node's
 InternalIP and the API server's advertised address, since pods cannot reach the host's
@@ -34,13 +35,18 @@ CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 RUNC = Path("/usr/sbin/runc")
 # The node's cgroups (cgroupfs driver, cgroup v1 hierarchies): kubelet's default root.
 KUBEPODS_CGROUP = Path("/sys/fs/cgroup/pids/kubepods")
-# Every image comes from the local build: containerd's registry requests go through a
-# "proxy" on a closed loopback port, so a pull fails at once and nothing leaves the machine.
-NO_REGISTRY_ENV = {
+# Every image comes from the local build, through the local registry on the node's
+# address: containerd's other registry requests go through a "proxy" on a closed loopback
+# port, so they fail at once and nothing leaves the machine.
+CLOSED_PROXY_ENV = {
     "HTTPS_PROXY": "http://127.0.0.1:9",
     "HTTP_PROXY": "http://127.0.0.1:9",
-    "NO_PROXY": "",
+    "NO_PROXY": NODE_IP,
 }
+# The registry the project's images are published to by name (the chart's and the
+# client's defaults): the node resolves it from the local registry, as a kind cluster
+# configured with a registry mirror does.
+MIRRORED_REGISTRY = "ghcr.io"
 # Which state directory owns this machine's node: there is one bridge and one set of
 # kube-proxy rules per machine, so a second cluster runs without a node (`--no-node`).
 NODE_OWNER = Path("/run/kitaru-k8s/node-owner")
@@ -54,6 +60,8 @@ class NodePaths:
         self.containerd = self.root / "containerd"
         self.containerd_config = self.containerd / "config.toml"
         self.containerd_socket = self.containerd / "containerd.sock"
+        # containerd's per-registry hosts.toml files (its CRI `config_path`).
+        self.registry_hosts = self.containerd / "certs.d"
         self.cni_conf_dir = self.root / "cni" / "net.d"
         self.cni_ipam_dir = self.root / "cni" / "ipam"
         self.kubelet_root = self.root / "kubelet"
@@ -71,7 +79,7 @@ class NodePaths:
 
 def build_containerd_config(paths: NodePaths, sandbox_image: str) -> str:
     """containerd 1.6's config (version 2): its own root, state and socket, runc through
-    the CRI plugin, pods on the CNI bridge.
+    the CRI plugin, pods on the CNI bridge, registries configured by hosts.toml files.
 
     `restrict_oom_score_adj`: the machine lacks CAP_SYS_RESOURCE, so containers may not
     get a lower OOM score than containerd; without it runc fails with "can't get final
@@ -110,7 +118,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{paths.cni_conf_dir}"
   max_conf_num = 1
+
+[{cri}.registry]
+  config_path = "{paths.registry_hosts}"
 """
+
+
+def build_registry_hosts(registry: str) -> dict[str, str]:
+    """containerd's hosts.toml per registry host (the folder name): the local registry
+    over plain HTTP, and the same registry as the mirror of MIRRORED_REGISTRY, so its
+    `kitaru-k8s/...` images resolve here (what is not here fails: the upstream is only
+    reachable through the closed proxy)."""
+    local = f"""[host."http://{registry}"]
+  capabilities = ["pull", "resolve"]
+"""
+    return {
+        registry: f'server = "http://{registry}"\n\n{local}',
+        MIRRORED_REGISTRY: f'server = "https://{MIRRORED_REGISTRY}"\n\n{local}',
+    }
 
 
 def build_cni_config(paths: NodePaths) -> dict[str, Any]:
@@ -142,8 +167,9 @@ def build_kubelet_config(
 ) -> dict[str, Any]:
     """KubeletConfiguration for this machine: cgroupfs on the cgroup v1 hierarchy, swap
     tolerated; serving certificate of the cluster CA; only clients with a certificate of
-    that CA (the API server) may call it; no disk-pressure eviction or image GC of the
-    locally built images (they cannot be pulled again)."""
+    that CA (the API server) may call it; no disk-pressure eviction or image GC (the
+    pause image is imported, not pulled, and the suite's timings should not include
+    pulls of evicted images)."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -249,11 +275,20 @@ COREDNS_RBAC = [
 
 
 def write_configs(
-    paths: NodePaths, pki: Path, kubeconfigs: Path, ports: dict[str, int], sandbox_image: str
+    paths: NodePaths,
+    pki: Path,
+    kubeconfigs: Path,
+    ports: dict[str, int],
+    sandbox_image: str,
+    registry: str,
 ) -> None:
     for d in (paths.containerd, paths.cni_conf_dir, paths.cni_ipam_dir, paths.kubelet_root):
         d.mkdir(parents=True, exist_ok=True)
     paths.containerd_config.write_text(build_containerd_config(paths, sandbox_image))
+    shutil.rmtree(paths.registry_hosts, ignore_errors=True)
+    for host, hosts_toml in build_registry_hosts(registry).items():
+        (paths.registry_hosts / host).mkdir(parents=True)
+        (paths.registry_hosts / host / "hosts.toml").write_text(hosts_toml)
     (paths.cni_conf_dir / "10-kitaru.conflist").write_text(
         json.dumps(build_cni_config(paths), indent=2) + "\n"
     )
@@ -340,20 +375,45 @@ def ctr(paths: NodePaths, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def import_images(paths: NodePaths, images: dict[str, Any]) -> None:
-    """Import each image's OCI archive unless containerd already has it by digest; the
+def import_image(paths: NodePaths, image: Any) -> None:
+    """Import an image's OCI archive unless containerd already has it by digest; the
     digest reference (repository@sha256:...) is created too, so pods can pin it."""
     have = set(ctr(paths, "images", "list", "--quiet").stdout.split())
-    for image in images.values():
-        if image.ref in have and image.pinned in have:
-            continue
-        for argv in (
-            ["images", "import", image.archive],
-            ["images", "tag", "--force", image.ref, image.pinned],
-        ):
-            proc = ctr(paths, *argv)
-            if proc.returncode != 0:
-                raise RuntimeError(f"ctr {' '.join(argv)} failed:\n{proc.stderr}")
+    if image.ref in have and image.pinned in have:
+        return
+    for argv in (
+        ["images", "import", image.archive],
+        ["images", "tag", "--force", image.ref, image.pinned],
+    ):
+        proc = ctr(paths, *argv)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(argv)} failed:\n{proc.stderr}")
+
+
+def tag_references(published_ref: str) -> list[str]:
+    """The tag references a published image has on the node: its registry's, and the
+    mirrored registry's name for the same path."""
+    path_and_tag = published_ref.split("/", 1)[1]
+    return [published_ref, f"{MIRRORED_REGISTRY}/{path_and_tag}"]
+
+
+def forget_stale_tags(paths: NodePaths, published: dict[str, str]) -> list[str]:
+    """Remove the node's tag references (of `tag_references`) that name another manifest
+    than the one just published (ref -> digest), so the next pod that names the tag pulls
+    the current image: `IfNotPresent` then means what it says. Returns what was removed."""
+    listed = ctr(paths, "images", "list").stdout.splitlines()[1:]
+    have = {line.split()[0]: line.split()[2] for line in listed if len(line.split()) > 2}
+    stale = [
+        ref
+        for published_ref, digest in published.items()
+        for ref in tag_references(published_ref)
+        if ref in have and have[ref] != digest
+    ]
+    if stale:
+        proc = ctr(paths, "images", "remove", *stale)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ctr images remove {' '.join(stale)} failed:\n{proc.stderr}")
+    return stale
 
 
 def remove_pod_sandboxes(paths: NodePaths, crictl: Path) -> None:

@@ -1,12 +1,14 @@
 """The Helm chart with the real, pinned `helm` against the local cluster.
 
-The lifecycle test installs the chart into a fresh namespace where Pod Security Admission
-enforces `restricted`; the kubelet runs the operator image (built here from
-operator/Dockerfile, pinned by digest) under the chart's securityContext, probes and
-resources, so a FlowInvocation completes through the operator that Helm installed, in a
-container of the runner image. Then it upgrades and uninstalls the release and checks that
-nothing of it is left. The chart's dashboard behind its authenticating proxy is tested
-in tests/security/test_dashboard_auth.py.
+The chart is installed as users install a published chart: packaged, pushed to the
+local registry as an OCI artifact (`helm push`) and installed from there, pinned by
+digest. The lifecycle test installs it into a fresh namespace where Pod Security
+Admission enforces `restricted`; the kubelet pulls the operator image (built here from
+operator/Dockerfile, pinned by digest) from the registry and runs it under the chart's
+securityContext, probes and resources, so a FlowInvocation completes through the
+operator that Helm installed, in a container of the runner image. Then it upgrades and
+uninstalls the release and checks that nothing of it is left. The chart's dashboard
+behind its authenticating proxy is tested in tests/security/test_dashboard_auth.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +35,8 @@ from chart_support import (
     unique,
     wait_finished,
 )
-from support import node_images, wait_for
+from kitaru_localnode.registry import helm_env, push_chart
+from support import bin_dir, cluster_env, node_images, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -43,6 +47,16 @@ RELEASE_KINDS = (
     "validatingadmissionpolicybindings"
 )
 CRDS = ("flowdeployments.kitaru.dev", "flowroutes.kitaru.dev", "flowinvocations.kitaru.dev")
+
+
+@pytest.fixture(scope="module")
+def chart(cluster: Any) -> list[str]:
+    """The checkout's chart, pushed to the local registry; the arguments that install
+    it from there, pinned by digest."""
+    registry = cluster_env()["KITARU_LOCAL_REGISTRY"]
+    env = helm_env(Path("/tmp/kitaru-helm"))
+    reference = push_chart(bin_dir() / "helm", CHART, registry, env)
+    return [reference, "--plain-http"]
 
 
 def release_objects(release: str) -> list[str]:
@@ -96,12 +110,12 @@ def assert_flow_runs(namespace: str, name: str, who: str) -> None:
     assert done["status"]["result"] == f"hello {who}"
 
 
-def install(namespace: str, release: str) -> dict[str, Any]:
+def install(namespace: str, release: str, chart: list[str]) -> dict[str, Any]:
     """helm install; returns the operator pod once the kubelet runs it and it is Ready."""
     installed = helm(
         "install",
         release,
-        str(CHART),
+        *chart,
         "--namespace",
         namespace,
         *image_values(),
@@ -138,14 +152,14 @@ def assert_runs_as_the_chart_says(namespace: str, release: str, pod: dict[str, A
     assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
-def upgrade_ports(namespace: str, release: str, old_pod: dict[str, Any]) -> None:
+def upgrade_ports(namespace: str, release: str, old_pod: dict[str, Any], chart: list[str]) -> None:
     """helm upgrade with new ports, which change the pod template: the new pod starts as
     a standby, takes the Lease over when the old one stops, and serves on the new ports."""
     new_metrics, new_health = 9090, 9091
     helm(
         "upgrade",
         release,
-        str(CHART),
+        *chart,
         "--namespace",
         namespace,
         *image_values(),
@@ -187,6 +201,7 @@ def test_chart_lints() -> None:
     helm("lint", "--strict", str(CHART))
     helm("lint", "--strict", str(CHART), "--set", "watch.allNamespaces=true")
     helm("lint", "--strict", str(CHART), "--set", "watch.namespaces={team-a,team-b}")
+    helm("lint", "--strict", str(CHART), "--set", "store.deploy=true")
 
 
 def test_values_schema_rejects_bad_values() -> None:
@@ -218,6 +233,7 @@ DASHBOARD = ["--set", "ui.enabled=true", "--set", "ui.auth.users={alice,bob}"]
             "--set-json",
             'ui.networkPolicy.from=[{"podSelector": {"matchLabels": {"app": "auth-proxy"}}}]',
         ],
+        ["--set", "store.deploy=true"],
     ],
     ids=[
         "defaults",
@@ -225,6 +241,7 @@ DASHBOARD = ["--set", "ui.enabled=true", "--set", "ui.auth.users={alice,bob}"]
         "no-aggregation-no-admission",
         "dashboard-sidecar",
         "dashboard-external",
+        "store",
     ],
 )
 def test_template_is_accepted_by_the_api_server(
@@ -245,15 +262,15 @@ def test_template_is_accepted_by_the_api_server(
 
 
 @pytest.mark.cluster
-def test_install_run_upgrade_uninstall(cluster: Any, namespace: str) -> None:
+def test_install_run_upgrade_uninstall(cluster: Any, namespace: str, chart: list[str]) -> None:
     # The namespace enforces Pod Security `restricted` (conftest).
     with release_in(namespace) as release:
-        pod = install(namespace, release)
+        pod = install(namespace, release, chart)
         assert_runs_as_the_chart_says(namespace, release, pod)
         # A flow through the installed operator: it bootstraps `default`, runs the Job in
         # a non-root container of the runner image with the source ConfigMap read-only.
         bootstrap_hello(namespace)
         assert_flow_runs(namespace, "hello-through-helm", "helm")
-        upgrade_ports(namespace, release, pod)
+        upgrade_ports(namespace, release, pod, chart)
         assert_flow_runs(namespace, "hello-after-upgrade", "upgrade")
         uninstall(namespace, release)

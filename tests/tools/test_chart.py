@@ -560,3 +560,157 @@ def test_dashboard_service_selects_only_the_dashboard() -> None:
     assert not selector.items() <= operator_pods.items()
     metrics = services[f"{OPERATOR}-metrics"]["spec"]["selector"]
     assert not metrics.items() <= dashboard_pods.items()
+
+
+# --- the store ------------------------------------------------------------------------
+
+STORE = f"{OPERATOR}-store"
+DIGEST = "sha256:" + "d" * 64
+
+
+def operator_env(docs: list[Any]) -> dict[str, Any]:
+    container = by_kind(docs, "Deployment")[OPERATOR]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_no_store_by_default() -> None:
+    docs = render()
+    assert not [d for d in docs if "store" in d["metadata"]["name"]]
+    assert not [name for name in operator_env(docs) if name.startswith("KITARU_STORE_")]
+
+
+def test_an_external_store_is_the_operators_environment() -> None:
+    docs = render(
+        "--set",
+        "store.endpoint=https://s3.eu-west-1.amazonaws.com",
+        "--set",
+        "store.bucket=team-runs",
+        "--set",
+        "store.prefix=prod/",
+        "--set",
+        "store.region=eu-west-1",
+        "--set",
+        "store.secretRef=s3-credentials",
+    )
+    assert not [d for d in docs if "store" in d["metadata"]["name"]]
+    env = operator_env(docs)
+    assert {k: v for k, v in env.items() if k.startswith("KITARU_STORE_")} == {
+        "KITARU_STORE_ENDPOINT": "https://s3.eu-west-1.amazonaws.com",
+        "KITARU_STORE_BUCKET": "team-runs",
+        "KITARU_STORE_PREFIX": "prod/",
+        "KITARU_STORE_REGION": "eu-west-1",
+        # Credentials only by reference: never a value in the manifest.
+        "KITARU_STORE_ACCESS_KEY_ID": {
+            "secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
+        },
+        "KITARU_STORE_SECRET_ACCESS_KEY": {
+            "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+        },
+    }
+    # Without a Secret, the client's default credential chain (IRSA, workload identity).
+    keyless = operator_env(render("--set", "store.endpoint=https://storage.googleapis.com"))
+    assert "KITARU_STORE_ENDPOINT" in keyless
+    assert "KITARU_STORE_ACCESS_KEY_ID" not in keyless
+
+
+def test_deploy_runs_versitygw_on_a_claim_with_generated_credentials() -> None:
+    docs = render("--set", "store.deploy=true")
+    deployment = by_kind(docs, "Deployment")[STORE]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one writer on RWO
+    pod = deployment["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (container,) = pod["containers"]
+    assert init["command"] == ["mkdir", "-p", "/data/kitaru"]  # the bucket
+    assert container["image"] == init["image"] == "docker.io/versity/versitygw:v1.8.0"
+    assert container["args"] == ["--port", ":7070", "--health", "/health", "posix", "/data"]
+    secret = f"{STORE}-credentials"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env == {
+        "ROOT_ACCESS_KEY_ID": {"secretKeyRef": {"name": secret, "key": "AWS_ACCESS_KEY_ID"}},
+        "ROOT_SECRET_ACCESS_KEY": {
+            "secretKeyRef": {"name": secret, "key": "AWS_SECRET_ACCESS_KEY"}
+        },
+        "VGW_REGION": "us-east-1",
+    }
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "s3"}
+    assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": STORE}}]
+    assert pod["automountServiceAccountToken"] is False
+    # Pod Security `restricted`, like the operator.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in (init, container):
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+    claim = by_kind(docs, "PersistentVolumeClaim")[STORE]["spec"]
+    assert claim == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "10Gi"}},
+    }  # the default StorageClass
+    assert set(by_kind(docs, "Secret")[secret]["data"]) == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+    service = by_kind(docs, "Service")[STORE]["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["ports"] == [{"name": "s3", "port": 7070, "targetPort": "s3", "protocol": "TCP"}]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    operator_pods = by_kind(docs, "Deployment")[OPERATOR]["spec"]["template"]["metadata"]
+    assert not service["selector"].items() <= operator_pods["labels"].items()
+
+    env = operator_env(docs)
+    assert env["KITARU_STORE_ENDPOINT"] == f"http://{STORE}.kitaru-system.svc:7070"
+    assert env["KITARU_STORE_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": secret, "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+
+
+def test_deploy_with_a_secret_ref_makes_no_secret() -> None:
+    docs = render("--set", "store.deploy=true", "--set", "store.secretRef=mine")
+    assert "Secret" not in {d["kind"] for d in docs}
+    container = by_kind(docs, "Deployment")[STORE]["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+
+def test_the_local_cluster_runs_the_charts_store_template() -> None:
+    """`cluster up` renders this very template with its values: the claim binds the
+    local volume it makes, the Service is a NodePort on the node's address."""
+    from kitaru_localnode import store
+    from kitaru_localnode.images import BuiltImage
+
+    image = BuiltImage(ref="10.244.0.1:5001/kitaru-k8s/versitygw:v1.8.0", digest=DIGEST)
+    values = store.chart_values(image)
+    env = {"PATH": "/usr/bin:/bin", "HELM_CACHE_HOME": "/tmp/kitaru-helm/cache"}
+    docs = store.render_chart(Path(helm_binary()), CHART, values, env)
+    assert sorted(d["kind"] for d in docs) == ["Deployment", "PersistentVolumeClaim", "Service"]
+    claim = by_kind(docs, "PersistentVolumeClaim")[store.NAME]
+    assert claim["metadata"]["namespace"] == store.NAMESPACE
+    assert claim["spec"]["storageClassName"] == ""
+    assert claim["spec"]["volumeName"] == store.NAME
+    service = by_kind(docs, "Service")[store.NAME]["spec"]
+    assert (service["type"], service["ports"][0]["nodePort"]) == ("NodePort", store.NODE_PORT)
+    pod = by_kind(docs, "Deployment")[store.NAME]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"10.244.0.1:5001/kitaru-k8s/versitygw@{DIGEST}"
+    assert pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] == store.SECRET
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["store.secretRef=s3"], "store.secretRef names credentials, but no store is configured"),
+        (["store.bucket=Runs_1"], "values don't meet the specifications of the schema"),
+        (["store.endpoint=s3.amazonaws.com"], "values don't meet the specifications of the schema"),
+        (["store.prefix=/abs"], "values don't meet the specifications of the schema"),
+        (["store.deploy=yes"], "values don't meet the specifications of the schema"),
+        (["store.image.digest=latest"], "values don't meet the specifications of the schema"),
+    ],
+)
+def test_bad_store_values_fail_clearly(values: list[str], message: str) -> None:
+    args = [a for v in values for a in ("--set", v)]
+    proc = subprocess.run(
+        [helm_binary(), "template", "x", str(CHART), *args], capture_output=True, text=True
+    )
+    assert proc.returncode != 0, values
+    assert message in proc.stderr, proc.stderr

@@ -11,6 +11,7 @@ from cryptography import x509
 from kitaru_localnode import node
 from kitaru_localnode.pki import NODE_IP, ensure_pki
 
+REGISTRY = f"{NODE_IP}:5001"
 PORTS = {
     "kubelet": 10250,
     "kubelet-healthz": 10248,
@@ -70,15 +71,39 @@ def test_kube_proxy_and_coredns_listen_on_the_node_or_loopback(tmp_path: Path) -
 
 def test_write_configs_lays_out_the_node_folder(tmp_path: Path) -> None:
     paths = node.NodePaths(tmp_path)
-    node.write_configs(paths, tmp_path / "pki", tmp_path / "kc", PORTS, "pause:1")
+    node.write_configs(paths, tmp_path / "pki", tmp_path / "kc", PORTS, "pause:1", REGISTRY)
     for path in (
         paths.containerd_config,
         paths.kubelet_config,
         paths.kube_proxy_config,
         paths.corefile,
         paths.cni_conf_dir / "10-kitaru.conflist",
+        paths.registry_hosts / REGISTRY / "hosts.toml",
+        paths.registry_hosts / "ghcr.io" / "hosts.toml",
     ):
         assert path.is_file(), path
+
+
+def test_containerd_pulls_from_the_local_registry_only(tmp_path: Path) -> None:
+    """The registry over plain HTTP, and as the mirror of the registry the project's
+    images are published to; the upstream stays behind the closed proxy."""
+    paths = node.NodePaths(tmp_path)
+    config = tomllib.loads(node.build_containerd_config(paths, "pause:1"))
+    registry_config = config["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+    assert registry_config == {"config_path": str(paths.registry_hosts)}
+    hosts = {n: tomllib.loads(text) for n, text in node.build_registry_hosts(REGISTRY).items()}
+    local = {f"http://{REGISTRY}": {"capabilities": ["pull", "resolve"]}}
+    assert hosts[REGISTRY] == {"server": f"http://{REGISTRY}", "host": local}
+    assert hosts["ghcr.io"] == {"server": "https://ghcr.io", "host": local}
+    assert node.CLOSED_PROXY_ENV["HTTPS_PROXY"] == "http://127.0.0.1:9"
+    assert node.CLOSED_PROXY_ENV["NO_PROXY"] == NODE_IP
+
+
+def test_a_published_image_is_known_by_its_registry_and_mirror_tags() -> None:
+    assert node.tag_references(f"{REGISTRY}/kitaru-k8s/runner:0.1.0") == [
+        f"{REGISTRY}/kitaru-k8s/runner:0.1.0",
+        "ghcr.io/kitaru-k8s/runner:0.1.0",
+    ]
 
 
 def _sans(path: Path) -> set[str]:

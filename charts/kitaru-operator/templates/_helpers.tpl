@@ -141,3 +141,79 @@ A retention bound as the operator's flag takes it: the number, or "none" for nul
 app.kubernetes.io/name: kitaru-dashboard
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{/* The store's objects (Deployment, Service, PVC): <fullname>-store. */}}
+{{- define "kitaru-operator.storeName" -}}
+{{- printf "%s-store" (include "kitaru-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The store's pods: a name of their own, so the operator's selectors never match them. */}}
+{{- define "kitaru-operator.storeSelectorLabels" -}}
+app.kubernetes.io/name: kitaru-store
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The Secret with the store's credentials (keys AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY): store.secretRef, else the one the chart makes with
+store.deploy, else none (the default credential chain: IRSA, workload identity, ...).
+*/}}
+{{- define "kitaru-operator.storeSecret" -}}
+{{- if .Values.store.secretRef }}
+{{- .Values.store.secretRef }}
+{{- else if .Values.store.deploy }}
+{{- printf "%s-credentials" (include "kitaru-operator.storeName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* The store's URL: store.endpoint, else the Service of store.deploy, else none. */}}
+{{- define "kitaru-operator.storeEndpoint" -}}
+{{- if .Values.store.endpoint }}
+{{- .Values.store.endpoint }}
+{{- else if .Values.store.deploy }}
+{{- printf "http://%s.%s.svc:%d" (include "kitaru-operator.storeName" .) .Release.Namespace (int .Values.store.service.port) }}
+{{- end }}
+{{- end }}
+
+{{/* The store's image: repository@digest when a digest is set, else repository:tag. */}}
+{{- define "kitaru-operator.storeImage" -}}
+{{- if .Values.store.image.digest }}
+{{- printf "%s@%s" .Values.store.image.repository .Values.store.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.store.image.repository .Values.store.image.tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's KITARU_STORE_* environment, when a store is configured: where it is,
+the bucket and key prefix of the run data, and the credentials from their Secret.
+*/}}
+{{- define "kitaru-operator.storeEnv" -}}
+{{- $endpoint := include "kitaru-operator.storeEndpoint" . }}
+{{- $secret := include "kitaru-operator.storeSecret" . }}
+{{- if and $secret (not $endpoint) }}
+{{- fail "store.secretRef names credentials, but no store is configured: set store.endpoint, or store.deploy=true" }}
+{{- end }}
+{{- if $endpoint }}
+- name: KITARU_STORE_ENDPOINT
+  value: {{ $endpoint | quote }}
+- name: KITARU_STORE_BUCKET
+  value: {{ .Values.store.bucket | quote }}
+- name: KITARU_STORE_PREFIX
+  value: {{ .Values.store.prefix | quote }}
+- name: KITARU_STORE_REGION
+  value: {{ .Values.store.region | quote }}
+{{- if $secret }}
+- name: KITARU_STORE_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: AWS_ACCESS_KEY_ID
+- name: KITARU_STORE_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+{{- end }}
